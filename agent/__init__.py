@@ -1,0 +1,1 @@
+"""The orchestrator: market data, feature snapshots, the CLI (and, later, LLM, cycle, brokers)."""

@@ -1,0 +1,1 @@
+"""Historical replay and honest comparison of variants (issue: evals)."""

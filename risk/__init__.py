@@ -1,0 +1,1 @@
+"""Deterministic sizing and prop-firm rules: the RiskGate (issue: risk gate)."""

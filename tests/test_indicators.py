@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from theories.indicators import atr, ema, percentile_rank, rolling_std, sma, true_range
+
+
+def test_ema_matches_its_recursion():
+    x = np.random.default_rng(0).normal(100, 5, 300)
+    got = ema(x, 10)
+    a = 2 / 11
+    y = x[0]
+    for t in range(1, len(x)):
+        y = a * x[t] + (1 - a) * y
+        if t >= 9:
+            assert got[t] == pytest.approx(y, rel=1e-12)
+    assert np.isnan(got[:9]).all()
+
+
+def test_sma_and_rolling_std_match_direct_windows():
+    x = np.arange(1.0, 21.0) ** 1.5
+    assert sma(x, 5)[10] == pytest.approx(x[6:11].mean())
+    assert rolling_std(x, 5)[10] == pytest.approx(x[6:11].std(ddof=1))
+    assert np.isnan(sma(x, 5)[3]) and np.isnan(rolling_std(x, 5)[3])
+
+
+def test_true_range_covers_gaps_from_previous_close():
+    high = np.array([10.0, 12.0, 9.0])
+    low = np.array([9.0, 11.0, 8.0])
+    close = np.array([9.5, 11.5, 8.5])
+    # bar 1 gaps up: TR = 12 - 9.5; bar 2 gaps down: TR = 11.5 - 8
+    assert true_range(high, low, close).tolist() == [1.0, 2.5, 3.5]
+
+
+def test_wilder_atr_known_values():
+    high = np.array([10, 11, 12, 13, 14], float)
+    low = high - 1
+    close = high - 0.5
+    out = atr(high, low, close, n=3)
+    # TRs: 1, 1.5, 1.5, 1.5, 1.5; seed = mean(1, 1.5, 1.5); then Wilder: (prev*2 + tr)/3
+    seed = (1 + 1.5 + 1.5) / 3
+    assert out[2] == pytest.approx(seed)
+    assert out[3] == pytest.approx((seed * 2 + 1.5) / 3)
+    assert out[4] == pytest.approx((out[3] * 2 + 1.5) / 3)
+
+
+def test_percentile_rank_counts_at_or_below():
+    assert percentile_rank(np.array([1.0, 2, 3, 4, np.nan]), 2.0) == 0.5

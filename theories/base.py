@@ -1,0 +1,174 @@
+"""The contract every theory keeps: typed parameters in, a small documented result out.
+
+A theory module holds three things: the pure analysis function(s) with explicit array
+arguments, a `Params` model (validated, defaulted), and a result model derived from
+`TheoryResult`. It exposes them as `THEORY = Theory(...)`, whose `run(ctx, params)` adapts the
+shared `TheoryContext` to the pure function. The registry collects the `THEORY` objects.
+
+Every result field declares its unit with `unit(...)`. The unit is what lets a snapshot be
+anonymised generically: fields in `PRICE` units (levels and distances in the quote currency)
+are rebased so that the last close is 100, fields in `TIME` units are dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from theories.candles import Candles
+
+# Units a result field can carry. Keep this list short and in the field's words.
+PRICE = "price"  # quote currency: a level or a distance between levels (rebased when anonymised)
+VOLUME = "volume"  # base units (rescaled when anonymised)
+TIME = "time_ms"  # UTC epoch ms (dropped when anonymised)
+FRACTION = "fraction"  # a plain fraction, 0.01 = 1%
+LOG_RETURN = "log_return"  # natural-log return
+PROBABILITY = "probability"  # in [0, 1]
+SIGMA = "sigma"  # standard deviations
+BARS = "bars"  # a count of candles
+COUNT = "count"
+RATIO = "ratio"  # dimensionless
+STATISTIC = "statistic"  # a test statistic
+PVALUE = "p_value"
+ANNUALISED = "annualised_fraction"  # e.g. annualised volatility, 0.6 = 60%
+LABEL = "label"  # plain words
+
+
+def unit(u: str, description: str, **kw: Any) -> Any:
+    """A pydantic Field that documents its meaning and carries its unit in the JSON schema."""
+    return Field(description=description, json_schema_extra={"unit": u}, **kw)
+
+
+def field_unit(model: type[BaseModel], name: str) -> str | None:
+    extra = model.model_fields[name].json_schema_extra
+    return extra.get("unit") if isinstance(extra, dict) else None
+
+
+class TheoryResult(BaseModel):
+    """Base of every theory's output. `label` says in plain words what the numbers mean."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str = unit(LABEL, "What the numbers say, in plain words.")
+
+    def summary(self) -> str:
+        """One compact line for a prompt or a table: the key numbers, then the label.
+
+        Subclasses override this to pick their key numbers; the default lists every scalar.
+        """
+        parts = []
+        for name in type(self).model_fields:
+            if name == "label":
+                continue
+            value = getattr(self, name)
+            if isinstance(value, float):
+                parts.append(f"{name}={value:.4g}")
+            elif isinstance(value, int | str | bool):
+                parts.append(f"{name}={value}")
+        return "; ".join(parts) + f" -> {self.label}"
+
+
+class TheoryParams(BaseModel):
+    """Base of every theory's parameters: typed, validated, defaulted, immutable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TheoryError(ValueError):
+    """A theory cannot give an honest answer for this input (too little data, a failed fit)."""
+
+
+class FitCache:
+    """Memo of expensive model fits (Markov switching, random forest, Kalman noise by MLE).
+
+    Keys must name everything the fit depends on, including the *fit time*: fits are refreshed on
+    a schedule (see `fit_time`) and use only candles closed by that time, so a cached fit never
+    holds information from after the decision it is reused for. Bounded LRU, in memory.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._store: OrderedDict[Hashable, Any] = OrderedDict()
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_fit(self, key: Hashable, fit: Callable[[], Any]) -> Any:
+        if key in self._store:
+            self._store.move_to_end(key)
+            self.hits += 1
+            return self._store[key]
+        self.misses += 1
+        value = fit()
+        self._store[key] = value
+        if len(self._store) > self.max_entries:
+            self._store.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+
+def fingerprint(candles: Candles) -> str:
+    """A short digest of the candles' times and prices, for cache keys of fits made from them."""
+    h = hashlib.blake2b(digest_size=12)
+    for arr in (candles.time, candles.open, candles.high, candles.low, candles.close, candles.volume):
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def fit_time(decision_ms: int, every_ms: int) -> int:
+    """The refit schedule: the latest multiple of `every_ms` at or before the decision time.
+
+    A fit keyed by this time and trained on candles closed by it is the same whichever decision
+    in the period asks first, so results stay reproducible and free of lookahead.
+    """
+    return decision_ms - decision_ms % every_ms
+
+
+@dataclass(frozen=True)
+class TheoryContext:
+    """What a theory may see for one symbol at one decision time.
+
+    `candles` and every entry of `universe` hold only candles closed by `at_ms`.
+    `candles` is the analysis window (the most recent bars); `history` is everything available
+    up to `at_ms`, for theories that train on a longer past (forest, regime fits).
+    """
+
+    symbol: str
+    at_ms: int
+    candles: Candles
+    history: Candles
+    universe: Mapping[str, Candles] = field(default_factory=dict)
+    outcomes: Sequence[float] = ()  # closed-trade results in R multiples, oldest first
+    cache: FitCache | None = None
+    leader: str = "BTC/USDT"
+
+    def cached(self, key: Hashable, fit: Callable[[], Any]) -> Any:
+        return fit() if self.cache is None else self.cache.get_or_fit(key, fit)
+
+
+R = TypeVar("R", bound=TheoryResult)
+P = TypeVar("P", bound=TheoryParams)
+
+
+@dataclass(frozen=True)
+class Theory(Generic[P, R]):
+    """A registry entry: a name, what it computes, and how to run it from a context."""
+
+    name: str
+    description: str  # one line: the method and its source
+    params: type[P]
+    result: type[R]
+    run: Callable[[TheoryContext, P], R]
+    min_bars: int  # fewer candles than this: TheoryError, never a guess
+
+    def __call__(self, ctx: TheoryContext, params: P | Mapping[str, Any] | None = None) -> R:
+        p = params if isinstance(params, self.params) else self.params.model_validate(params or {})
+        if len(ctx.candles) < self.min_bars:
+            raise TheoryError(f"{self.name} needs at least {self.min_bars} candles, got {len(ctx.candles)}")
+        return self.run(ctx, p)

@@ -1,0 +1,240 @@
+"""OHLCV candles as validated numpy arrays: the plain data type every analysis module reads.
+
+It lives in `theories/` because that is the lowest layer that consumes it; `orderflow/`,
+`risk/` and `agent/` import it from here as plain data. Loading (files, exchanges) is I/O and
+lives in `agent/market/`.
+
+Units: `time` is the candle's *open* time in UTC epoch milliseconds; prices are in the quote
+currency; volume is in base units. A candle is closed at `time + interval_ms`.
+
+Validation happens once, on construction, and names the source, the row and the rule that
+broke. Gaps (missing candles) are legal, because exchanges have outages, but they are reported
+by `gaps()` and never filled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+
+HOUR_MS = 3_600_000
+YEAR_MS = 365 * 24 * HOUR_MS  # crypto trades every day of the year
+
+
+class CandleDataError(ValueError):
+    """Candle data broke a validation rule. `row` is the 1-based data row (header excluded)."""
+
+    def __init__(self, source: str, row: int | None, rule: str, detail: str = "") -> None:
+        self.source = source
+        self.row = row
+        self.rule = rule
+        where = f"{source} row {row}" if row is not None else source
+        super().__init__(f"{where}: {rule}" + (f" ({detail})" if detail else ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Missing candles between two present ones."""
+
+    after_time: int  # open time of the last candle before the gap, epoch ms
+    missing: int  # how many candles are absent
+
+
+def iso(ms: int) -> str:
+    """Epoch milliseconds as an ISO-8601 UTC string (for messages and tables)."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Candles:
+    """Validated, immutable OHLCV arrays for one symbol at one interval."""
+
+    __slots__ = ("time", "open", "high", "low", "close", "volume", "interval_ms", "symbol", "source")
+
+    time: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    interval_ms: int
+    symbol: str
+    source: str
+
+    def __init__(
+        self,
+        time,
+        open,  # noqa: A002 - the field's name in the field's words
+        high,
+        low,
+        close,
+        volume,
+        *,
+        interval_ms: int | None = None,
+        symbol: str = "",
+        source: str = "<arrays>",
+    ) -> None:
+        columns = {
+            "time": np.asarray(time),
+            "open": np.asarray(open, dtype=np.float64),
+            "high": np.asarray(high, dtype=np.float64),
+            "low": np.asarray(low, dtype=np.float64),
+            "close": np.asarray(close, dtype=np.float64),
+            "volume": np.asarray(volume, dtype=np.float64),
+        }
+        n = len(columns["time"])
+        for name, arr in columns.items():
+            if arr.ndim != 1:
+                raise CandleDataError(source, None, f"column '{name}' must be one-dimensional")
+            if len(arr) != n:
+                raise CandleDataError(
+                    source, None, "columns must have equal length", f"time has {n}, {name} has {len(arr)}"
+                )
+        t = columns["time"]
+        if n and not np.issubdtype(t.dtype, np.integer):
+            tf = np.asarray(t, dtype=np.float64)
+            bad = ~np.isfinite(tf) | (tf != np.round(tf))
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise CandleDataError(source, i + 1, "time must be whole epoch milliseconds", f"got {t[i]!r}")
+            t = tf
+        columns["time"] = np.asarray(t, dtype=np.int64)
+
+        _validate(columns, source)
+        if interval_ms is None:
+            interval_ms = _infer_interval(columns["time"], source)
+        elif interval_ms <= 0:
+            raise CandleDataError(source, None, "interval must be positive", f"got {interval_ms} ms")
+        _check_grid(columns["time"], interval_ms, source)
+
+        for name, arr in columns.items():
+            arr = np.ascontiguousarray(arr)
+            arr.flags.writeable = False
+            object.__setattr__(self, name, arr)
+        object.__setattr__(self, "interval_ms", int(interval_ms))
+        object.__setattr__(self, "symbol", symbol)
+        object.__setattr__(self, "source", source)
+
+    def __setattr__(self, name, value):  # immutable: analysis must never edit its input
+        raise AttributeError("Candles are immutable")
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+    def __repr__(self) -> str:
+        if not len(self):
+            return f"Candles({self.symbol or self.source}, empty)"
+        return (
+            f"Candles({self.symbol or self.source}, {len(self)} x {self.interval_ms // 60_000}m, "
+            f"{iso(int(self.time[0]))} .. {iso(int(self.time[-1]))})"
+        )
+
+    # --- views -------------------------------------------------------------------------------
+
+    def _slice(self, sl: slice) -> Candles:
+        out = object.__new__(Candles)
+        for name in ("time", "open", "high", "low", "close", "volume"):
+            object.__setattr__(out, name, getattr(self, name)[sl])
+        object.__setattr__(out, "interval_ms", self.interval_ms)
+        object.__setattr__(out, "symbol", self.symbol)
+        object.__setattr__(out, "source", self.source)
+        return out
+
+    @property
+    def close_time(self) -> np.ndarray:
+        """Close time of each candle, epoch ms."""
+        return self.time + self.interval_ms
+
+    @property
+    def last_close_time(self) -> int:
+        """When the newest candle closed: the time a snapshot of these candles describes."""
+        if not len(self):
+            raise CandleDataError(self.source, None, "no candles")
+        return int(self.time[-1]) + self.interval_ms
+
+    def closed_by(self, at_ms: int) -> Candles:
+        """Only the candles that had closed at `at_ms` (close time <= at_ms): the no-lookahead cut."""
+        n = int(np.searchsorted(self.time + self.interval_ms, at_ms, side="right"))
+        return self._slice(slice(0, n))
+
+    def tail(self, n: int) -> Candles:
+        """The last `n` candles (all of them when there are fewer)."""
+        return self._slice(slice(max(len(self) - n, 0), len(self)))
+
+    def log_returns(self) -> np.ndarray:
+        """Close-to-close log returns, one fewer than candles. Across a gap it spans the gap."""
+        return np.diff(np.log(self.close))
+
+    @property
+    def bars_per_year(self) -> float:
+        return YEAR_MS / self.interval_ms
+
+    def gaps(self) -> list[Gap]:
+        """Every run of missing candles, in time order."""
+        if len(self) < 2:
+            return []
+        steps = np.diff(self.time) // self.interval_ms
+        where = np.flatnonzero(steps > 1)
+        return [Gap(after_time=int(self.time[i]), missing=int(steps[i] - 1)) for i in where]
+
+
+def _first(mask: np.ndarray) -> int | None:
+    idx = np.flatnonzero(mask)
+    return int(idx[0]) if len(idx) else None
+
+
+def _validate(c: dict[str, np.ndarray], source: str) -> None:
+    t = c["time"]
+    if len(t) > 1:
+        i = _first(np.diff(t) <= 0)
+        if i is not None:
+            raise CandleDataError(
+                source, i + 2, "times must be strictly increasing", f"{t[i + 1]} follows {t[i]}"
+            )
+    for name in ("open", "high", "low", "close"):
+        arr = c[name]
+        i = _first(~np.isfinite(arr) | (arr <= 0))
+        if i is not None:
+            raise CandleDataError(
+                source, i + 1, f"{name} must be a finite positive price", f"got {arr[i]!r} at {iso(int(t[i]))}"
+            )
+    body_top = np.maximum(c["open"], c["close"])
+    i = _first(c["high"] < body_top)
+    if i is not None:
+        raise CandleDataError(
+            source, i + 1, "high must be >= max(open, close)",
+            f"high {c['high'][i]!r}, open {c['open'][i]!r}, close {c['close'][i]!r} at {iso(int(t[i]))}",
+        )
+    body_bottom = np.minimum(c["open"], c["close"])
+    i = _first(c["low"] > body_bottom)
+    if i is not None:
+        raise CandleDataError(
+            source, i + 1, "low must be <= min(open, close)",
+            f"low {c['low'][i]!r}, open {c['open'][i]!r}, close {c['close'][i]!r} at {iso(int(t[i]))}",
+        )
+    v = c["volume"]
+    i = _first(~np.isfinite(v) | (v < 0))
+    if i is not None:
+        raise CandleDataError(
+            source, i + 1, "volume must be finite and non-negative", f"got {v[i]!r} at {iso(int(t[i]))}"
+        )
+
+
+def _infer_interval(t: np.ndarray, source: str) -> int:
+    """The most common step between candles: gaps make some steps longer, never shorter."""
+    if len(t) < 2:
+        raise CandleDataError(source, None, "cannot infer the candle interval from fewer than 2 candles")
+    steps, counts = np.unique(np.diff(t), return_counts=True)
+    return int(steps[np.argmax(counts)])
+
+
+def _check_grid(t: np.ndarray, interval_ms: int, source: str) -> None:
+    if len(t) < 2:
+        return
+    i = _first(np.diff(t) % interval_ms != 0)
+    if i is not None:
+        raise CandleDataError(
+            source, i + 2, f"times must lie on the {interval_ms} ms candle grid",
+            f"{iso(int(t[i + 1]))} is {int(t[i + 1] - t[i])} ms after the previous candle",
+        )

@@ -1,0 +1,81 @@
+"""Small building blocks several theories share: moving averages, true range, rolling spread.
+
+Each takes plain arrays and returns an array aligned with its input, NaN where the window is
+not yet full. Vectorised where the recursion allows; the EMA recursion runs through scipy's
+linear filter (C speed) rather than a Python loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.signal import lfilter
+
+
+def ema(x: np.ndarray, span: int | None = None, *, alpha: float | None = None) -> np.ndarray:
+    """Exponential moving average, seeded with the first value: y_t = a x_t + (1 - a) y_{t-1}.
+
+    `span` gives a = 2 / (span + 1) (the usual trading EMA); `alpha` sets a directly
+    (Wilder smoothing is alpha = 1 / n). The first `span - 1` values are NaN (warm-up).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if (span is None) == (alpha is None):
+        raise ValueError("give exactly one of span or alpha")
+    a = 2.0 / (span + 1) if span is not None else float(alpha)
+    warm = span if span is not None else int(round(1 / a))
+    if len(x) == 0:
+        return x.copy()
+    y, _ = lfilter([a], [1.0, a - 1.0], x[1:], zi=[(1 - a) * x[0]])
+    out = np.concatenate(([x[0]], y))
+    out[: max(warm - 1, 0)] = np.nan
+    return out
+
+
+def sma(x: np.ndarray, n: int) -> np.ndarray:
+    """Simple moving average over `n` values; NaN for the first n - 1."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full(len(x), np.nan)
+    if len(x) >= n:
+        c = np.cumsum(np.concatenate(([0.0], x)))
+        out[n - 1 :] = (c[n:] - c[:-n]) / n
+    return out
+
+
+def true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """Wilder's true range; the first bar has no previous close and uses high - low."""
+    prev = np.concatenate(([close[0]], close[:-1]))
+    return np.maximum(high, prev) - np.minimum(low, prev)
+
+
+def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int = 14) -> np.ndarray:
+    """Average true range with Wilder smoothing (alpha = 1/n), seeded by the mean of the first n.
+
+    Wilder, New Concepts in Technical Trading Systems (1978). In quote currency.
+    """
+    tr = true_range(np.asarray(high, float), np.asarray(low, float), np.asarray(close, float))
+    out = np.full(len(tr), np.nan)
+    if len(tr) < n:
+        return out
+    seed = tr[:n].mean()
+    a = 1.0 / n
+    y, _ = lfilter([a], [1.0, a - 1.0], tr[n:], zi=[(1 - a) * seed])
+    out[n - 1] = seed
+    out[n:] = y
+    return out
+
+
+def rolling_std(x: np.ndarray, n: int, ddof: int = 1) -> np.ndarray:
+    """Standard deviation over a sliding window of `n`; NaN for the first n - 1."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full(len(x), np.nan)
+    if len(x) >= n:
+        out[n - 1 :] = np.lib.stride_tricks.sliding_window_view(x, n).std(axis=1, ddof=ddof)
+    return out
+
+
+def percentile_rank(history: np.ndarray, value: float) -> float:
+    """Share of finite `history` values at or below `value`, in [0, 1] (NaN if none)."""
+    h = np.asarray(history, dtype=np.float64)
+    h = h[np.isfinite(h)]
+    if not len(h):
+        return float("nan")
+    return float(np.count_nonzero(h <= value) / len(h))

@@ -1,0 +1,24 @@
+"""Theory names to theories, so a theory set is just a list of names.
+
+Adding a theory is adding a module with a `THEORY` and naming it here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from theories import entropy
+from theories.base import Theory
+
+THEORIES: dict[str, Theory] = {t.name: t for t in (entropy.THEORY,)}
+
+DEFAULT_SET: tuple[str, ...] = tuple(THEORIES)
+
+
+def resolve(names: Iterable[str]) -> list[Theory]:
+    """The theories for a set of names, in the given order; unknown names are an error naming them."""
+    names = list(names)
+    unknown = [n for n in names if n not in THEORIES]
+    if unknown:
+        raise KeyError(f"unknown theories {unknown}; known: {sorted(THEORIES)}")
+    return [THEORIES[n] for n in names]
