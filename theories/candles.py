@@ -50,7 +50,7 @@ def iso(ms: int) -> str:
 class Candles:
     """Validated, immutable OHLCV arrays for one symbol at one interval."""
 
-    __slots__ = ("time", "open", "high", "low", "close", "volume", "interval_ms", "symbol", "source")
+    __slots__ = ("close", "high", "interval_ms", "low", "open", "source", "symbol", "time", "volume")
 
     time: np.ndarray
     open: np.ndarray
@@ -184,8 +184,20 @@ def _first(mask: np.ndarray) -> int | None:
     return int(idx[0]) if len(idx) else None
 
 
+# Plausible epoch-ms range: catches times in seconds or truncated columns instead of silently
+# reading them as 1970 (seen in real files).
+EARLIEST_MS = 946_684_800_000  # 2000-01-01
+LATEST_MS = 4_102_444_800_000  # 2100-01-01
+
+
 def _validate(c: dict[str, np.ndarray], source: str) -> None:
     t = c["time"]
+    i = _first((t < EARLIEST_MS) | (t >= LATEST_MS))
+    if i is not None:
+        raise CandleDataError(
+            source, i + 1, "time must be UTC epoch milliseconds between 2000 and 2100",
+            f"got {t[i]}: seconds, or a truncated column?",
+        )
     if len(t) > 1:
         i = _first(np.diff(t) <= 0)
         if i is not None:

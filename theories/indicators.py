@@ -21,7 +21,7 @@ def ema(x: np.ndarray, span: int | None = None, *, alpha: float | None = None) -
     if (span is None) == (alpha is None):
         raise ValueError("give exactly one of span or alpha")
     a = 2.0 / (span + 1) if span is not None else float(alpha)
-    warm = span if span is not None else int(round(1 / a))
+    warm = span if span is not None else round(1 / a)
     if len(x) == 0:
         return x.copy()
     y, _ = lfilter([a], [1.0, a - 1.0], x[1:], zi=[(1 - a) * x[0]])

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from theories.candles import HOUR_MS, Candles, CandleDataError, Gap
+
+T0 = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS
+
+
+def make(n=5, times=None, **override):
+    t = np.asarray(times if times is not None else T0 + HOUR_MS * np.arange(n))
+    n = len(t)
+    cols = dict(open=np.full(n, 10.0), high=np.full(n, 11.0), low=np.full(n, 9.0), close=np.full(n, 10.5),
+                volume=np.full(n, 3.0))
+    for k, v in override.items():
+        cols[k] = np.asarray(v, dtype=float)
+    return Candles(t, cols["open"], cols["high"], cols["low"], cols["close"], cols["volume"], source="unit.csv")
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "row", "rule"),
+    [
+        ("high", [11, 11, 10.2, 11, 11], 3, "high must be >= max(open, close)"),
+        ("low", [9, 9, 9, 10.4, 9], 4, "low must be <= min(open, close)"),
+        ("close", [10.5, np.nan, 10.5, 10.5, 10.5], 2, "close must be a finite positive price"),
+        ("open", [10, 10, 10, 10, -1], 5, "open must be a finite positive price"),
+        ("volume", [1, 1, -0.5, 1, 1], 3, "volume must be finite and non-negative"),
+        ("volume", [1, np.inf, 1, 1, 1], 2, "volume must be finite and non-negative"),
+    ],
+)
+def test_bad_rows_name_the_source_row_and_rule(column, values, row, rule):
+    with pytest.raises(CandleDataError) as err:
+        make(**{column: values})
+    assert err.value.row == row and err.value.rule == rule
+    assert str(err.value).startswith(f"unit.csv row {row}: {rule}")
+
+
+def test_times_must_strictly_increase():
+    t = T0 + HOUR_MS * np.array([0, 1, 1, 2])
+    with pytest.raises(CandleDataError, match="row 3: times must be strictly increasing"):
+        make(times=t)
+    with pytest.raises(CandleDataError, match="row 2: times must be strictly increasing"):
+        make(times=T0 + HOUR_MS * np.array([1, 0, 2]))
+
+
+def test_times_off_the_candle_grid_are_rejected():
+    t = T0 + np.array([0, HOUR_MS, 2 * HOUR_MS, 2 * HOUR_MS + 1_800_000, 4 * HOUR_MS])
+    with pytest.raises(CandleDataError, match="row 4: times must lie on the 3600000 ms candle grid"):
+        make(times=t)
+
+
+def test_gaps_are_reported_not_filled():
+    t = T0 + HOUR_MS * np.array([0, 1, 2, 5, 6, 9])
+    c = make(times=t)
+    assert c.interval_ms == HOUR_MS  # inferred from the most common step, not the gaps
+    assert len(c) == 6
+    assert c.gaps() == [Gap(after_time=int(t[2]), missing=2), Gap(after_time=int(t[4]), missing=2)]
+
+
+def test_closed_by_keeps_only_candles_closed_at_that_time():
+    c = make(n=10)
+    cut = c.closed_by(T0 + 3 * HOUR_MS)  # candles opened at 0, 1, 2 have closed; the one at 3 just opened
+    assert len(cut) == 3 and cut.last_close_time == T0 + 3 * HOUR_MS
+    assert len(c.closed_by(T0 + 3 * HOUR_MS - 1)) == 2
+    assert len(c.closed_by(T0)) == 0
+
+
+@given(st.integers(min_value=T0 - 2 * HOUR_MS, max_value=T0 + 30 * HOUR_MS))
+def test_closed_by_never_includes_an_open_candle(at):
+    c = make(n=24)
+    cut = c.closed_by(at)
+    assert (cut.close_time <= at).all()
+    if len(cut) < len(c):
+        assert c.close_time[len(cut)] > at
+
+
+def test_candles_are_immutable():
+    c = make()
+    with pytest.raises(ValueError):
+        c.close[0] = 1.0
+    with pytest.raises(AttributeError):
+        c.symbol = "X"
+
+
+def test_float_times_must_be_whole_milliseconds():
+    with pytest.raises(CandleDataError, match="row 2: time must be whole epoch milliseconds"):
+        make(times=np.array([T0, T0 + 0.5, T0 + 2 * HOUR_MS], dtype=float))
+
+
+def test_unequal_columns_are_rejected():
+    with pytest.raises(CandleDataError, match="equal length"):
+        Candles([T0, T0 + HOUR_MS], [1, 1], [1, 1], [1, 1], [1, 1], [1])
+
+
+def test_log_returns_and_bars_per_year():
+    c = make(n=3, close=[10, 11, 12.1], high=[12.2] * 3)
+    assert np.allclose(c.log_returns(), np.log([1.1, 1.1]))
+    assert c.bars_per_year == 24 * 365
