@@ -1,0 +1,211 @@
+"""FeatureSnapshot: every theory's output for one symbol at one time, and how to build it.
+
+The snapshot describes the close time of the last candle it used; every theory sees only
+candles closed by the decision time (`Candles.closed_by`), so a snapshot at time t is the same
+whatever happened after t. A theory that cannot answer honestly (too little data, a failed fit)
+is listed under `errors` with its reason instead of a number: the snapshot never guesses.
+
+A snapshot renders as compact text for a prompt, and can be anonymised (no ticker, no dates,
+prices rebased so the last close is 100) so that an LLM cannot recognise a period it has seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time as _time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
+
+from theories.base import PRICE, TIME, FitCache, TheoryContext, TheoryError, TheoryResult, field_unit
+from theories.candles import CandleDataError, Candles, iso
+from theories.registry import DEFAULT_SET, THEORIES, resolve
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW = 500  # candles in the analysis window
+ANONYMOUS_SYMBOL = "ASSET"
+REBASE_TO = 100.0
+
+
+class DataQuality(BaseModel):
+    """What the analysis window looked like, so a reader can judge the numbers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    candles: int = Field(description="Candles in the analysis window.")
+    interval_ms: int = Field(description="Candle interval, ms.")
+    first_open_ms: int | None = Field(description="Open time of the first candle in the window, UTC epoch ms.")
+    gaps: int = Field(description="Runs of missing candles inside the window.")
+    missing_candles: int = Field(description="Candles missing inside the window (never filled).")
+    stale_bars: int = Field(
+        description="Whole intervals between the last closed candle and the decision time (0 = fresh)."
+    )
+
+
+class FeatureSnapshot(BaseModel):
+    """Every theory in a set, for one symbol, as of `time` (close of the last candle used)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symbol: str
+    time: int | None = Field(description="Close time of the last candle used, UTC epoch ms; None when anonymised.")
+    last_price: float = Field(description="Close of the last candle, quote currency (100 when anonymised).")
+    anonymised: bool = False
+    quality: DataQuality
+    theories: dict[str, SerializeAsAny[TheoryResult]] = Field(default_factory=dict)
+    errors: dict[str, str] = Field(default_factory=dict, description="Theories that gave no answer, and why.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_theories(cls, data: Any) -> Any:
+        """Rebuild each theory's own result type from plain data (a JSON round trip)."""
+        if isinstance(data, dict) and isinstance(data.get("theories"), dict):
+            typed = {}
+            for name, value in data["theories"].items():
+                if isinstance(value, dict):
+                    if name not in THEORIES:
+                        raise ValueError(f"snapshot holds unknown theory {name!r}")
+                    value = THEORIES[name].result.model_validate(value)
+                typed[name] = value
+            data = {**data, "theories": typed}
+        return data
+
+    # --- rendering ---------------------------------------------------------------------------
+
+    def to_prompt_text(self) -> str:
+        """Compact text for a prompt: one header line, one line per theory."""
+        interval_h = self.quality.interval_ms / 3_600_000
+        when = f" at {iso(self.time)}" if self.time is not None else ""
+        lines = [
+            f"{self.symbol}{when}: last close {self.last_price:.6g}, {self.quality.candles} x "
+            f"{interval_h:g}h candles, gaps {self.quality.missing_candles}"
+            + (f", STALE by {self.quality.stale_bars} bars" if self.quality.stale_bars else "")
+        ]
+        for name, result in self.theories.items():
+            lines.append(f"{name}: {result.summary()}")
+        for name, why in self.errors.items():
+            lines.append(f"{name}: unavailable ({why})")
+        return "\n".join(lines)
+
+    def anonymised_copy(self) -> FeatureSnapshot:
+        """The same snapshot with no ticker, no dates and prices rebased so the last close is 100."""
+        if self.anonymised:
+            return self
+        factor = REBASE_TO / self.last_price
+        return FeatureSnapshot(
+            symbol=ANONYMOUS_SYMBOL,
+            time=None,
+            last_price=REBASE_TO,
+            anonymised=True,
+            quality=self.quality.model_copy(update={"first_open_ms": None}),
+            theories={name: _rebase(result, factor) for name, result in self.theories.items()},
+            errors=dict(self.errors),
+        )
+
+
+def _rebase(model: BaseModel, factor: float) -> BaseModel:
+    """Scale every PRICE field by `factor`, zero every TIME field, recursing into nested models."""
+    update: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        u = field_unit(type(model), name)
+        if u == PRICE and value is not None:
+            update[name] = _scale(value, factor)
+        elif u == TIME and value is not None:
+            update[name] = _blank_time(value)
+        elif isinstance(value, BaseModel):
+            update[name] = _rebase(value, factor)
+        elif isinstance(value, list | tuple) and value and isinstance(value[0], BaseModel):
+            update[name] = type(value)(_rebase(v, factor) for v in value)
+    return model.model_copy(update=update) if update else model
+
+
+def _scale(value: Any, factor: float) -> Any:
+    if isinstance(value, list | tuple):
+        return type(value)(_scale(v, factor) for v in value)
+    return value * factor
+
+
+def _blank_time(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return type(value)(0 for _ in value)
+    return 0
+
+
+# --- building -----------------------------------------------------------------------------------
+
+TheorySet = Sequence[str] | Mapping[str, Mapping[str, Any] | None]
+
+
+def build_snapshot(
+    symbol: str,
+    universe: Mapping[str, Candles],
+    at_ms: int | None = None,
+    theory_set: TheorySet = DEFAULT_SET,
+    *,
+    window: int = DEFAULT_WINDOW,
+    outcomes: Sequence[float] = (),
+    cache: FitCache | None = None,
+    leader: str = "BTC/USDT",
+    timings: dict[str, float] | None = None,
+) -> FeatureSnapshot:
+    """Run a theory set on `symbol` as of `at_ms` (default: the last candle's close).
+
+    `universe` holds every symbol's full candles; each is cut at `at_ms` here, so no theory can
+    see a candle that had not closed by then. `theory_set` is a list of names or a mapping of
+    name -> parameters. Per-theory wall time goes into `timings` (seconds) when given.
+    """
+    if symbol not in universe:
+        raise KeyError(f"no candles for {symbol!r}; have {sorted(universe)}")
+    full = universe[symbol]
+    if at_ms is None:
+        at_ms = full.last_close_time
+    history = full.closed_by(at_ms)
+    if not len(history):
+        raise CandleDataError(full.source, None, f"no candle of {symbol} had closed by {iso(at_ms)}")
+    candles = history.tail(window)
+    cut = {s: c.closed_by(at_ms) for s, c in universe.items()}
+    ctx = TheoryContext(
+        symbol=symbol,
+        at_ms=at_ms,
+        candles=candles,
+        history=history,
+        universe={s: c for s, c in cut.items() if len(c)},
+        outcomes=tuple(outcomes),
+        cache=cache,
+        leader=leader,
+    )
+
+    params_for = dict(theory_set) if isinstance(theory_set, Mapping) else dict.fromkeys(theory_set)
+    results: dict[str, TheoryResult] = {}
+    errors: dict[str, str] = {}
+    for theory in resolve(params_for):
+        start = _time.perf_counter()
+        try:
+            results[theory.name] = theory(ctx, params_for[theory.name])
+        except TheoryError as exc:
+            errors[theory.name] = str(exc)
+        except Exception as exc:  # a theory's bug must not take the cycle down: fail closed, loudly
+            log.exception("theory %s failed on %s at %s", theory.name, symbol, iso(at_ms))
+            errors[theory.name] = f"failed: {type(exc).__name__}: {exc}"
+        if timings is not None:
+            timings[theory.name] = timings.get(theory.name, 0.0) + _time.perf_counter() - start
+
+    gaps = candles.gaps()
+    return FeatureSnapshot(
+        symbol=symbol,
+        time=history.last_close_time,
+        last_price=float(candles.close[-1]),
+        quality=DataQuality(
+            candles=len(candles),
+            interval_ms=candles.interval_ms,
+            first_open_ms=int(candles.time[0]),
+            gaps=len(gaps),
+            missing_candles=sum(g.missing for g in gaps),
+            stale_bars=(at_ms - history.last_close_time) // candles.interval_ms,
+        ),
+        theories=results,
+        errors=errors,
+    )

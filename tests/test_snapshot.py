@@ -1,0 +1,146 @@
+"""The FeatureSnapshot: no lookahead, honest errors, JSON round trip, anonymisation."""
+
+import json
+
+import numpy as np
+import pytest
+from pydantic import BaseModel
+
+from agent.market import bundled_sample, load_candle_file
+from agent.snapshot import FeatureSnapshot, build_snapshot
+from theories.base import PRICE, FitCache, field_unit
+from theories.candles import Candles
+from theories.registry import DEFAULT_SET, THEORIES
+
+SAMPLE = bundled_sample()
+AT = 1762992000000  # 2025-11-13T00:00Z, three days before the sample ends
+
+
+def altered_after(c: Candles, at_ms: int) -> Candles:
+    """The same candles with everything that closed after `at_ms` changed beyond recognition."""
+    later = c.close_time > at_ms
+    scale = np.where(later, 3.0, 1.0)
+    return Candles(c.time, c.open * scale, c.high * scale * 1.05, c.low * scale * 0.9, c.close * scale,
+                   c.volume * np.where(later, 10.0, 1.0), symbol=c.symbol, source=c.source)
+
+
+def test_snapshot_at_t_ignores_every_candle_after_t():
+    honest = build_snapshot("ETH/USDT", SAMPLE, AT)
+    tampered_universe = {s: altered_after(c, AT) for s, c in SAMPLE.items()}
+    tampered = build_snapshot("ETH/USDT", tampered_universe, AT)
+    assert honest.time == AT
+    assert honest.model_dump() == tampered.model_dump()
+
+
+def test_altering_a_candle_before_t_does_change_the_snapshot():
+    # the lookahead test above must be able to fail: history does matter
+    c = SAMPLE["ETH/USDT"]
+    earlier = c.close_time <= AT
+    scale = np.where(earlier & (c.close_time > AT - 48 * 3_600_000), 1.2, 1.0)
+    moved = Candles(c.time, c.open * scale, c.high * scale, c.low * scale, c.close * scale, c.volume,
+                    symbol=c.symbol, source=c.source)
+    a = build_snapshot("ETH/USDT", SAMPLE, AT)
+    b = build_snapshot("ETH/USDT", {**SAMPLE, "ETH/USDT": moved}, AT)
+    assert a.model_dump() != b.model_dump()
+
+
+def test_every_registered_theory_answers_on_the_bundled_sample():
+    cache = FitCache()
+    for symbol in SAMPLE:
+        snap = build_snapshot(symbol, SAMPLE, cache=cache)
+        assert snap.errors == {}, f"{symbol}: {snap.errors}"
+        assert list(snap.theories) == list(DEFAULT_SET)
+        assert snap.quality.candles == 500 and snap.quality.stale_bars == 0
+
+
+def test_every_registered_theory_answers_on_the_shared_data(shared_data):
+    folder = shared_data / "candles" / "binance-spot-1h"
+    universe = {c.symbol: c for c in (load_candle_file(folder / f"{s}_USDT.csv.gz") for s in ("BTC", "ETH", "DOGE"))}
+    cache = FitCache()
+    # three eras: the 2018 bear market, the 2021 bull market, and the latest data
+    for at in (1_530_000_000_000, 1_620_000_000_000, universe["BTC/USDT"].last_close_time):
+        for symbol in ("BTC/USDT", "DOGE/USDT") if at > 1_600_000_000_000 else ("BTC/USDT",):
+            snap = build_snapshot(symbol, universe, at, cache=cache)
+            assert snap.errors == {}, f"{symbol} at {at}: {snap.errors}"
+    other = shared_data / "candles" / "binance-spot-1h-2021"
+    eth21 = {"ETH/USDT": load_candle_file(other / "ETH_USDT.csv.gz"), "BTC/USDT": load_candle_file(other / "BTC_USDT.csv.gz")}
+    assert build_snapshot("ETH/USDT", eth21, cache=cache).errors == {}
+
+
+def test_too_little_data_is_reported_per_theory_not_guessed():
+    short = {s: c.tail(40) for s, c in SAMPLE.items()}
+    snap = build_snapshot("BTC/USDT", short)
+    assert snap.theories == {} or all(len(snap.errors[n]) for n in snap.errors)
+    assert set(snap.errors) == {n for n, t in THEORIES.items() if t.min_bars > 40}
+    assert all("needs at least" in why for why in snap.errors.values())
+
+
+def test_a_time_before_any_candle_closed_is_an_error():
+    from theories.candles import CandleDataError
+
+    with pytest.raises(CandleDataError, match="no candle of BTC/USDT had closed"):
+        build_snapshot("BTC/USDT", SAMPLE, int(SAMPLE["BTC/USDT"].time[0]))
+
+
+def test_stale_data_is_flagged():
+    at = SAMPLE["BTC/USDT"].last_close_time + 5 * 3_600_000 + 1
+    assert build_snapshot("BTC/USDT", SAMPLE, at, ["entropy"]).quality.stale_bars == 5
+
+
+def test_json_round_trip_restores_each_theorys_own_type():
+    snap = build_snapshot("SOL/USDT", SAMPLE, AT)
+    again = FeatureSnapshot.model_validate(json.loads(snap.model_dump_json()))
+    assert again == snap
+    for name, result in again.theories.items():
+        assert type(result) is THEORIES[name].result
+
+
+def _price_fields(model: BaseModel, path=""):
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if field_unit(type(model), name) == PRICE:
+            yield f"{path}{name}", value
+        elif isinstance(value, BaseModel):
+            yield from _price_fields(value, f"{path}{name}.")
+
+
+def _get(model, dotted):
+    for part in dotted.split("."):
+        model = getattr(model, part)
+    return model
+
+
+def test_anonymised_snapshot_has_no_ticker_no_dates_and_prices_rebased_to_100():
+    snap = build_snapshot("BTC/USDT", SAMPLE, AT)
+    anon = snap.anonymised_copy()
+    text = anon.to_prompt_text()
+    assert anon.last_price == 100 and anon.time is None and anon.quality.first_open_ms is None
+    assert "BTC" not in text and "USDT" not in text and "2025" not in text
+    assert "BTC" not in anon.model_dump_json() and "2025" not in anon.model_dump_json()
+    factor = 100 / snap.last_price
+    n_prices = 0
+    for name, result in snap.theories.items():
+        for dotted, value in _price_fields(result):
+            n_prices += 1
+            assert _get(anon.theories[name], dotted) == pytest.approx(value * factor, rel=1e-12)
+    # the same non-price numbers
+    assert anon.theories["entropy"] == snap.theories["entropy"]
+    if {"montecarlo", "kalman", "variance"} & set(snap.theories):
+        assert n_prices > 0  # theories that report price levels were rebased
+
+
+def test_prompt_text_is_compact_with_one_line_per_theory():
+    snap = build_snapshot("XRP/USDT", SAMPLE, AT)
+    lines = snap.to_prompt_text().splitlines()
+    assert lines[0].startswith("XRP/USDT at 2025-11-13T00:00:00Z")
+    assert len(lines) == 1 + len(DEFAULT_SET)
+    # a rough budget: the whole snapshot must leave room in a 1,500-token prompt (~4 chars a token)
+    assert len(snap.to_prompt_text()) < 4 * 900
+
+
+def test_fit_cache_makes_the_second_symbol_pass_reuse_fits():
+    cache = FitCache()
+    first = build_snapshot("BTC/USDT", SAMPLE, AT, cache=cache)
+    misses = cache.misses
+    second = build_snapshot("BTC/USDT", SAMPLE, AT, cache=cache)
+    assert cache.misses == misses and first == second
