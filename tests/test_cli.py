@@ -40,8 +40,9 @@ def test_analyze_reads_another_file_with_data(capsys, tmp_path):
 
     rng = np.random.default_rng(5)
     price = 10 * np.exp(np.cumsum(rng.normal(0, 0.01, 300)))
+    t0 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000
     for i, p in enumerate(price):
-        rows.append(f"{1_700_000_000_000 - 1_700_000_000_000 % 3_600_000 + i * 3_600_000},{p},{p * 1.01},{p * 0.99},{p},5")
+        rows.append(f"{t0 + i * 3_600_000},{p},{p * 1.01},{p * 0.99},{p},5")
     src.write_text("\n".join(rows))
     code, out, _ = run(capsys, "analyze", "--data", str(src), "--json", "--theories", "entropy")
     assert code == 0

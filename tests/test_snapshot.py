@@ -63,7 +63,7 @@ def test_every_registered_theory_answers_on_the_shared_data(shared_data):
             snap = build_snapshot(symbol, universe, at, cache=cache)
             assert snap.errors == {}, f"{symbol} at {at}: {snap.errors}"
     other = shared_data / "candles" / "binance-spot-1h-2021"
-    eth21 = {"ETH/USDT": load_candle_file(other / "ETH_USDT.csv.gz"), "BTC/USDT": load_candle_file(other / "BTC_USDT.csv.gz")}
+    eth21 = {f"{s}/USDT": load_candle_file(other / f"{s}_USDT.csv.gz") for s in ("ETH", "BTC")}
     assert build_snapshot("ETH/USDT", eth21, cache=cache).errors == {}
 
 
