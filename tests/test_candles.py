@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from theories.candles import HOUR_MS, Candles, CandleDataError, Gap
+from theories.candles import HOUR_MS, CandleDataError, Candles, Gap
 
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS
 

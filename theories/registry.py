@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from theories import entropy
+from theories import entropy, hurst
 from theories.base import Theory
 
-THEORIES: dict[str, Theory] = {t.name: t for t in (entropy.THEORY,)}
+THEORIES: dict[str, Theory] = {t.name: t for t in (entropy.THEORY, hurst.THEORY)}
 
 DEFAULT_SET: tuple[str, ...] = tuple(THEORIES)
 
