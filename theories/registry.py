@@ -7,10 +7,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from theories import entropy, hurst
+from theories import autocorr, context, entropy, forest, hurst, kalman, regime, stationarity, variance
 from theories.base import Theory
 
-THEORIES: dict[str, Theory] = {t.name: t for t in (entropy.THEORY, hurst.THEORY)}
+THEORIES: dict[str, Theory] = {t.name: t for t in (
+        entropy.THEORY,
+        hurst.THEORY,
+        regime.THEORY,
+        kalman.THEORY,
+        stationarity.THEORY,
+        variance.THEORY,
+        autocorr.THEORY,
+        forest.THEORY,
+        context.THEORY,
+    )}
 
 DEFAULT_SET: tuple[str, ...] = tuple(THEORIES)
 

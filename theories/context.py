@@ -1,0 +1,293 @@
+"""Market context: the universe around the symbol, read from the universe's own candles.
+
+- Breadth: the share of symbols whose last close is above their EMA(`trend_span`) (the classic
+  "percent above moving average" breadth gauge). Each EMA runs over the symbol's last
+  10 x `trend_span` candles, so it does not depend on how much history a symbol happens to carry
+  (the seed keeps a weight below e^-19).
+- Leader: the universe's leader (`TheoryContext.leader`, by default the largest coin): close vs its
+  EMA, log return over `trend_bars`, a trend score (that return divided by the one-bar return std
+  times sqrt(trend_bars), so about N(0, 1) for a driftless walk), the percentile of its realised vol,
+  and a regime word from those two: uptrend / downtrend / range-bound, plus quiet / volatile.
+  Self-contained on purpose; the separate `regime` theory models regimes properly.
+- Correlation: the mean of the pairwise Pearson correlations of one-bar log returns over the last
+  `corr_lookback` bars, on the bar times common to all symbols. Symbols have gaps, so returns are
+  aligned by time, never by position, and a return spanning a gap (a multi-bar move) is dropped.
+  Also the symbol's own correlation with the leader on the same common times.
+
+Which symbols count: the universe's candles are cut at the decision time again (no lookahead even
+if a caller forgets); a symbol is left out when its last candle closed more than `max_stale_bars`
+before the decision (delisted or halted), when its candles have another interval, or when it has
+fewer than `trend_span` candles; it is left out of the correlation alone when it covers less than
+`min_coverage` of the correlation window or its returns do not move. The symbol itself joins from
+`ctx.history` when the universe lacks it.
+
+A universe of only the symbol itself (after those exclusions) has no context to give: TheoryError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import Field
+
+from theories.base import (
+    BARS,
+    COUNT,
+    FRACTION,
+    LABEL,
+    LOG_RETURN,
+    RATIO,
+    SIGMA,
+    Theory,
+    TheoryContext,
+    TheoryError,
+    TheoryParams,
+    TheoryResult,
+    unit,
+)
+from theories.candles import Candles
+from theories.indicators import ema, percentile_rank, rolling_std
+
+
+class ContextParams(TheoryParams):
+    trend_span: int = Field(50, ge=2, description="EMA span defining each symbol's trend, in bars.")
+    trend_bars: int = Field(168, ge=10, description="Bars over which the leader's return and trend score are taken.")
+    corr_lookback: int = Field(168, ge=24, description="One-bar returns in the correlation window.")
+    min_common_returns: int = Field(48, ge=10, description="Fewer common return times than this: an error.")
+    min_coverage: float = Field(
+        0.8, gt=0, le=1, description="Share of the correlation window a symbol must cover to be correlated."
+    )
+    max_stale_bars: int = Field(24, ge=0, description="Symbols whose last candle is older than this are left out.")
+    vol_window: int = Field(24, ge=2, description="Returns in one realised-vol estimate of the leader.")
+    vol_lookback: int = Field(500, ge=50, description="Bars over which the leader's current vol is ranked.")
+    trend_score_threshold: float = Field(1.0, gt=0, description="|trend score| at or above (in sigma): trending.")
+    high_vol_percentile: float = Field(0.8, gt=0.5, le=1, description="Leader vol percentile at or above: volatile.")
+    low_vol_percentile: float = Field(0.2, ge=0, lt=0.5, description="Leader vol percentile at or below: quiet.")
+    broad_breadth: float = Field(0.7, gt=0.5, le=1, description="Breadth at or above: broad strength; mirror: weak.")
+    high_correlation: float = Field(0.7, gt=0, le=1, description="Average correlation at or above: moving as one.")
+    low_correlation: float = Field(0.3, ge=-1, lt=1, description="Average correlation at or below: dispersed.")
+
+
+class ContextResult(TheoryResult):
+    breadth: float = unit(FRACTION, "Share of the universe's symbols whose close is above their trend EMA.")
+    n_above: int = unit(COUNT, "Symbols above their trend EMA.")
+    n_symbols: int = unit(COUNT, "Symbols counted in the breadth (the symbol itself included).")
+    n_excluded: int = unit(COUNT, "Universe symbols left out: stale, too short, or another candle interval.")
+    avg_correlation: float = unit(RATIO, "Mean pairwise correlation of one-bar log returns on common times.")
+    n_correlated: int = unit(COUNT, "Symbols in the correlation.")
+    common_returns: int = unit(BARS, "Return times common to all correlated symbols.")
+    symbol_is_leader: bool = unit(LABEL, "True when the analysed symbol is the leader itself.")
+    symbol_leader_correlation: float | None = unit(
+        RATIO, "Correlation of the symbol's returns with the leader's on the common times; None if it is the leader."
+    )
+    leader_above_trend: bool | None = unit(LABEL, "Leader's close above its trend EMA; None if no leader data.")
+    leader_trend_gap: float | None = unit(FRACTION, "Leader's close / trend EMA - 1.")
+    leader_return: float | None = unit(LOG_RETURN, "Leader's log return over trend_bars.")
+    leader_trend_score: float | None = unit(SIGMA, "Leader's return over trend_bars in units of its own noise.")
+    leader_vol_percentile: float | None = unit(FRACTION, "Percentile of the leader's current realised vol.")
+    leader_regime: str | None = unit(LABEL, "Leader's regime in plain words; None if no leader data.")
+
+    def summary(self) -> str:
+        lead = "leader n/a" if self.leader_trend_score is None else (
+            f"leader score {self.leader_trend_score:+.1f}, gap {self.leader_trend_gap:+.1%}, "
+            f"vol pct {self.leader_vol_percentile:.0%}"
+        )
+        own = "" if self.symbol_leader_correlation is None else f"; corr to leader {self.symbol_leader_correlation:.2f}"
+        return (
+            f"breadth {self.n_above}/{self.n_symbols}={self.breadth:.0%}; avg corr {self.avg_correlation:.2f} "
+            f"({self.n_correlated} symbols, {self.common_returns} bars){own}; {lead} -> {self.label}"
+        )
+
+
+def breadth(closes: Sequence[np.ndarray], span: int) -> tuple[int, int]:
+    """(symbols whose last close is above their EMA(span), symbols with at least `span` closes)."""
+    above = n = 0
+    for c in closes:
+        c = np.asarray(c, dtype=np.float64)[-10 * span :]
+        if len(c) < span:
+            continue
+        n += 1
+        above += bool(c[-1] > ema(c, span)[-1])
+    return above, n
+
+
+def window_returns(
+    time: np.ndarray, close: np.ndarray, interval_ms: int, end_ms: int, lookback: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One-bar log returns ending in the `lookback` bar slots up to `end_ms` (an open time).
+
+    A return is stamped with the open time of the bar it ends on; a return across a gap is dropped.
+    """
+    start = end_ms - (lookback - 1) * interval_ms
+    t = np.asarray(time)
+    lo = np.searchsorted(t, start - interval_ms, side="left")
+    hi = np.searchsorted(t, end_ms, side="right")
+    t, lc = t[lo:hi], np.log(np.asarray(close, dtype=np.float64)[lo:hi])
+    keep = (np.diff(t) == interval_ms) & (t[1:] >= start)
+    return t[1:][keep], np.diff(lc)[keep]
+
+
+def align(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(times common to all, returns matrix [times x series]) from (times, returns) pairs, by time."""
+    common = series[0][0]
+    for t, _ in series[1:]:
+        common = np.intersect1d(common, t, assume_unique=True)
+    matrix = np.empty((len(common), len(series)))
+    for j, (t, r) in enumerate(series):
+        matrix[:, j] = r[np.searchsorted(t, common)]
+    return common, matrix
+
+
+def aligned_returns(
+    times: Sequence[np.ndarray], closes: Sequence[np.ndarray], interval_ms: int, end_ms: int, lookback: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One-bar log returns of several symbols over the window, on the times they all share."""
+    return align([window_returns(t, c, interval_ms, end_ms, lookback) for t, c in zip(times, closes, strict=True)])
+
+
+def average_correlation(matrix: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean of the off-diagonal Pearson correlations of the columns, and the correlation matrix."""
+    corr = np.corrcoef(matrix, rowvar=False)
+    iu = np.triu_indices(corr.shape[0], k=1)
+    return float(corr[iu].mean()), corr
+
+
+@dataclass(frozen=True)
+class LeaderState:
+    above_trend: bool
+    trend_gap: float
+    log_return: float
+    trend_score: float
+    vol_percentile: float
+    regime: str
+
+
+def leader_state(close: np.ndarray, p: ContextParams) -> LeaderState | None:
+    """The leader's trend and volatility state; None when its history is too short to say."""
+    close = np.asarray(close, dtype=np.float64)
+    if len(close) < max(p.trend_bars + 1, p.trend_span, 2 * p.vol_window + 1):
+        return None
+    c = close[-10 * p.trend_span :]
+    level = ema(c, p.trend_span)[-1]
+    r = np.diff(np.log(close[-(max(p.trend_bars, p.vol_lookback + p.vol_window - 1) + 1) :]))
+    window = r[-p.trend_bars :]
+    ret = float(window.sum())
+    sd = float(window.std(ddof=1))
+    if sd == 0:
+        return None
+    score = ret / (sd * np.sqrt(p.trend_bars))
+    rv = rolling_std(r[-(p.vol_lookback + p.vol_window - 1) :], p.vol_window)
+    pct = percentile_rank(rv, float(rv[-1]))
+    above = bool(c[-1] > level)
+    if score >= p.trend_score_threshold and above:
+        trend = "uptrend"
+    elif score <= -p.trend_score_threshold and not above:
+        trend = "downtrend"
+    else:
+        trend = "range-bound"
+    if pct >= p.high_vol_percentile:
+        vol = "volatile"
+    elif pct <= p.low_vol_percentile:
+        vol = "quiet"
+    else:
+        vol = "normal volatility"
+    return LeaderState(above, float(c[-1] / level - 1), ret, float(score), pct, f"{trend}, {vol}")
+
+
+def _label(above: int, n: int, avg_corr: float, lead: LeaderState | None, p: ContextParams) -> str:
+    share = above / n
+    if share >= p.broad_breadth:
+        b = "broad strength"
+    elif share <= 1 - p.broad_breadth:
+        b = "broad weakness"
+    else:
+        b = "mixed breadth"
+    if avg_corr >= p.high_correlation:
+        c = "symbols moving as one (high correlation)"
+    elif avg_corr <= p.low_correlation:
+        c = "symbols moving independently (low correlation)"
+    else:
+        c = "moderate correlation"
+    leader = "leader unavailable" if lead is None else f"leader {lead.regime}"
+    return f"{b} ({above}/{n} above their {p.trend_span}-bar EMA); {leader}; {c}"
+
+
+def market_context(
+    symbol: str, members: Mapping[str, Candles], leader: str, at_ms: int, params: ContextParams | None = None
+) -> ContextResult:
+    """Breadth, leader state and correlation of `members` (symbol -> candles) at `at_ms`."""
+    p = params or ContextParams()
+    if symbol not in members:
+        raise TheoryError(f"context: the symbol {symbol!r} is not among the members")
+    interval = members[symbol].interval_ms
+    cut = {s: c if not len(c) or c.last_close_time <= at_ms else c.closed_by(at_ms) for s, c in members.items()}
+    eligible = {
+        s: c for s, c in cut.items()
+        if c.interval_ms == interval and len(c) >= p.trend_span
+        and c.last_close_time >= at_ms - p.max_stale_bars * interval
+    }
+    if symbol not in eligible:
+        raise TheoryError(f"context: the symbol itself has too little recent data (needs {p.trend_span} candles)")
+    if len(eligible) < 2:
+        raise TheoryError("context needs a universe of at least 2 symbols with recent data; only the symbol has it")
+    names = list(eligible)
+    n_above, n = breadth([eligible[s].close for s in names], p.trend_span)
+
+    end = max(int(c.time[-1]) for c in eligible.values())
+    windows = {s: window_returns(c.time, c.close, interval, end, p.corr_lookback) for s, c in eligible.items()}
+    names_c = [
+        s for s in names
+        if len(windows[s][0]) >= p.min_coverage * p.corr_lookback and np.ptp(windows[s][1]) > 0
+    ]
+    times, matrix = align([windows[s] for s in names_c]) if names_c else (np.empty(0), np.empty((0, 0)))
+    if len(names_c) < 2 or len(times) < p.min_common_returns:
+        raise TheoryError(
+            f"context: {len(names_c)} symbols share {len(times)} return times in the last {p.corr_lookback} bars; "
+            f"correlation needs 2 symbols and {p.min_common_returns} times"
+        )
+    avg_corr, corr = average_correlation(matrix)
+
+    is_leader = symbol == leader
+    own_corr = None
+    if not is_leader and symbol in names_c and leader in names_c:
+        own_corr = float(corr[names_c.index(symbol), names_c.index(leader)])
+    lead = leader_state(eligible[leader].close, p) if leader in eligible else None
+    return ContextResult(
+        breadth=n_above / n,
+        n_above=n_above,
+        n_symbols=n,
+        n_excluded=len(members) - len(eligible),
+        avg_correlation=avg_corr,
+        n_correlated=len(names_c),
+        common_returns=len(times),
+        symbol_is_leader=is_leader,
+        symbol_leader_correlation=own_corr,
+        leader_above_trend=None if lead is None else lead.above_trend,
+        leader_trend_gap=None if lead is None else lead.trend_gap,
+        leader_return=None if lead is None else lead.log_return,
+        leader_trend_score=None if lead is None else lead.trend_score,
+        leader_vol_percentile=None if lead is None else lead.vol_percentile,
+        leader_regime=None if lead is None else lead.regime,
+        label=_label(n_above, n, avg_corr, lead, p),
+    )
+
+
+def _run(ctx: TheoryContext, params: ContextParams) -> ContextResult:
+    members = dict(ctx.universe)
+    members.setdefault(ctx.symbol, ctx.history)
+    return market_context(ctx.symbol, members, ctx.leader, ctx.at_ms, params)
+
+
+THEORY = Theory(
+    name="context",
+    description=(
+        "Universe breadth (share above EMA), the leader's trend and vol regime, and average pairwise "
+        "correlation of time-aligned returns."
+    ),
+    params=ContextParams,
+    result=ContextResult,
+    run=_run,
+    min_bars=50,  # the default trend span; the universe members are checked inside
+)

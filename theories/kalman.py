@@ -1,0 +1,319 @@
+"""Kalman local linear trend: the filtered level, velocity and acceleration of log price.
+
+Model (Harvey 1989, *Forecasting, Structural Time Series Models and the Kalman Filter*, ch. 2;
+Durbin & Koopman 2012, *Time Series Analysis by State Space Methods*, sec. 3.2.1), on
+y_t = log close:
+
+    y_t         = level_t + e_t,               e_t ~ N(0, irregular_var)
+    level_{t+1} = level_t + slope_t + n_t,     n_t ~ N(0, level_var)
+    slope_{t+1} = slope_t + z_t,               z_t ~ N(0, trend_var)
+
+The filter is written out with scalar arithmetic (two states, one observation) for speed. The
+prior on (level, slope) is N(0, diffuse_var * I). Its covariance update carries det(P), so the
+slope variance is never a difference of two ~diffuse_var numbers (the textbook P11 - P01^2 / F
+is 1e6 - 1e6 at the start and loses ~1e-8 in the slope), which keeps it exact for any prior
+variance. The default 1e12 is diffuse in effect: it reproduces statsmodels'
+`UnobservedComponents(y, level="lltrend", use_exact_diffuse=True)` filtered states to ~1e-15.
+With diffuse_var=1e6 it reproduces the default (approximate diffuse, 1e6) model to within
+statsmodels' own rounding, provided statsmodels' steady-state shortcut is off
+(`ssm.tolerance = 0`): otherwise statsmodels freezes the covariance once it changes by less
+than 1e-19, which with a near-zero trend variance happens while the slope variance is still
+shrinking.
+
+Noise variances come from maximum likelihood, `UnobservedComponents(...).fit()`, on the log
+closes of the `fit_bars` candles closed by the refit time (`fit_time`, every `fit_every_ms`),
+cached. The fit runs on 100 * (y - y_0) (log percent from the first close) for conditioning;
+variances are scaled back by 1e-4. If the fit raises or does not converge, the variances come
+from a documented rule instead: method of moments on second differences, where
+
+    d2y_t = z_{t-2} + n_{t-1} - n_{t-2} + e_t - 2 e_{t-1} + e_{t-2}
+
+has autocovariances g0 = trend + 2 level + 6 irregular, g1 = -level - 4 irregular,
+g2 = irregular; solved in that order (irregular = g2, level = -g1 - 4 irregular,
+trend = g0 - 2 level - 6 irregular), each clipped at 0. The result says which source was used.
+
+Reported, at the last bar T (filtered, i.e. using bars up to and including T):
+- level: exp(level_{T|T}), a price.
+- velocity: slope_{T|T}, log return per bar; velocity_sigma = velocity / sqrt(Var slope_{T|T}).
+- acceleration: slope_{T|T} - slope_{T-1|T-1}, the change of filtered velocity over the last
+  bar (log return per bar per bar).
+- deviation: y_T - level_{T|T} in log units, and deviation_sigma, the same divided by its
+  standard deviation given bars up to T-1. With innovation v_T = y_T - level_{T|T-1} and its
+  variance F_T, y_T - level_{T|T} = (irregular_var / F_T) v_T, whose standard deviation is
+  irregular_var / sqrt(F_T), so deviation_sigma = v_T / sqrt(F_T): the standardised one-step
+  innovation, N(0, 1) under the model (defined so also when irregular_var = 0).
+
+With the typical hourly crypto fit (trend_var near 0) the slope is almost constant, so the
+velocity is close to the window's average drift and acceleration is tiny: that is the answer.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import Field
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
+from statsmodels.tsa.statespace.structural import UnobservedComponents
+
+from theories.base import (
+    BARS,
+    LABEL,
+    LOG_RETURN,
+    PRICE,
+    SIGMA,
+    Theory,
+    TheoryContext,
+    TheoryError,
+    TheoryParams,
+    TheoryResult,
+    fingerprint,
+    fit_time,
+    unit,
+)
+
+DAY_MS = 86_400_000
+DIFFUSE_VAR = 1e12  # prior variance of level and slope: the exact diffuse limit in double precision
+
+
+class KalmanParams(TheoryParams):
+    fit_bars: int = Field(500, ge=100, le=5000, description="Candles closed by the refit time used for the MLE.")
+    fit_every_ms: int = Field(DAY_MS, gt=0, description="Refit schedule for the noise variances, ms.")
+    lookback: int = Field(500, ge=30, description="Candles filtered, the most recent.")
+    trend_sigma: float = Field(
+        2.0, gt=0, description="Velocity beyond +/- this many of its standard deviations reads as a trend."
+    )
+    stretch_sigma: float = Field(
+        2.0, gt=0, description="|deviation_sigma| beyond this reads as price stretched from its level."
+    )
+    speed_change: float = Field(
+        0.1, gt=0, description="|acceleration| of at least this fraction of velocity's standard deviation "
+        "in one bar reads as gaining or losing speed (only said when there is a trend).",
+    )
+
+
+class KalmanResult(TheoryResult):
+    level: float = unit(PRICE, "Filtered trend level at the last bar, as a price: exp of the log level.")
+    velocity: float = unit(LOG_RETURN, "Filtered slope at the last bar: log return per bar.")
+    velocity_sigma: float = unit(SIGMA, "Velocity divided by its filtered standard deviation.")
+    acceleration: float = unit(LOG_RETURN, "Change of filtered velocity over the last bar: log return per bar^2.")
+    deviation: float = unit(LOG_RETURN, "log(close / level) at the last bar.")
+    deviation_sigma: float = unit(
+        SIGMA, "Deviation in its standard deviations given the previous bars (= standardised innovation)."
+    )
+    irregular_sd: float = unit(LOG_RETURN, "Standard deviation of the observation noise around the level.")
+    level_sd: float = unit(LOG_RETURN, "Standard deviation of the level's own shocks per bar.")
+    trend_sd: float = unit(LOG_RETURN, "Standard deviation of the slope's shocks per bar.")
+    noise_source: str = unit(LABEL, "'mle' (maximum likelihood) or 'rule' (moments of second differences).")
+    fit_bars: int = unit(BARS, "Candles the noise variances were estimated from.")
+    n: int = unit(BARS, "Candles filtered.")
+
+    def summary(self) -> str:
+        return (
+            f"level={self.level:.6g}; vel={self.velocity:+.3e}/bar ({self.velocity_sigma:+.2f} sd); "
+            f"acc={self.acceleration:+.2e}; dev={self.deviation_sigma:+.2f} sd; noise={self.noise_source} "
+            f"-> {self.label}"
+        )
+
+
+@dataclass(frozen=True)
+class TrendFilter:
+    """Filtered states of the local linear trend, one entry per observation."""
+
+    level: np.ndarray  # level_{t|t}
+    slope: np.ndarray  # slope_{t|t}
+    slope_var: np.ndarray  # Var(slope_{t|t})
+    innovation: np.ndarray  # v_t = y_t - level_{t|t-1}
+    innovation_var: np.ndarray  # F_t
+
+
+@dataclass(frozen=True)
+class NoiseFit:
+    irregular_var: float
+    level_var: float
+    trend_var: float
+    source: str  # "mle" or "rule"
+    note: str  # why the rule was used, empty for mle
+    bars: int
+
+
+def local_linear_trend_filter(
+    y: np.ndarray, irregular_var: float, level_var: float, trend_var: float, diffuse_var: float = DIFFUSE_VAR
+) -> TrendFilter:
+    """Kalman filter of the local linear trend with prior N(0, diffuse_var * I) on (level, slope)."""
+    h, q_level, q_trend = float(irregular_var), float(level_var), float(trend_var)
+    if min(h, q_level, q_trend) < 0 or not all(map(math.isfinite, (h, q_level, q_trend))):
+        raise TheoryError(f"noise variances must be finite and >= 0, got {h}, {q_level}, {q_trend}")
+    level: list[float] = []
+    slope: list[float] = []
+    slope_var: list[float] = []
+    innov: list[float] = []
+    innov_var: list[float] = []
+    # bound appends: this loop is the theory's hot path
+    put_level, put_slope, put_slope_var = level.append, slope.append, slope_var.append
+    put_innov, put_innov_var = innov.append, innov_var.append
+    a0 = a1 = 0.0
+    p00 = p11 = float(diffuse_var)
+    p01 = 0.0
+    det = p00 * p11  # det(P), carried so that Var(slope) never comes from a difference of ~diffuse_var terms
+    for yt in np.asarray(y, dtype=np.float64).tolist():
+        v = yt - a0
+        f = p00 + h
+        if not f > 0.0:
+            raise TheoryError("Kalman innovation variance is zero: the noise variances are degenerate")
+        k1 = p01 / f
+        a0 += p00 / f * v
+        a1 += k1 * v
+        # update P <- P - P Z' Z P / F. P00 and P01 scale by h / F and so does det(P); then
+        # P11 = (det + P01^2) / P00. The textbook P11 - P01^2 / F is 1e6 - 1e6 at the diffuse start.
+        if h > 0.0:
+            g = h / f
+            p00 *= g
+            p01 *= g
+            det *= g
+            p11 = (det + p01 * p01) / p00
+        else:  # exact observation: the level is known; P11 - P01^2 / P00 = det / P00
+            p11 = det / p00
+            p00 = p01 = det = 0.0
+        put_level(a0)
+        put_slope(a1)
+        put_slope_var(p11)
+        put_innov(v)
+        put_innov_var(f)
+        # predict with T = [[1, 1], [0, 1]]: P <- T P T' + diag(level_var, trend_var);
+        # det(T P T') = det(P), and adding a diagonal adds level_var * P11 + trend_var * A00 + both
+        a0 += a1
+        a00 = p00 + 2.0 * p01 + p11
+        det += q_level * p11 + q_trend * a00 + q_level * q_trend
+        p00 = a00 + q_level
+        p01 += p11
+        p11 += q_trend
+    return TrendFilter(
+        level=np.array(level), slope=np.array(slope), slope_var=np.array(slope_var),
+        innovation=np.array(innov), innovation_var=np.array(innov_var),
+    )
+
+
+def moment_noise(y: np.ndarray) -> tuple[float, float, float]:
+    """Noise variances (irregular, level, trend) from autocovariances of second differences."""
+    d2 = np.diff(np.asarray(y, dtype=np.float64), 2)
+    if len(d2) < 10:
+        raise TheoryError("the moment rule needs at least 12 observations")
+    d2 = d2 - d2.mean()
+    m = len(d2)
+    g0 = float(d2 @ d2) / m
+    g1 = float(d2[1:] @ d2[:-1]) / m
+    g2 = float(d2[2:] @ d2[:-2]) / m
+    irregular = max(g2, 0.0)
+    level = max(-g1 - 4.0 * irregular, 0.0)
+    trend = max(g0 - 2.0 * level - 6.0 * irregular, 0.0)
+    if level == 0.0 and irregular == 0.0:
+        raise TheoryError("the moment rule found no level or observation noise")
+    return irregular, level, trend
+
+
+def mle_noise(y: np.ndarray, maxiter: int = 200) -> tuple[float, float, float]:
+    """Noise variances by maximum likelihood (statsmodels UnobservedComponents, level="lltrend").
+
+    Raises RuntimeError when the optimiser does not converge.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    scaled = 100.0 * (y - y[0])  # log percent: variances near 1 suit the optimiser
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = UnobservedComponents(scaled, level="lltrend").fit(disp=False, maxiter=maxiter)
+    if not res.mle_retvals.get("converged", False):
+        raise RuntimeError("the likelihood optimiser did not converge")
+    params = np.asarray(res.params, dtype=np.float64) * 1e-4
+    if params.shape != (3,) or not np.all(np.isfinite(params)) or np.any(params < 0):
+        raise RuntimeError(f"the likelihood fit gave unusable variances {params}")
+    return float(params[0]), float(params[1]), float(params[2])
+
+
+def fit_noise(y: np.ndarray) -> NoiseFit:
+    """MLE noise variances, or the moment rule (saying why) when the MLE fails."""
+    y = np.asarray(y, dtype=np.float64)
+    try:
+        h, ql, qt = mle_noise(y)
+        return NoiseFit(h, ql, qt, "mle", "", len(y))
+    except (RuntimeError, ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+        h, ql, qt = moment_noise(y)
+        return NoiseFit(h, ql, qt, "rule", f"MLE failed: {exc}", len(y))
+
+
+def _label(velocity_sigma: float, acceleration: float, velocity: float, velocity_sd: float,
+           deviation_sigma: float, p: KalmanParams) -> str:
+    if velocity_sigma >= p.trend_sigma:
+        trend = "uptrend"
+    elif velocity_sigma <= -p.trend_sigma:
+        trend = "downtrend"
+    else:
+        trend = "no clear trend"
+    if trend != "no clear trend" and abs(acceleration) >= p.speed_change * velocity_sd:
+        trend += ", gaining speed" if acceleration * velocity > 0 else ", losing speed"
+    if deviation_sigma >= p.stretch_sigma:
+        stretch = "price stretched above its trend level"
+    elif deviation_sigma <= -p.stretch_sigma:
+        stretch = "price stretched below its trend level"
+    else:
+        stretch = "price near its trend level"
+    return f"{trend}; {stretch}"
+
+
+def kalman_trend(close: np.ndarray, noise: NoiseFit, params: KalmanParams | None = None) -> KalmanResult:
+    """Filter log `close` with the given noise variances and describe the last bar."""
+    p = params or KalmanParams()
+    c = np.asarray(close, dtype=np.float64)[-p.lookback :]
+    if len(c) < 3:
+        raise TheoryError("the Kalman trend needs at least 3 closes")
+    if not np.all(np.isfinite(c)) or np.any(c <= 0):
+        raise TheoryError("closes must be finite and positive")
+    y = np.log(c)
+    kf = local_linear_trend_filter(y, noise.irregular_var, noise.level_var, noise.trend_var)
+    velocity = float(kf.slope[-1])
+    velocity_sd = math.sqrt(max(float(kf.slope_var[-1]), 0.0))
+    if velocity_sd == 0.0:
+        raise TheoryError("the filtered velocity has zero variance: cannot judge the trend")
+    velocity_sigma = velocity / velocity_sd
+    acceleration = velocity - float(kf.slope[-2])
+    deviation_sigma = float(kf.innovation[-1]) / math.sqrt(float(kf.innovation_var[-1]))
+    label = _label(velocity_sigma, acceleration, velocity, velocity_sd, deviation_sigma, p)
+    if noise.source != "mle":
+        label += f" (noise by moment rule; {noise.note})"
+    return KalmanResult(
+        level=math.exp(float(kf.level[-1])),
+        velocity=velocity,
+        velocity_sigma=velocity_sigma,
+        acceleration=acceleration,
+        deviation=float(y[-1] - kf.level[-1]),
+        deviation_sigma=deviation_sigma,
+        irregular_sd=math.sqrt(noise.irregular_var),
+        level_sd=math.sqrt(noise.level_var),
+        trend_sd=math.sqrt(noise.trend_var),
+        noise_source=noise.source,
+        fit_bars=noise.bars,
+        n=len(c),
+        label=label,
+    )
+
+
+def _run(ctx: TheoryContext, params: KalmanParams) -> KalmanResult:
+    ft = fit_time(ctx.at_ms, params.fit_every_ms)
+    fit_candles = ctx.history.closed_by(ft).tail(params.fit_bars)
+    if len(fit_candles) < 100:
+        raise TheoryError(f"kalman needs at least 100 candles closed by the refit time, got {len(fit_candles)}")
+    key = ("kalman", ctx.symbol, ft, fingerprint(fit_candles), params)
+    noise = ctx.cached(key, lambda: fit_noise(np.log(fit_candles.close)))
+    return kalman_trend(ctx.candles.close, noise, params)
+
+
+THEORY = Theory(
+    name="kalman",
+    description="Local linear trend Kalman filter on log price, noise by MLE (Harvey 1989; Durbin & Koopman 2012).",
+    params=KalmanParams,
+    result=KalmanResult,
+    run=_run,
+    min_bars=30,
+)

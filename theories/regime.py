@@ -1,0 +1,464 @@
+"""Market regime: a two-state Markov switching model of returns, and six named regimes from rules.
+
+(a) Markov switching (Hamilton 1989, Econometrica 57(2); statsmodels `MarkovRegression`): hourly
+    log returns in percent follow N(mu_s, sigma2_s) with the state s following a two-state Markov
+    chain. The states are identified by their variance, so state 0 is always the low-volatility
+    one whichever way the optimiser labelled them. The maximum-likelihood fit is slow (~0.5 s), so
+    it is refreshed once per `refit_every_ms` on candles closed by that fit time only, and cached.
+    The current window is then run through a hand-written two-state Hamilton filter with the
+    cached parameters. Only *filtered* probabilities P(s_t | r_1..r_t) are reported: smoothed ones
+    use later returns. When the fit is impossible (too little history), fails or does not converge
+    after one retry, or is degenerate (a zero variance, an absorbing state), the Markov fields are
+    None, `markov_status` says why and the named-regime part is still reported.
+
+(b) Six named regimes, classified bar by bar over the window from these rules, first match wins:
+    1. breakout: the close is beyond the high (low) of the prior `breakout_lookback` bars and
+       volatility is expanding: the RMS return of the last `fast_vol_window` bars is at least
+       `vol_expansion` times that of the `vol_window` bars before them;
+    2. bull trend / bear trend: trend score z >= `trend_threshold` / z <= -`trend_threshold`, where
+       z = (ln C_t - ln C_{t-L}) / (sigma sqrt(L)), L = `trend_lookback` and sigma the standard
+       deviation of all the window's returns: the L-bar move in units of the window's typical L-bar
+       move. It is about N(0, 1) for a driftless random walk, so the default 1.5 is passed by ~13%
+       of its bars (and by ~12% of real hourly bars of BTC, ETH and SOL, 2018-2025, in 500-bar
+       windows). A move small against the window's volatility is not a trend, however smooth;
+    3. consolidation: volatility percentile <= `consolidation_vol_pct` and |z| < `consolidation_trend`;
+    4. high-vol range if the volatility percentile is above `high_vol_pct`, else low-vol range.
+    The volatility percentile is the rank of the `vol_window`-bar realised volatility among its
+    values over the window (share at or below). The empirical transition matrix of consecutive
+    labels, with an additive (Laplace) prior of `transition_prior` per cell, gives P(stay in the
+    current regime) and the most likely different next regime. It is row-stochastic,
+    P[i, j] = P(next = j | now = i), unlike statsmodels' column-stochastic `regime_transition`.
+
+Label wording: P(stay) >= 0.8 "likely to persist", >= 0.5 "may persist", else "likely to change";
+Markov P(high-vol) >= 0.8 "high-volatility state", <= 0.2 "low-volatility state", else "between
+volatility states".
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import Field, model_validator
+from scipy.ndimage import maximum_filter1d, minimum_filter1d
+
+from theories.base import (
+    BARS,
+    LABEL,
+    LOG_RETURN,
+    PROBABILITY,
+    RATIO,
+    SIGMA,
+    TIME,
+    Theory,
+    TheoryContext,
+    TheoryError,
+    TheoryParams,
+    TheoryResult,
+    fingerprint,
+    fit_time,
+    unit,
+)
+from theories.candles import HOUR_MS
+from theories.indicators import rolling_std
+
+BREAKOUT = "breakout"
+BULL_TREND = "bull trend"
+BEAR_TREND = "bear trend"
+CONSOLIDATION = "consolidation"
+HIGH_VOL_RANGE = "high-vol range"
+LOW_VOL_RANGE = "low-vol range"
+REGIMES: tuple[str, ...] = (BULL_TREND, BEAR_TREND, HIGH_VOL_RANGE, LOW_VOL_RANGE, BREAKOUT, CONSOLIDATION)
+_CODE = {name: i for i, name in enumerate(REGIMES)}
+
+MIN_LABELLED_BARS = 100  # fewer classified bars give a transition matrix of mostly prior
+_DEGENERATE_P = 1e-6  # a state that (almost) never leaves or has (almost) no variance is not a fit
+
+
+class RegimeParams(TheoryParams):
+    # (a) Markov switching fit
+    fit_window: int = Field(1000, ge=200, le=20_000, description="Most recent candles the Markov fit uses, in bars.")
+    min_fit_bars: int = Field(300, ge=100, description="Fewer candles closed by the fit time: no Markov part.")
+    refit_every_ms: int = Field(24 * HOUR_MS, ge=HOUR_MS, description="Refit schedule of the Markov model, ms.")
+    search_reps: int = Field(10, ge=0, le=100, description="Random start-parameter searches before the MLE.")
+    seed: int = Field(0, ge=0, description="Seed of the start-parameter search, so fits are reproducible.")
+    # (b) named regimes
+    trend_lookback: int = Field(48, ge=5, le=1000, description="L: bars of the trend score's move.")
+    trend_threshold: float = Field(1.5, gt=0, description="|trend score| at or above this is a trend, in sigma.")
+    vol_window: int = Field(24, ge=5, le=1000, description="Bars of the realised volatility that is ranked.")
+    high_vol_pct: float = Field(0.5, gt=0, lt=1, description="Volatility percentile above this: high-vol range.")
+    consolidation_vol_pct: float = Field(0.2, gt=0, lt=1, description="Volatility percentile at or below this, ...")
+    consolidation_trend: float = Field(1.0, gt=0, description="... and |trend score| below this: consolidation.")
+    breakout_lookback: int = Field(24, ge=2, le=1000, description="Prior bars whose high/low range a breakout leaves.")
+    fast_vol_window: int = Field(6, ge=2, le=200, description="Recent bars whose RMS return tests expansion.")
+    vol_expansion: float = Field(1.5, gt=1, description="Recent / prior RMS return at or above this: expanding.")
+    transition_prior: float = Field(1.0, gt=0, description="Additive (Laplace) count added to every transition.")
+
+    @model_validator(mode="after")
+    def _consolidation_is_quieter_than_high_vol(self) -> RegimeParams:
+        if self.consolidation_vol_pct > self.high_vol_pct:
+            raise ValueError("consolidation_vol_pct must not exceed high_vol_pct")
+        if self.min_fit_bars > self.fit_window:
+            raise ValueError("min_fit_bars must not exceed fit_window")
+        return self
+
+    @property
+    def warmup(self) -> int:
+        """Index of the first bar with every input of the rules defined."""
+        return max(self.trend_lookback, self.vol_window, self.fast_vol_window + self.vol_window, self.breakout_lookback)
+
+
+class RegimeResult(TheoryResult):
+    # (b) named regimes
+    regime: str = unit(LABEL, f"Named regime of the last bar, one of: {', '.join(REGIMES)}.")
+    trend_score: float = unit(SIGMA, "L-bar log move over (the window's return std x sqrt(L)).")
+    vol_percentile: float = unit(PROBABILITY, "Share of the window's realised-volatility values at or below the last.")
+    vol_expansion: float | None = unit(
+        RATIO, "RMS return of the last `fast_vol_window` bars over that of the `vol_window` before (None: flat)."
+    )
+    regime_age: int = unit(BARS, "Consecutive bars, up to the last, classified in the current regime.")
+    p_stay: float = unit(PROBABILITY, "Empirical (smoothed) probability the next bar is in the same regime.")
+    next_regime: str = unit(LABEL, "Most likely different regime for the next bar.")
+    p_next: float = unit(PROBABILITY, "Empirical (smoothed) probability of moving to `next_regime` next bar.")
+    labelled_bars: int = unit(BARS, "Bars classified (the window less the warm-up).")
+    # (a) Markov switching, None when the fit is unavailable (see markov_status)
+    markov_status: str = unit(LABEL, "'ok', or why there is no Markov part.")
+    p_high_vol: float | None = unit(PROBABILITY, "Filtered probability of the high-volatility state at the last bar.")
+    high_vol_share: float | None = unit(PROBABILITY, "Share of window bars with filtered P(high-vol) above one half.")
+    low_vol_mean: float | None = unit(LOG_RETURN, "Mean log return per bar in the low-volatility state.")
+    low_vol_sigma: float | None = unit(LOG_RETURN, "Std of log returns per bar in the low-volatility state.")
+    high_vol_mean: float | None = unit(LOG_RETURN, "Mean log return per bar in the high-volatility state.")
+    high_vol_sigma: float | None = unit(LOG_RETURN, "Std of log returns per bar in the high-volatility state.")
+    p_stay_low: float | None = unit(PROBABILITY, "P(low-vol state next bar | low-vol state now).")
+    p_stay_high: float | None = unit(PROBABILITY, "P(high-vol state next bar | high-vol state now).")
+    low_vol_duration: float | None = unit(BARS, "Expected stay in the low-vol state, 1 / (1 - p_stay_low).")
+    high_vol_duration: float | None = unit(BARS, "Expected stay in the high-vol state, 1 / (1 - p_stay_high).")
+    fit_bars: int | None = unit(BARS, "Returns the Markov fit used (one fewer than its candles).")
+    fit_time: int | None = unit(TIME, "The Markov fit used candles closed by this time, epoch ms.")
+
+    def summary(self) -> str:
+        named = (
+            f"{self.regime} (z={self.trend_score:+.2f}, vol pct={self.vol_percentile:.2f}, age {self.regime_age}); "
+            f"stay={self.p_stay:.2f}, next {self.next_regime} {self.p_next:.2f}"
+        )
+        if self.p_high_vol is None:
+            markov = f"markov n/a ({self.markov_status})"
+        else:
+            markov = (
+                f"P(hi-vol)={self.p_high_vol:.2f}; sigma lo/hi={self.low_vol_sigma:.2%}/{self.high_vol_sigma:.2%}; "
+                f"dur lo/hi={self.low_vol_duration:.1f}/{self.high_vol_duration:.1f} bars"
+            )
+        return f"{named}; {markov} -> {self.label}"
+
+
+# --- (a) Markov switching -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MarkovFit:
+    """A two-state fit on returns in *percent*, states ordered by variance (0 = low volatility).
+
+    `status` is "ok" or why there are no parameters; the arrays are None unless it is "ok".
+    """
+
+    status: str
+    n: int
+    mean: tuple[float, float] | None = None  # percent per bar
+    sigma2: tuple[float, float] | None = None  # percent squared per bar
+    p_stay: tuple[float, float] | None = None  # P(s_t = i | s_t-1 = i)
+    loglike: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def order_by_variance(
+    mean: tuple[float, float], sigma2: tuple[float, float], p_stay: tuple[float, float]
+) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
+    """The same two-state model with state 0 the lower-variance one (labels swap between fits)."""
+    if sigma2[0] <= sigma2[1]:
+        return mean, sigma2, p_stay
+    return (mean[1], mean[0]), (sigma2[1], sigma2[0]), (p_stay[1], p_stay[0])
+
+
+def fit_markov(returns: np.ndarray, search_reps: int = 10, seed: int = 0) -> MarkovFit:
+    """Fit `MarkovRegression(100 r, k_regimes=2, trend="c", switching_variance=True)` by MLE.
+
+    Returns in percent keep the optimiser well scaled. The start search is seeded, so the same
+    data give the same fit. If BFGS does not converge it is restarted once from where it stopped
+    with more iterations; a fit that still has not converged is reported as such, never used.
+    """
+    from statsmodels.tsa.regime_switching.markov_regression import MarkovRegression
+
+    y = 100.0 * np.asarray(returns, dtype=np.float64)
+    n = len(y)
+    if not np.all(np.isfinite(y)):
+        return MarkovFit("returns are not finite", n)
+    if n < 2 or np.ptp(y) == 0:
+        return MarkovFit("returns are constant", n)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence and overflow warnings: checked below instead
+            model = MarkovRegression(y, k_regimes=2, trend="c", switching_variance=True)
+            res = model.fit(search_reps=search_reps, rng=seed)
+            if not res.mle_retvals["converged"]:
+                res = model.fit(start_params=res.params, em_iter=0, maxiter=1000)
+    except (ValueError, np.linalg.LinAlgError, FloatingPointError) as e:
+        return MarkovFit(f"fit failed: {e}", n)
+    if not res.mle_retvals["converged"]:
+        return MarkovFit("fit did not converge", n)
+    names = model.param_names
+    par = dict(zip(names, np.asarray(res.params, dtype=np.float64), strict=True))
+    p00, p10 = par["p[0->0]"], par["p[1->0]"]
+    mean, sigma2, p_stay = order_by_variance(
+        (par["const[0]"], par["const[1]"]), (par["sigma2[0]"], par["sigma2[1]"]), (p00, 1.0 - p10)
+    )
+    values = (*mean, *sigma2, *p_stay)
+    if not all(math.isfinite(v) for v in values):
+        return MarkovFit("fit gave non-finite parameters", n)
+    if min(sigma2) <= _DEGENERATE_P * max(sigma2):
+        return MarkovFit("degenerate fit: a state has no variance", n)
+    if max(p_stay) >= 1.0 - _DEGENERATE_P:
+        return MarkovFit("degenerate fit: a state never ends", n)
+    return MarkovFit("ok", n, mean=mean, sigma2=sigma2, p_stay=p_stay, loglike=float(res.llf))
+
+
+def hamilton_filter(
+    y: np.ndarray, mean: tuple[float, float], sigma2: tuple[float, float], p_stay: tuple[float, float]
+) -> np.ndarray:
+    """Filtered P(state 1 | y_1..y_t) of a two-state Gaussian switching model (Hamilton 1989).
+
+    Starts from the chain's stationary distribution, as statsmodels does. Each step predicts
+    P(s_t = 1) = (1 - p00) (1 - f_{t-1}) + p11 f_{t-1}, then updates by Bayes' rule with the two
+    normal densities (scaled by their larger value, so extreme returns do not underflow both).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    p00, p11 = p_stay
+    if not (0 <= p00 < 1 and 0 <= p11 < 1) or min(sigma2) <= 0:
+        raise TheoryError("Hamilton filter needs 0 <= p_stay < 1 and positive variances")
+    ll0 = -0.5 * (np.log(sigma2[0]) + (y - mean[0]) ** 2 / sigma2[0])
+    ll1 = -0.5 * (np.log(sigma2[1]) + (y - mean[1]) ** 2 / sigma2[1])
+    top = np.maximum(ll0, ll1)
+    p01 = 1.0 - p00
+    pred = p01 / (p01 + 1.0 - p11)  # stationary P(state 1)
+    out: list[float] = []
+    for l0, l1 in zip(np.exp(ll0 - top).tolist(), np.exp(ll1 - top).tolist(), strict=True):
+        a = pred * l1
+        den = a + (1.0 - pred) * l0
+        f = a / den if den > 0 else pred
+        out.append(f)
+        pred = p01 + (p11 - p01) * f
+    return np.asarray(out)
+
+
+# --- (b) named regimes ----------------------------------------------------------------------
+
+
+def _trailing_mean(x: np.ndarray, n: int) -> np.ndarray:
+    """Mean of the `n` values ending at each index (by cumulative sums); NaN for the first n - 1."""
+    out = np.full(len(x), np.nan)
+    if len(x) >= n:
+        c = np.concatenate(([0.0], np.cumsum(x)))
+        out[n - 1 :] = (c[n:] - c[:-n]) / n
+    return out
+
+
+def prior_extreme(x: np.ndarray, n: int, high: bool) -> np.ndarray:
+    """Max (or min) of the `n` values *before* each index, x[i-n..i-1]; NaN for the first n."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full(len(x), np.nan)
+    if len(x) > n:
+        # the filter's window ends at i when shifted (n - 1) // 2 from centred; then lag it one bar
+        trailing = (maximum_filter1d if high else minimum_filter1d)(x, n, origin=(n - 1) // 2)
+        out[n:] = trailing[n - 1 : -1]
+    return out
+
+
+@dataclass(frozen=True)
+class RegimeRules:
+    """Per-bar inputs and outputs of the named-regime rules, aligned with the closes."""
+
+    code: np.ndarray  # index into REGIMES, -1 during warm-up
+    trend_score: np.ndarray  # sigma
+    vol_percentile: np.ndarray  # in [0, 1]
+    vol_expansion: np.ndarray  # ratio
+    breakout_up: np.ndarray  # bool: close above the prior range
+
+
+def classify_regimes(close: np.ndarray, high: np.ndarray, low: np.ndarray, params: RegimeParams) -> RegimeRules:
+    """Classify every bar into one of the six named regimes (rules in the module docstring)."""
+    p = params
+    close = np.asarray(close, dtype=np.float64)
+    lc = np.log(close)
+    r = np.concatenate(([np.nan], np.diff(lc)))  # r[i] is the return into bar i
+    n = len(close)
+    L = p.trend_lookback
+
+    sigma = float(np.std(r[1:], ddof=1)) if n > 2 else 0.0
+    if not sigma > 0:
+        raise TheoryError("regime needs returns with some spread: the window's returns are constant")
+    trend = np.full(n, np.nan)
+    trend[L:] = (lc[L:] - lc[:-L]) / (sigma * math.sqrt(L))
+
+    vol = rolling_std(r, p.vol_window)
+    ranked = np.sort(vol[np.isfinite(vol)])
+    pct = np.full(n, np.nan)
+    ok = np.isfinite(vol)
+    pct[ok] = np.searchsorted(ranked, vol[ok], side="right") / max(len(ranked), 1)
+
+    r2 = r * r
+    r2[0] = 0.0
+    f = p.fast_vol_window
+    ms = _trailing_mean(r2, f)
+    ms[:f] = np.nan  # those windows reach back before the first return
+    ms_prior = np.full(n, np.nan)
+    ms_prior[f + p.vol_window :] = _trailing_mean(r2, p.vol_window)[p.vol_window : n - f]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expansion = np.sqrt(ms / ms_prior)  # 0/0 (flat prices) is NaN: not expanding
+
+    up = close > prior_extreme(high, p.breakout_lookback, high=True)
+    down = close < prior_extreme(low, p.breakout_lookback, high=False)
+    breakout = (up | down) & (expansion >= p.vol_expansion)
+
+    code = np.where(pct > p.high_vol_pct, _CODE[HIGH_VOL_RANGE], _CODE[LOW_VOL_RANGE])
+    code = np.where((pct <= p.consolidation_vol_pct) & (np.abs(trend) < p.consolidation_trend),
+                    _CODE[CONSOLIDATION], code)
+    code = np.where(trend <= -p.trend_threshold, _CODE[BEAR_TREND], code)
+    code = np.where(trend >= p.trend_threshold, _CODE[BULL_TREND], code)
+    code = np.where(breakout, _CODE[BREAKOUT], code)
+    code[: min(p.warmup, n)] = -1
+    return RegimeRules(code=code, trend_score=trend, vol_percentile=pct, vol_expansion=expansion, breakout_up=up)
+
+
+def transition_matrix(codes: np.ndarray, k: int = len(REGIMES), prior: float = 1.0) -> np.ndarray:
+    """Row-stochastic P[i, j] = (n_ij + prior) / (n_i + k prior) from consecutive labels 0..k-1."""
+    c = np.asarray(codes, dtype=np.int64)
+    counts = np.bincount(c[:-1] * k + c[1:], minlength=k * k).reshape(k, k) + prior
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
+def _run_length(codes: np.ndarray) -> int:
+    """How many values at the end of `codes` equal the last one."""
+    differs = np.flatnonzero(codes != codes[-1])
+    return len(codes) - (int(differs[-1]) + 1 if len(differs) else 0)
+
+
+# --- the result -----------------------------------------------------------------------------
+
+
+_MARKOV_FIELDS = (
+    "p_high_vol", "high_vol_share", "low_vol_mean", "low_vol_sigma", "high_vol_mean", "high_vol_sigma",
+    "p_stay_low", "p_stay_high", "low_vol_duration", "high_vol_duration", "fit_bars", "fit_time",
+)
+
+
+def _markov_fields(returns: np.ndarray, fit: MarkovFit | None, fit_at_ms: int | None) -> dict[str, float | int | None]:
+    """The Markov part of the result: the window filtered with the fit, in fractions per bar."""
+    if fit is None or not fit.ok:
+        return dict.fromkeys(_MARKOV_FIELDS)
+    filtered = hamilton_filter(100.0 * returns, fit.mean, fit.sigma2, fit.p_stay)
+    return {
+        "p_high_vol": float(filtered[-1]),
+        "high_vol_share": float(np.mean(filtered > 0.5)),
+        "low_vol_mean": fit.mean[0] / 100.0,
+        "low_vol_sigma": math.sqrt(fit.sigma2[0]) / 100.0,
+        "high_vol_mean": fit.mean[1] / 100.0,
+        "high_vol_sigma": math.sqrt(fit.sigma2[1]) / 100.0,
+        "p_stay_low": fit.p_stay[0],
+        "p_stay_high": fit.p_stay[1],
+        "low_vol_duration": 1.0 / (1.0 - fit.p_stay[0]),
+        "high_vol_duration": 1.0 / (1.0 - fit.p_stay[1]),
+        "fit_bars": fit.n,
+        "fit_time": fit_at_ms,
+    }
+
+
+def _label(name: str, p_stay: float, next_regime: str, p_high: float | None, status: str) -> str:
+    persist = "likely to persist" if p_stay >= 0.8 else "may persist" if p_stay >= 0.5 else "likely to change"
+    text = f"{name}, {persist}, next most likely {next_regime}"
+    if p_high is None:
+        return f"{text}; no Markov volatility state ({status})"
+    state = (
+        "high-volatility state" if p_high >= 0.8 else "low-volatility state" if p_high <= 0.2
+        else "between volatility states"
+    )
+    return f"{text}; Markov: {state}"
+
+
+def regime(
+    close: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    fit: MarkovFit | None,
+    params: RegimeParams | None = None,
+    fit_at_ms: int | None = None,
+) -> RegimeResult:
+    """Both parts for one window of candles, given a Markov fit made beforehand (None: no Markov part).
+
+    `fit_at_ms` is the time the fit's candles were cut at, reported as `fit_time`.
+    """
+    p = params or RegimeParams()
+    close = np.asarray(close, dtype=np.float64)
+    rules = classify_regimes(close, high, low, p)
+    codes = rules.code[rules.code >= 0]
+    if len(codes) < MIN_LABELLED_BARS:
+        raise TheoryError(
+            f"regime needs {MIN_LABELLED_BARS} classified bars after a {p.warmup}-bar warm-up, got {len(codes)}"
+        )
+    P = transition_matrix(codes, prior=p.transition_prior)
+    cur = int(codes[-1])
+    others = P[cur].copy()
+    others[cur] = -1.0
+    nxt = int(np.argmax(others))
+    markov = _markov_fields(np.diff(np.log(close)), fit, fit_at_ms)
+    status = "no fit given" if fit is None else fit.status
+    name = REGIMES[cur]
+    shown = f"{'upward' if rules.breakout_up[-1] else 'downward'} breakout" if name == BREAKOUT else name
+    expansion = float(rules.vol_expansion[-1])
+    return RegimeResult(
+        regime=name,
+        trend_score=float(rules.trend_score[-1]),
+        vol_percentile=float(rules.vol_percentile[-1]),
+        vol_expansion=expansion if math.isfinite(expansion) else None,
+        regime_age=_run_length(codes),
+        p_stay=float(P[cur, cur]),
+        next_regime=REGIMES[nxt],
+        p_next=float(P[cur, nxt]),
+        labelled_bars=len(codes),
+        markov_status=status,
+        label=_label(shown, float(P[cur, cur]), REGIMES[nxt], markov["p_high_vol"], status),
+        **markov,
+    )
+
+
+def markov_fit_for(ctx: TheoryContext, params: RegimeParams) -> tuple[MarkovFit, int]:
+    """The cached fit for the context's refit period: candles closed by the fit time only."""
+    p = params
+    ft = fit_time(ctx.at_ms, p.refit_every_ms)
+    data = ctx.history.closed_by(ft).tail(p.fit_window)
+    if len(data) < p.min_fit_bars:
+        return MarkovFit(f"too little history for the fit: {len(data)} of {p.min_fit_bars} candles", len(data)), ft
+    key = ("regime", ctx.symbol, ft, fingerprint(data), (p.fit_window, p.search_reps, p.seed))
+    return ctx.cached(key, lambda: fit_markov(data.log_returns(), p.search_reps, p.seed)), ft
+
+
+def _run(ctx: TheoryContext, params: RegimeParams) -> RegimeResult:
+    fit, ft = markov_fit_for(ctx, params)
+    c = ctx.candles
+    return regime(c.close, c.high, c.low, fit, params, fit_at_ms=ft)
+
+
+THEORY = Theory(
+    name="regime",
+    description=(
+        "Two-state Markov switching of returns with filtered probabilities (Hamilton 1989), "
+        "and six rule-based named regimes with their empirical transition matrix."
+    ),
+    params=RegimeParams,
+    result=RegimeResult,
+    run=_run,
+    min_bars=150,
+)
