@@ -3,10 +3,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import chi2
 from statsmodels.stats.diagnostic import acorr_ljungbox
 
 from theories import autocorr
-from theories.autocorr import AutocorrParams, autocorrelation, ljung_box
+from theories.autocorr import AutocorrParams, autocorrelation, ljung_box, robust_portmanteau
 from theories.base import TheoryContext, TheoryError
 from theories.candles import Candles
 
@@ -120,3 +121,31 @@ def test_theory_runs_on_real_btc(shared_data):
     assert 0 <= res.ljung_box_pvalue <= 1 and 0 <= res.ljung_box_squared_pvalue <= 1
     assert all(1 <= k <= 20 for k in res.significant_lags)
     assert "->" in res.summary()
+
+
+def test_robust_portmanteau_of_one_lag_by_hand():
+    x = np.array([0.3, -0.1, 0.4, -0.2, 0.1, 0.0, -0.3, 0.2])
+    d = x - x.mean()
+    prod = d[1:] * d[:-1]
+    gamma, tau = prod.sum() / len(x), (prod**2).sum() / len(x)
+    q, p, z = robust_portmanteau(x, 1)
+    assert q == pytest.approx(len(x) * gamma**2 / tau, rel=1e-12)
+    assert z[0] == pytest.approx(gamma / math.sqrt(tau / len(x)), rel=1e-12)
+    assert p == pytest.approx(float(chi2.sf(q, 1)), rel=1e-10)
+
+
+def test_robust_portmanteau_keeps_its_size_under_volatility_clustering():
+    # GARCH returns are uncorrelated: the robust test should reject near 5%, Ljung-Box well above
+    robust, plain = [], []
+    for seed in range(60):
+        res = autocorrelation(garch11(1000, seed=seed, b=0.80), AutocorrParams(lookback=1000))
+        robust.append(res.robust_pvalue < 0.05)
+        plain.append(res.ljung_box_pvalue < 0.05)
+        assert res.label.startswith("no serial correlation") == (res.robust_pvalue >= 0.05)
+    assert np.mean(robust) <= 0.10
+    assert np.mean(robust) < np.mean(plain)
+
+
+def test_robust_portmanteau_still_detects_real_autocorrelation():
+    res = autocorrelation(ar1(2000, 0.2, seed=11), AutocorrParams(lookback=2000))
+    assert res.robust_pvalue < 1e-4 and 1 in res.significant_lags

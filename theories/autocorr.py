@@ -9,12 +9,16 @@
   white noise, on returns and on squared returns (McLeod & Li 1983: a test for ARCH effects).
   Computed from the acf already in hand, exactly as `acorr_ljungbox(x, lags=[m])` does (it
   took ~1.4 ms per call here against ~0.1 ms for the formula; the tests check they agree).
-  Volatility clustering inflates the Ljung-Box test on raw returns somewhat (its null assumes
-  i.i.d. returns), so a rejection on returns together with strong clustering is weaker evidence.
+- Robust portmanteau (Lobato, Nankervis & Savin 2001, J. Am. Stat. Assoc. 96, 1066): volatility
+  clustering inflates Ljung-Box on raw returns (its null is i.i.d.; simulated GARCH rejected
+  10-25% of the time at 5%), and crypto returns cluster strongly. With demeaned x,
+  gamma_k = sum x_t x_{t-k} / n and tau_k = sum x_t^2 x_{t-k}^2 / n, Q* = n sum_k gamma_k^2 / tau_k
+  ~ chi2(m) under uncorrelated but possibly heteroskedastic returns. The label's verdict on
+  returns and the significant lags (|gamma_k| / sqrt(tau_k / n) > band_z) use this robust form.
 
-Label thresholds: a Ljung-Box p-value below `alpha` means "serial correlation in returns" or
-"volatility clustering"; the lag-1 sign names momentum (positive) or reversal (negative) when
-lag 1 is outside the band.
+Label thresholds: a robust Q* p-value below `alpha` means "serial correlation in returns", a
+Ljung-Box p-value on squared returns below `alpha` "volatility clustering"; the lag-1 sign names
+momentum (positive) or reversal (negative) when lag 1 is significant.
 """
 
 from __future__ import annotations
@@ -52,10 +56,14 @@ class AutocorrParams(TheoryParams):
 
 class AutocorrResult(TheoryResult):
     acf: tuple[float, ...] = unit(RATIO, "Autocorrelations of log returns at lags 1..report_lags.")
-    significant_lags: tuple[int, ...] = unit(BARS, "Lags in 1..nlags with |acf| above the band.")
-    band: float = unit(RATIO, "The white-noise band band_z / sqrt(n).")
+    significant_lags: tuple[int, ...] = unit(
+        BARS, "Lags in 1..nlags whose heteroskedasticity-robust z exceeds band_z."
+    )
+    band: float = unit(RATIO, "The i.i.d. white-noise band band_z / sqrt(n), for reading the acf values.")
     ljung_box: float = unit(STATISTIC, "Ljung-Box Q on returns at nlags lags.")
-    ljung_box_pvalue: float = unit(PVALUE, "Its chi-square(nlags) p-value; small = serial correlation.")
+    ljung_box_pvalue: float = unit(PVALUE, "Its chi-square(nlags) p-value (assumes i.i.d. returns).")
+    robust_q: float = unit(STATISTIC, "Lobato-Nankervis-Savin robust portmanteau Q* on returns at nlags lags.")
+    robust_pvalue: float = unit(PVALUE, "Its chi-square(nlags) p-value; small = serial correlation.")
     acf_squared_1: float = unit(RATIO, "Lag-1 autocorrelation of squared returns.")
     ljung_box_squared: float = unit(STATISTIC, "Ljung-Box Q on squared returns at nlags lags (McLeod-Li).")
     ljung_box_squared_pvalue: float = unit(PVALUE, "Its p-value; small = volatility clustering.")
@@ -66,7 +74,8 @@ class AutocorrResult(TheoryResult):
         lags = ",".join(map(str, self.significant_lags)) or "none"
         return (
             f"acf1={self.acf[0]:+.3f}; sig lags [{lags}] (band {self.band:.3f}); "
-            f"LB({self.nlags}) p={self.ljung_box_pvalue:.3g}; LB sq p={self.ljung_box_squared_pvalue:.3g} "
+            f"robust Q({self.nlags}) p={self.robust_pvalue:.3g} (LB p={self.ljung_box_pvalue:.3g}); "
+            f"LB sq p={self.ljung_box_squared_pvalue:.3g} "
             f"-> {self.label}"
         )
 
@@ -79,6 +88,23 @@ def ljung_box(acf_values: np.ndarray, n: int) -> tuple[float, float]:
     return q, float(chdtrc(m, q))  # chi-square(m) upper tail; scipy.stats.chi2.sf is ~50x slower
 
 
+def robust_portmanteau(x: np.ndarray, nlags: int) -> tuple[float, float, np.ndarray]:
+    """Q*, its chi-square(nlags) p-value, and the per-lag robust z (Lobato, Nankervis & Savin 2001)."""
+    d = np.asarray(x, dtype=np.float64) - np.mean(x)
+    n = len(d)
+    gamma = np.empty(nlags)
+    tau = np.empty(nlags)
+    for k in range(1, nlags + 1):
+        prod = d[k:] * d[:-k]
+        gamma[k - 1] = prod.sum() / n
+        tau[k - 1] = (prod * prod).sum() / n
+    if np.any(tau <= 0):
+        raise TheoryError("robust portmanteau is undefined when a lag's cross-products are all zero")
+    z = gamma / np.sqrt(tau / n)
+    q = float(np.sum(z * z))
+    return q, float(chdtrc(nlags, q)), z
+
+
 def _acf(x: np.ndarray, nlags: int, what: str) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise TheoryError(f"autocorrelation of {what} needs finite values")
@@ -87,12 +113,12 @@ def _acf(x: np.ndarray, nlags: int, what: str) -> np.ndarray:
     return acf(x, nlags=nlags, fft=True)[1:]
 
 
-def _label(p: AutocorrParams, lb_p: float, lb_sq_p: float, acf1: float, band: float) -> str:
-    if lb_p < p.alpha:
+def _label(p: AutocorrParams, robust_p: float, lb_sq_p: float, z1: float) -> str:
+    if robust_p < p.alpha:
         returns = "serial correlation in returns"
-        if acf1 > band:
+        if z1 > p.band_z:
             returns += " (momentum at lag 1)"
-        elif acf1 < -band:
+        elif z1 < -p.band_z:
             returns += " (reversal at lag 1)"
     else:
         returns = "no serial correlation in returns"
@@ -111,18 +137,21 @@ def autocorrelation(returns: np.ndarray, params: AutocorrParams | None = None) -
     band = p.band_z / math.sqrt(n)
     q, q_p = ljung_box(rho, n)
     q_sq, q_sq_p = ljung_box(rho_sq, n)
+    q_robust, q_robust_p, z = robust_portmanteau(r, p.nlags)
     return AutocorrResult(
         acf=tuple(float(v) for v in rho[: p.report_lags]),
-        significant_lags=tuple(int(k) + 1 for k in np.flatnonzero(np.abs(rho) > band)),
+        significant_lags=tuple(int(k) + 1 for k in np.flatnonzero(np.abs(z) > p.band_z)),
         band=band,
         ljung_box=q,
         ljung_box_pvalue=q_p,
+        robust_q=q_robust,
+        robust_pvalue=q_robust_p,
         acf_squared_1=float(rho_sq[0]),
         ljung_box_squared=q_sq,
         ljung_box_squared_pvalue=q_sq_p,
         nlags=p.nlags,
         n=n,
-        label=_label(p, q_p, q_sq_p, float(rho[0]), band),
+        label=_label(p, q_robust_p, q_sq_p, float(z[0])),
     )
 
 
