@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from theories import regime as REGIME
 from theories.base import TheoryContext, TheoryError
 from theories.candles import HOUR_MS, Candles
 from theories.context import (
@@ -133,29 +134,39 @@ def test_a_symbol_with_a_different_history_length_aligns_by_time():
     assert res.symbol_leader_correlation == pytest.approx(1.0, abs=1e-12)
 
 
-def test_a_rising_leader_with_known_noise_is_an_uptrend_with_its_closed_form_score():
-    # returns m +/- a alternately: over 168 bars the sum is 168 m and the sample std a sqrt(168/167),
-    # so the trend score is 168 m / (a sqrt(168/167) sqrt(168)) = m sqrt(167) / a
-    m, a, n = 0.001, 0.01, 600
+def _regime_of(candles: Candles):
+    """The regime theory's own verdict on the same candles, for consistency checks."""
+    at = candles.last_close_time
+    ctx = TheoryContext(symbol=LEADER, at_ms=at, candles=candles.tail(500), history=candles)
+    return REGIME.THEORY(ctx)
+
+
+def test_a_rising_leader_is_in_a_bull_trend_by_the_regime_theorys_rules():
+    # returns m +/- a alternately: steady drift, constant volatility, so no breakout; over the
+    # regime's 48-bar trend lookback the move is 48 m against a noise of about a sqrt(48): z ~ 2.8 > 1.5
+    m, a, n = 0.004, 0.01, 600
     r = m + a * np.tile([1.0, -1.0], n // 2)
     lead = _candles(np.log(100) + np.cumsum(r), LEADER)
     other = _candles(_walk(n, np.random.default_rng(7)), "B/USDT")
     res = THEORY(_ctx("B/USDT", {LEADER: lead, "B/USDT": other}))
     assert res.leader_return == pytest.approx(168 * m, rel=1e-9)
-    assert res.leader_trend_score == pytest.approx(m * math.sqrt(167) / a, rel=1e-9)
-    assert res.leader_above_trend is True and res.leader_regime.startswith("uptrend")
-    assert "leader uptrend" in res.label
+    own = _regime_of(lead)
+    assert res.leader_regime == own.regime == "bull trend"
+    assert res.leader_trend_score == pytest.approx(own.trend_score, rel=1e-12)
+    assert res.leader_vol_percentile == pytest.approx(own.vol_percentile, rel=1e-12)
+    assert res.leader_above_trend is True and "leader bull trend" in res.label
 
 
-def test_a_falling_leader_in_a_volatility_burst_is_a_volatile_downtrend():
-    # drift -0.002 a bar; the last 24 bars swing +/-0.03 alternately (no net move, six times the noise)
+def test_a_falling_leader_in_a_volatility_burst_is_in_a_bear_trend():
+    # drift -0.002 a bar; the last 24 bars swing +/-0.03 alternately (six times the noise): over the
+    # 48-bar trend lookback the move is about -0.096 against a window noise of 0.0074 sqrt(48): z ~ -1.9
     rng = np.random.default_rng(8)
     r = -0.002 + 0.005 * rng.standard_normal(600)
     r[-24:] = -0.002 + 0.03 * np.tile([1.0, -1.0], 12)
     lead = _candles(np.log(100) + np.cumsum(r), LEADER)
     res = THEORY(_ctx(LEADER, {LEADER: lead, "B/USDT": _candles(_walk(600, rng), "B/USDT")}))
     assert res.leader_vol_percentile == 1.0
-    assert res.leader_regime == "downtrend, volatile"
+    assert res.leader_regime == _regime_of(lead).regime == "bear trend"
     assert res.symbol_is_leader and res.symbol_leader_correlation is None
 
 

@@ -5,10 +5,10 @@
   10 x `trend_span` candles, so it does not depend on how much history a symbol happens to carry
   (the seed keeps a weight below e^-19).
 - Leader: the universe's leader (`TheoryContext.leader`, by default the largest coin): close vs its
-  EMA, log return over `trend_bars`, a trend score (that return divided by the one-bar return std
-  times sqrt(trend_bars), so about N(0, 1) for a driftless walk), the percentile of its realised vol,
-  and a regime word from those two: uptrend / downtrend / range-bound, plus quiet / volatile.
-  Self-contained on purpose; the separate `regime` theory models regimes properly.
+  EMA, log return over `trend_bars`, and its named regime (one of the six of the `regime` theory,
+  classified by the same rules on the leader's last `leader_window` candles, with that
+  classification's trend score and volatility percentile), so that "the leader is in a bear
+  trend" means the same thing everywhere in the product.
 - Correlation: the mean of the pairwise Pearson correlations of one-bar log returns over the last
   `corr_lookback` bars, on the bar times common to all symbols. Symbols have gaps, so returns are
   aligned by time, never by position, and a return spanning a gap (a multi-bar move) is dropped.
@@ -48,7 +48,11 @@ from theories.base import (
     unit,
 )
 from theories.candles import Candles
-from theories.indicators import ema, percentile_rank, rolling_std
+from theories.indicators import ema
+from theories.regime import REGIMES, RegimeParams, classify_regimes
+from theories.regime import THEORY as REGIME_THEORY
+
+REGIME_MIN_BARS = REGIME_THEORY.min_bars
 
 
 class ContextParams(TheoryParams):
@@ -60,11 +64,7 @@ class ContextParams(TheoryParams):
         0.8, gt=0, le=1, description="Share of the correlation window a symbol must cover to be correlated."
     )
     max_stale_bars: int = Field(24, ge=0, description="Symbols whose last candle is older than this are left out.")
-    vol_window: int = Field(24, ge=2, description="Returns in one realised-vol estimate of the leader.")
-    vol_lookback: int = Field(500, ge=50, description="Bars over which the leader's current vol is ranked.")
-    trend_score_threshold: float = Field(1.0, gt=0, description="|trend score| at or above (in sigma): trending.")
-    high_vol_percentile: float = Field(0.8, gt=0.5, le=1, description="Leader vol percentile at or above: volatile.")
-    low_vol_percentile: float = Field(0.2, ge=0, lt=0.5, description="Leader vol percentile at or below: quiet.")
+    leader_window: int = Field(500, ge=150, description="Leader candles classified into a named regime.")
     broad_breadth: float = Field(0.7, gt=0.5, le=1, description="Breadth at or above: broad strength; mirror: weak.")
     high_correlation: float = Field(0.7, gt=0, le=1, description="Average correlation at or above: moving as one.")
     low_correlation: float = Field(0.3, ge=-1, lt=1, description="Average correlation at or below: dispersed.")
@@ -85,9 +85,11 @@ class ContextResult(TheoryResult):
     leader_above_trend: bool | None = unit(LABEL, "Leader's close above its trend EMA; None if no leader data.")
     leader_trend_gap: float | None = unit(FRACTION, "Leader's close / trend EMA - 1.")
     leader_return: float | None = unit(LOG_RETURN, "Leader's log return over trend_bars.")
-    leader_trend_score: float | None = unit(SIGMA, "Leader's return over trend_bars in units of its own noise.")
-    leader_vol_percentile: float | None = unit(FRACTION, "Percentile of the leader's current realised vol.")
-    leader_regime: str | None = unit(LABEL, "Leader's regime in plain words; None if no leader data.")
+    leader_trend_score: float | None = unit(SIGMA, "Trend score of the leader's regime classification.")
+    leader_vol_percentile: float | None = unit(FRACTION, "Volatility percentile of the leader's regime classification.")
+    leader_regime: str | None = unit(
+        LABEL, f"Leader's named regime, one of: {', '.join(REGIMES)}; None if no leader data."
+    )
 
     def summary(self) -> str:
         lead = "leader n/a" if self.leader_trend_score is None else (
@@ -164,36 +166,28 @@ class LeaderState:
     regime: str
 
 
-def leader_state(close: np.ndarray, p: ContextParams) -> LeaderState | None:
-    """The leader's trend and volatility state; None when its history is too short to say."""
-    close = np.asarray(close, dtype=np.float64)
-    if len(close) < max(p.trend_bars + 1, p.trend_span, 2 * p.vol_window + 1):
+def leader_state(candles: Candles, p: ContextParams) -> LeaderState | None:
+    """The leader's trend and named regime; None when its history is too short to say."""
+    c = candles.tail(p.leader_window)
+    if len(c) < max(p.trend_bars + 1, p.trend_span, REGIME_MIN_BARS):
         return None
-    c = close[-10 * p.trend_span :]
-    level = ema(c, p.trend_span)[-1]
-    r = np.diff(np.log(close[-(max(p.trend_bars, p.vol_lookback + p.vol_window - 1) + 1) :]))
-    window = r[-p.trend_bars :]
-    ret = float(window.sum())
-    sd = float(window.std(ddof=1))
-    if sd == 0:
+    close = c.close
+    level = ema(close[-10 * p.trend_span :], p.trend_span)[-1]
+    try:
+        rules = classify_regimes(close, c.high, c.low, RegimeParams())
+    except TheoryError:
+        return None  # a leader whose price never moved has no regime to report
+    code = int(rules.code[-1])
+    if code < 0:
         return None
-    score = ret / (sd * np.sqrt(p.trend_bars))
-    rv = rolling_std(r[-(p.vol_lookback + p.vol_window - 1) :], p.vol_window)
-    pct = percentile_rank(rv, float(rv[-1]))
-    above = bool(c[-1] > level)
-    if score >= p.trend_score_threshold and above:
-        trend = "uptrend"
-    elif score <= -p.trend_score_threshold and not above:
-        trend = "downtrend"
-    else:
-        trend = "range-bound"
-    if pct >= p.high_vol_percentile:
-        vol = "volatile"
-    elif pct <= p.low_vol_percentile:
-        vol = "quiet"
-    else:
-        vol = "normal volatility"
-    return LeaderState(above, float(c[-1] / level - 1), ret, float(score), pct, f"{trend}, {vol}")
+    return LeaderState(
+        above_trend=bool(close[-1] > level),
+        trend_gap=float(close[-1] / level - 1),
+        log_return=float(np.log(close[-1] / close[-1 - p.trend_bars])),
+        trend_score=float(rules.trend_score[-1]),
+        vol_percentile=float(rules.vol_percentile[-1]),
+        regime=REGIMES[code],
+    )
 
 
 def _label(above: int, n: int, avg_corr: float, lead: LeaderState | None, p: ContextParams) -> str:
@@ -253,7 +247,7 @@ def market_context(
     own_corr = None
     if not is_leader and symbol in names_c and leader in names_c:
         own_corr = float(corr[names_c.index(symbol), names_c.index(leader)])
-    lead = leader_state(eligible[leader].close, p) if leader in eligible else None
+    lead = leader_state(eligible[leader], p) if leader in eligible else None
     return ContextResult(
         breadth=n_above / n,
         n_above=n_above,
@@ -283,7 +277,7 @@ def _run(ctx: TheoryContext, params: ContextParams) -> ContextResult:
 THEORY = Theory(
     name="context",
     description=(
-        "Universe breadth (share above EMA), the leader's trend and vol regime, and average pairwise "
+        "Universe breadth (share above EMA), the leader's named regime, and average pairwise "
         "correlation of time-aligned returns."
     ),
     params=ContextParams,
