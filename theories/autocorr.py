@@ -161,7 +161,10 @@ def _run(ctx: TheoryContext, params: AutocorrParams) -> AutocorrResult:
 
 THEORY = Theory(
     name="autocorr",
-    description="Autocorrelation of returns with Ljung-Box on returns and squared returns (Ljung & Box 1978).",
+    description=(
+        "Autocorrelation of returns; robust portmanteau (Lobato, Nankervis & Savin 2001) and Ljung-Box "
+        "(1978) on returns, Ljung-Box on squared returns (McLeod & Li 1983)."
+    ),
     params=AutocorrParams,
     result=AutocorrResult,
     run=_run,

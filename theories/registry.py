@@ -7,7 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from theories import autocorr, context, entropy, forest, hurst, kalman, regime, stationarity, variance
+from theories import (
+    autocorr,
+    bayes,
+    context,
+    entropy,
+    forest,
+    hurst,
+    kalman,
+    montecarlo,
+    regime,
+    stationarity,
+    variance,
+)
 from theories.base import Theory
 
 THEORIES: dict[str, Theory] = {t.name: t for t in (
@@ -18,6 +30,8 @@ THEORIES: dict[str, Theory] = {t.name: t for t in (
         stationarity.THEORY,
         variance.THEORY,
         autocorr.THEORY,
+        montecarlo.THEORY,
+        bayes.THEORY,
         forest.THEORY,
         context.THEORY,
     )}
