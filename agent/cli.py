@@ -1,7 +1,5 @@
-"""`signal-agent`: the command line.
+"""`signal-agent`: the command line. Each subcommand lives in its own module in `agent.commands`.
 
-`signal-agent analyze` prints the full feature snapshot of each symbol: a readable table by
-default, JSON with `--json`. With no `--data` it reads only the bundled sample, offline.
 Bad input (a missing file, a broken row, an unknown symbol or theory, a time before the data)
 ends with a one-line error naming what was wrong and exit status 2, never a traceback.
 """
@@ -9,124 +7,34 @@ ends with a one-line error naming what was wrong and exit status 2, never a trac
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import textwrap
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
-from agent.market import SAMPLE_DIR, load_candles, parse_symbols
-from agent.snapshot import DEFAULT_WINDOW, FeatureSnapshot, build_snapshot
-from theories.base import FitCache
-from theories.candles import CandleDataError, iso
-from theories.registry import DEFAULT_SET, THEORIES
+from agent.commands import UsageError, analyze
+from theories.candles import CandleDataError
+
+COMMANDS = (analyze,)
 
 
-class UsageError(Exception):
-    """Input the user can fix; printed as one line, exit status 2."""
-
-
-def parse_time(text: str) -> int:
-    """ISO-8601 (UTC when no zone is given) or epoch milliseconds -> epoch ms."""
-    text = text.strip()
-    if text.lstrip("-").isdigit():
-        return int(text)
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"--at {text!r} is neither an ISO-8601 time (2025-11-01T12:00Z) nor epoch ms") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
-
-
-def _split(values: Sequence[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [v for item in values for v in item.split(",") if v.strip()]
-
-
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="signal-agent", description="LLM-orchestrated trading-signal synthesis for crypto."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    analyze = sub.add_parser(
-        "analyze",
-        help="the full feature snapshot for each symbol",
-        description="Run every theory on each symbol's candles and print the feature snapshots.",
-    )
-    analyze.add_argument("--data", metavar="PATH", help="a candle file or folder (default: the bundled sample)")
-    analyze.add_argument("--symbols", nargs="+", metavar="SYM", help="symbols to analyse: BTC, ETH/USDT, ...")
-    analyze.add_argument("--at", metavar="TIME", help="analyse as of this time: only candles closed by then")
-    analyze.add_argument(
-        "--theories", nargs="+", metavar="NAME", help=f"theory set (default all: {', '.join(DEFAULT_SET)})"
-    )
-    analyze.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="candles per analysis window")
-    analyze.add_argument("--anonymise", action="store_true", help="no ticker, no dates, prices rebased to 100")
-    analyze.add_argument("--json", action="store_true", help="print the snapshots as JSON")
+    for command in COMMANDS:
+        command.add_arguments(sub.add_parser(command.NAME, help=command.HELP))
     return parser
 
 
-def analyze(args: argparse.Namespace) -> list[FeatureSnapshot]:
-    universe = load_candles(args.data, None)  # the whole universe feeds the context theory
-    symbols = _split(args.symbols)
-    chosen = parse_symbols(symbols, universe) if symbols else list(universe)
-    theory_set = _split(args.theories) or list(DEFAULT_SET)
-    unknown = [t for t in theory_set if t not in THEORIES]
-    if unknown:
-        raise UsageError(f"unknown theories {unknown}; known: {', '.join(THEORIES)}")
-    if args.window < 50:
-        raise UsageError(f"--window {args.window} is too small: at least 50 candles")
-    at_ms = parse_time(args.at) if args.at else None
-    cache = FitCache()
-    snapshots = []
-    for symbol in chosen:
-        when = at_ms if at_ms is not None else universe[symbol].last_close_time
-        first_close = int(universe[symbol].close_time[0])
-        if when < first_close:
-            raise UsageError(f"--at {iso(when)} is before the first {symbol} candle closed ({iso(first_close)})")
-        snap = build_snapshot(symbol, universe, when, theory_set, window=args.window, cache=cache)
-        snapshots.append(snap.anonymised_copy() if args.anonymise else snap)
-    return snapshots
-
-
-def render_table(snapshots: Sequence[FeatureSnapshot], source: str, width: int = 110) -> str:
-    out = [f"Data: {source}"]
-    name_w = max((len(n) for s in snapshots for n in (*s.theories, *s.errors)), default=8) + 2
-    for snap in snapshots:
-        q = snap.quality
-        when = iso(snap.time) if snap.time is not None else "(time hidden)"
-        head = (
-            f"{snap.symbol} as of {when}  last {snap.last_price:,.6g}  "
-            f"{q.candles} candles x {q.interval_ms // 60_000}m, {q.missing_candles} missing"
-            + (f", STALE by {q.stale_bars} bars" if q.stale_bars else "")
-        )
-        out += ["", head, "-" * min(len(head), width)]
-        rows = [(n, r.summary()) for n, r in snap.theories.items()]
-        rows += [(n, f"UNAVAILABLE: {why}") for n, why in snap.errors.items()]
-        for name, text in rows:
-            wrapped = textwrap.wrap(text, width=width - name_w) or [""]
-            out.append(name.ljust(name_w) + wrapped[0])
-            out += [" " * name_w + more for more in wrapped[1:]]
-    return "\n".join(out)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
+    command = next(c for c in COMMANDS if c.NAME == args.command)
     try:
-        if args.command == "analyze":
-            snapshots = analyze(args)
-            if args.json:
-                print(json.dumps([s.model_dump(mode="json") for s in snapshots], indent=2))
-            else:
-                source = args.data or f"bundled sample ({SAMPLE_DIR.name}, offline)"
-                print(render_table(snapshots, source))
+        return command.run(args)
     except (UsageError, CandleDataError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"signal-agent: error: {message}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from agent.cli import main, parse_time
+from agent.cli import main
+from agent.commands.analyze import parse_time
 from theories.registry import DEFAULT_SET
 
 
