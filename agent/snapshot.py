@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
 
-from theories.base import PRICE, TIME, FitCache, TheoryContext, TheoryError, TheoryResult, field_unit
+from theories.base import PRICE, TIME, VOLUME, FitCache, TheoryContext, TheoryError, TheoryResult, field_unit
 from theories.candles import CandleDataError, Candles, iso
 from theories.registry import DEFAULT_SET, THEORIES, resolve
 
@@ -41,6 +41,9 @@ class DataQuality(BaseModel):
     missing_candles: int = Field(description="Candles missing inside the window (never filled).")
     stale_bars: int = Field(
         description="Whole intervals between the last closed candle and the decision time (0 = fresh)."
+    )
+    mean_volume: float | None = Field(
+        description="Mean candle volume in the window, base units (None when anonymised: volumes are then relative)."
     )
 
 
@@ -93,32 +96,38 @@ class FeatureSnapshot(BaseModel):
         """The same snapshot with no ticker, no dates and prices rebased so the last close is 100."""
         if self.anonymised:
             return self
-        factor = REBASE_TO / self.last_price
+        price_factor = REBASE_TO / self.last_price
+        mean_volume = self.quality.mean_volume
+        volume_factor = 1.0 / mean_volume if mean_volume else 0.0
         return FeatureSnapshot(
             symbol=ANONYMOUS_SYMBOL,
             time=None,
             last_price=REBASE_TO,
             anonymised=True,
-            quality=self.quality.model_copy(update={"first_open_ms": None}),
-            theories={name: _rebase(result, factor) for name, result in self.theories.items()},
+            quality=self.quality.model_copy(update={"first_open_ms": None, "mean_volume": None}),
+            theories={
+                name: _rebase(result, price_factor, volume_factor) for name, result in self.theories.items()
+            },
             errors=dict(self.errors),
         )
 
 
-def _rebase(model: BaseModel, factor: float) -> BaseModel:
-    """Scale every PRICE field by `factor`, zero every TIME field, recursing into nested models."""
+def _rebase(model: BaseModel, price_factor: float, volume_factor: float) -> BaseModel:
+    """Scale PRICE and VOLUME fields, zero TIME fields, recursing into nested models."""
     update: dict[str, Any] = {}
     for name in type(model).model_fields:
         value = getattr(model, name)
         u = field_unit(type(model), name)
         if u == PRICE and value is not None:
-            update[name] = _scale(value, factor)
+            update[name] = _scale(value, price_factor)
+        elif u == VOLUME and value is not None:
+            update[name] = _scale(value, volume_factor)
         elif u == TIME and value is not None:
             update[name] = _blank_time(value)
         elif isinstance(value, BaseModel):
-            update[name] = _rebase(value, factor)
+            update[name] = _rebase(value, price_factor, volume_factor)
         elif isinstance(value, list | tuple) and value and isinstance(value[0], BaseModel):
-            update[name] = type(value)(_rebase(v, factor) for v in value)
+            update[name] = type(value)(_rebase(v, price_factor, volume_factor) for v in value)
     return model.model_copy(update=update) if update else model
 
 
@@ -205,6 +214,7 @@ def build_snapshot(
             gaps=len(gaps),
             missing_candles=sum(g.missing for g in gaps),
             stale_bars=(at_ms - history.last_close_time) // candles.interval_ms,
+            mean_volume=float(candles.volume.mean()),
         ),
         theories=results,
         errors=errors,

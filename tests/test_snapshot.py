@@ -7,8 +7,8 @@ import pytest
 from pydantic import BaseModel
 
 from agent.market import bundled_sample, load_candle_file
-from agent.snapshot import FeatureSnapshot, build_snapshot
-from theories.base import PRICE, FitCache, field_unit
+from agent.snapshot import DataQuality, FeatureSnapshot, build_snapshot
+from theories.base import LABEL, PRICE, RATIO, TIME, VOLUME, FitCache, TheoryResult, field_unit, unit
 from theories.candles import Candles
 from theories.registry import DEFAULT_SET, THEORIES
 
@@ -145,3 +145,30 @@ def test_fit_cache_makes_the_second_symbol_pass_reuse_fits():
     misses = cache.misses
     second = build_snapshot("BTC/USDT", SAMPLE, AT, cache=cache)
     assert cache.misses == misses and first == second
+
+
+class _Leg(BaseModel):
+    stop: float = unit(PRICE, "a price level")
+    size: float = unit(VOLUME, "base units")
+
+
+class _Probe(TheoryResult):
+    level: float = unit(PRICE, "a price level")
+    levels: tuple[float, ...] = unit(PRICE, "price levels")
+    depth: float = unit(VOLUME, "base units")
+    seen_at: int = unit(TIME, "epoch ms")
+    ratio: float = unit(RATIO, "dimensionless")
+    leg: _Leg = unit(LABEL, "a nested model")
+
+
+def test_anonymising_rebases_prices_rescales_volumes_and_blanks_times_even_when_nested():
+    quality = DataQuality(candles=500, interval_ms=3_600_000, first_open_ms=1, gaps=0, missing_candles=0,
+                          stale_bars=0, mean_volume=250.0)
+    probe = _Probe(label="x", level=50_000.0, levels=(49_000.0, 51_000.0), depth=500.0, seen_at=1_762_992_000_000,
+                   ratio=0.3, leg=_Leg(stop=48_000.0, size=25.0))
+    snap = FeatureSnapshot(symbol="BTC/USDT", time=AT, last_price=40_000.0, quality=quality, theories={"probe": probe})
+    anon = snap.anonymised_copy().theories["probe"]
+    assert anon.level == pytest.approx(125.0) and anon.levels == pytest.approx((122.5, 127.5))
+    assert anon.depth == pytest.approx(2.0) and anon.leg.size == pytest.approx(0.1)
+    assert anon.leg.stop == pytest.approx(120.0)
+    assert anon.seen_at == 0 and anon.ratio == 0.3

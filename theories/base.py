@@ -7,7 +7,8 @@ shared `TheoryContext` to the pure function. The registry collects the `THEORY` 
 
 Every result field declares its unit with `unit(...)`. The unit is what lets a snapshot be
 anonymised generically: fields in `PRICE` units (levels and distances in the quote currency)
-are rebased so that the last close is 100, fields in `TIME` units are dropped.
+are rebased so that the last close is 100, `VOLUME` fields are rescaled so that the window's
+mean candle volume is 1, and fields in `TIME` units are zeroed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from theories.candles import Candles
 
 # Units a result field can carry. Keep this list short and in the field's words.
 PRICE = "price"  # quote currency: a level or a distance between levels (rebased when anonymised)
-VOLUME = "volume"  # base units (rescaled when anonymised)
+VOLUME = "volume"  # base units (rescaled to the window's mean candle volume when anonymised)
 TIME = "time_ms"  # UTC epoch ms (dropped when anonymised)
 FRACTION = "fraction"  # a plain fraction, 0.01 = 1%
 LOG_RETURN = "log_return"  # natural-log return
@@ -37,6 +38,7 @@ STATISTIC = "statistic"  # a test statistic
 PVALUE = "p_value"
 ANNUALISED = "annualised_fraction"  # e.g. annualised volatility, 0.6 = 60%
 LABEL = "label"  # plain words
+FLAG = "flag"  # true / false
 
 
 def unit(u: str, description: str, **kw: Any) -> Any:

@@ -35,6 +35,7 @@ from pydantic import Field
 from theories.base import (
     BARS,
     COUNT,
+    FLAG,
     FRACTION,
     LABEL,
     LOG_RETURN,
@@ -78,11 +79,11 @@ class ContextResult(TheoryResult):
     avg_correlation: float = unit(RATIO, "Mean pairwise correlation of one-bar log returns on common times.")
     n_correlated: int = unit(COUNT, "Symbols in the correlation.")
     common_returns: int = unit(BARS, "Return times common to all correlated symbols.")
-    symbol_is_leader: bool = unit(LABEL, "True when the analysed symbol is the leader itself.")
+    symbol_is_leader: bool = unit(FLAG, "True when the analysed symbol is the leader itself.")
     symbol_leader_correlation: float | None = unit(
         RATIO, "Correlation of the symbol's returns with the leader's on the common times; None if it is the leader."
     )
-    leader_above_trend: bool | None = unit(LABEL, "Leader's close above its trend EMA; None if no leader data.")
+    leader_above_trend: bool | None = unit(FLAG, "Leader's close above its trend EMA; None if no leader data.")
     leader_trend_gap: float | None = unit(FRACTION, "Leader's close / trend EMA - 1.")
     leader_return: float | None = unit(LOG_RETURN, "Leader's log return over trend_bars.")
     leader_trend_score: float | None = unit(SIGMA, "Trend score of the leader's regime classification.")
