@@ -3,41 +3,63 @@
 For a trade entered at `entry` with a stop and a target, held at most `horizon` bars, two methods
 give P(target first), P(stop first), P(neither within the horizon), the expected simple return
 of the trade, and VaR95 / CVaR95 of that return (losses as positive fractions of the entry).
+Stops and targets are resting orders: they trigger inside a bar, the moment the price touches
+them, not at the next close. Both methods price that.
 
-(a) Closed form: the log price is Brownian motion with drift `mu` and variance `s2` per bar,
-    estimated from recent log returns (`mu` is their mean, so it already holds the -s2/2 term).
-    With the barriers at +u and -d in log distance, the infinite-horizon hit probability is the
-    gambler's-ruin formula P(+u before -d) = (1 - exp(2 mu d / s2)) / (exp(-2 mu u / s2) -
-    exp(2 mu d / s2)), d / (u + d) when mu = 0 (Karlin & Taylor, A First Course in Stochastic
-    Processes, 1975, ch. 7). The finite horizon uses the eigenfunction (sine-series) expansion of
-    the density of drifted Brownian motion killed at both barriers (Cox & Miller, The Theory of
-    Stochastic Processes, 1965, sec. 5.7): the flux through each barrier integrates in time in
-    closed form, and the surviving density is integrated exactly over the cells of a grid, which
-    gives the whole return distribution: atoms at the stop and the target, density in between.
-    Prices are checked once per bar, and discrete checks miss crossings that happen between
-    closes, so the continuous formula overstates hits. Broadie, Glasserman & Kou (1997,
-    Mathematical Finance 7(4)) correct this by moving each barrier AWAY from the start by
-    beta * sigma * sqrt(dt), beta = -zeta(1/2) / sqrt(2 pi) = 0.5826 (dt = 1 bar). Paths that
-    survive the moved barriers but end beyond a real level would have been seen there by the
-    final check, so that sliver of mass is booked as a hit of that level.
-(b) Simulation: `n_paths` (>= 10,000) paths of `horizon` bars built by a circular block
-    bootstrap of the recent log returns (Politis & Romano 1992; blocks of `block` bars keep short
-    serial dependence and volatility clusters), from a seeded numpy Generator. Each close is
-    checked against the levels; the trade exits at the level it reaches first (no slippage),
-    otherwise at the horizon's close. Long and short brackets reuse the same paths.
+(a) Closed form: the log price is Brownian motion with drift `mu` and variance `s2` per bar
+    (`s2` the variance of close-to-close log returns; `mu` a mean log return, so it already holds
+    the -s2/2 term). With the barriers at +u and -d in log distance, the infinite-horizon hit
+    probability is the gambler's-ruin formula P(+u before -d) = (1 - exp(2 mu d / s2)) /
+    (exp(-2 mu u / s2) - exp(2 mu d / s2)), d / (u + d) when mu = 0 (Karlin & Taylor, A First
+    Course in Stochastic Processes, 1975, ch. 7). The finite horizon uses the eigenfunction
+    (sine-series) expansion of the density of drifted Brownian motion killed at both barriers
+    (Cox & Miller, The Theory of Stochastic Processes, 1965, sec. 5.7): the flux through each
+    barrier integrates in time in closed form, and the surviving density is integrated exactly
+    over the cells of a grid, which gives the whole return distribution: atoms at the stop and
+    the target, density in between. The snapshot monitors the barriers CONTINUOUSLY, because
+    intra-bar triggers are continuous monitoring (to the resolution of the exchange's trades).
+    For a price checked only at closes, `discrete_correction` applies Broadie, Glasserman & Kou
+    (1997, Mathematical Finance 7(4)): each barrier moves AWAY from the start by
+    beta * sigma * sqrt(dt), beta = -zeta(1/2) / sqrt(2 pi) = 0.5826 (dt = 1 bar), and survivors
+    that end beyond a real level are booked as a hit of it (the last check would have seen them).
+(b) Simulation: whole bars are resampled, not just closes. Each recent bar is kept as its log
+    moves from the previous close: o = ln(O/C_prev), h = ln(H/C_prev), l = ln(L/C_prev),
+    c = ln(C/C_prev). A circular block bootstrap (Politis & Romano 1992; blocks of `block` bars
+    keep short serial dependence and volatility clusters), from a seeded numpy Generator, draws
+    bar indices for `n_paths` (>= 10,000) paths of `horizon` bars. A path's close level is the
+    running sum of c; within bar k the price opens at level[k-1] + o and reaches level[k-1] + h
+    and level[k-1] + l. For a long (mirror for a short) the first bar whose range touches a level
+    decides the exit:
+      - a bar that OPENS beyond a level (a gap) exits at its open: worse than the stop, better
+        than the target;
+      - a bar whose range touches both levels exits at the STOP: the bar does not say which came
+        first, and the stop is the conservative guess (the paper broker books the same rule);
+      - otherwise the exit is at the level touched (no slippage);
+      - a path that touches neither within the horizon exits at the last close.
+    Long and short brackets reuse the same paths.
+
+Drift. The mean of ~500 hourly log returns usually has |t| < 2, yet over 24 bars a drift with
+|t| ~ 1 moves the expected return by ~0.4 R and so decides which side looks favoured. Both methods
+therefore use a positive-part James-Stein shrinkage of the drift toward zero,
+    mu_used = mu_hat * max(0, 1 - 1 / t^2),   t = mu_hat / (sd / sqrt(n)),
+the empirical-Bayes form of Stein's rule (Efron & Morris, JASA 68, 1973, and JASA 70, 1975): with
+a prior mu ~ N(0, tau^2) the posterior mean is mu_hat tau^2 / (tau^2 + se^2), and estimating
+tau^2 + se^2 by mu_hat^2 gives the factor above, cut at zero. For a single mean this is a noise
+filter, not Stein's dominance result (that needs three or more means): |t| <= 1 gives no drift,
+|t| = 2 keeps 3/4 of it, |t| = 3 keeps 8/9. `shrink_drift=False` uses the raw mean. In the
+simulation the resampled c are de-meaned and mu_used added back; o, h and l move by the same
+amount, so each bar keeps its shape.
 
 Returns are simple returns of the trade as fractions of the entry price: exit / entry - 1 for a
-long, 1 - exit / entry for a short. Exits are at the levels themselves, so whenever P(stop) is
-at least 5% VaR95 and CVaR95 both equal the stop distance: gaps through the stop are not modelled.
-Checking closes but booking exits at the levels hands the trade the overshoot past the stop and
-takes it away past the target; the stop, being nearer, is hit more often, so expected returns
-are flattered (about +0.08R per side for 1.5/3 ATR over 24 hourly bars of a driftless price).
-The bias is the same for both sides, so the label compares the sides with each other.
+long, 1 - exit / entry for a short. The closed form exits exactly at the levels, so when P(stop)
+is at least 5% its VaR95 and CVaR95 both equal the stop distance; the simulation adds the gaps.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -60,6 +82,7 @@ from theories.base import (
     TheoryResult,
     unit,
 )
+from theories.candles import Candles
 from theories.indicators import atr
 
 BGK_BETA = 0.5825971579390106  # -zeta(1/2) / sqrt(2 pi), Broadie, Glasserman & Kou (1997)
@@ -75,18 +98,28 @@ class MonteCarloParams(TheoryParams):
     reward_risk: float = Field(2.0, gt=0, le=20, description="Target distance / stop distance (R).")
     horizon: int = Field(24, ge=1, le=1000, description="Longest holding time, in bars.")
     atr_period: int = Field(14, ge=2, le=200, description="ATR length (Wilder), in bars.")
-    lookback: int = Field(500, ge=30, description="Recent log returns used for drift, variance and resampling.")
+    lookback: int = Field(500, ge=30, description="Recent bars used for drift, variance and resampling.")
     n_paths: int = Field(10_000, ge=10_000, le=1_000_000, description="Simulated paths.")
     block: int = Field(6, ge=1, le=100, description="Bootstrap block length, in bars.")
     seed: int = Field(0, ge=0, description="Seed of the simulation's random generator.")
+    shrink_drift: bool = Field(
+        True, description="Shrink the drift toward zero by the positive-part James-Stein factor max(0, 1 - 1/t^2)."
+    )
     discrete_correction: bool = Field(
-        True, description="Apply the Broadie-Glasserman-Kou shift for once-per-bar checks to the closed form."
+        False,
+        description=(
+            "Closed form for a price checked only at closes (Broadie-Glasserman-Kou shift). Off: stops and targets "
+            "trigger inside the bar, which is continuous monitoring."
+        ),
     )
     edge_r: float = Field(
-        0.1, gt=0, description="Half the gap in expected return between the sides, in R, beyond which one is favoured."
+        0.1, gt=0, description="Half the gap in simulated expected return between the sides, in R, to favour one."
     )
     drift_t: float = Field(
-        2.0, gt=0, description="|t| of the mean log return below which a favoured side is flagged as resting on noise."
+        2.0, gt=0, description="|t| of the raw drift below which the label calls a kept drift weak."
+    )
+    near_zero: float = Field(
+        0.25, ge=0, lt=1, description="Shrinkage factor at or below which the label says the drift was shrunk to ~0."
     )
     disagreement: float = Field(
         0.05, gt=0, description="Gap between the two methods' P(target), P(stop) or P(neither) worth pointing out."
@@ -106,6 +139,18 @@ class BracketOdds(BaseModel):
     cvar95: float = unit(FRACTION, "Mean loss in the worst 5% of outcomes (expected shortfall), positive fraction.")
 
 
+class DriftEstimate(BaseModel):
+    """The drift and volatility of recent close-to-close log returns, and the drift the methods use."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    raw: float = unit(LOG_RETURN, "Mean log return per bar.")
+    t: float = unit(STATISTIC, "t statistic of the mean: mean / (sd / sqrt(n)).")
+    used: float = unit(LOG_RETURN, "Drift per bar both methods use: raw * max(0, 1 - 1/t^2), or raw unshrunk.")
+    volatility: float = unit(LOG_RETURN, "Standard deviation of log returns per bar (ddof 1).")
+    n: int = unit(BARS, "Returns the estimate rests on.")
+
+
 class BracketReport(BaseModel):
     """Both methods' odds for one bracket, with the inputs they used."""
 
@@ -116,8 +161,7 @@ class BracketReport(BaseModel):
     stop: float = unit(PRICE, "Stop price.")
     target: float = unit(PRICE, "Target price.")
     horizon: int = unit(BARS, "Longest holding time, in bars.")
-    drift: float = unit(LOG_RETURN, "Mean log return per bar used by the closed form.")
-    volatility: float = unit(LOG_RETURN, "Standard deviation of log returns per bar used by the closed form.")
+    drift: DriftEstimate
     closed_form: BracketOdds
     simulated: BracketOdds
 
@@ -224,10 +268,11 @@ def _tail_risk(lo: np.ndarray, hi: np.ndarray, weights: np.ndarray) -> tuple[flo
 
 
 def closed_form_odds(
-    entry: float, stop: float, target: float, horizon: int, mu: float, s2: float, *, discrete_correction: bool = True
+    entry: float, stop: float, target: float, horizon: int, mu: float, s2: float, *, discrete_correction: bool = False
 ) -> BracketOdds:
     """The bracket's odds when the log price is Brownian motion with drift `mu` and variance `s2`
-    per bar, checked once per bar (Broadie-Glasserman-Kou shift) or continuously."""
+    per bar, watched continuously (the default: resting orders trigger inside the bar) or, with
+    `discrete_correction`, checked once per bar at the close (Broadie-Glasserman-Kou shift)."""
     side, up, down = _bracket_levels(entry, stop, target)
     shift = BGK_BETA * math.sqrt(s2) if discrete_correction else 0.0
     up_k, down_k = up + shift, down + shift
@@ -257,102 +302,52 @@ def closed_form_odds(
     )
 
 
-# --- simulation -------------------------------------------------------------------------------
+
+# --- bars and drift ---------------------------------------------------------------------------
 
 
-class SimulatedPaths:
-    """What brackets need from simulated log-price paths (log price relative to the entry, one
-    column per path, one row per bar): the running maximum and minimum after each bar and the
-    final value. Any number of brackets can then be read off the same paths cheaply.
+@dataclass(frozen=True, eq=False)
+class BarMoves:
+    """Each bar as log moves from the previous close: open, high, low and close (one array each,
+    one entry per bar after the first). What the simulation resamples; `from_ohlc` builds it from
+    prices and checks them."""
 
-    The extremes are float32, 7 significant digits: a log price of 0.05 is kept to 3e-9, far finer
-    than a price tick, and the small footprint keeps a 10,000 x 24 simulation within a few ms.
-    """
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
 
-    def __init__(self, running_max: np.ndarray, running_min: np.ndarray, final: np.ndarray) -> None:
-        if running_max.ndim != 2 or running_max.shape != running_min.shape or final.shape != running_max.shape[1:]:
-            raise TheoryError("simulated paths need (bars, paths) extremes and one final value per path")
-        self.running_max, self.running_min, self.final = running_max, running_min, final
+    def __post_init__(self) -> None:
+        if any(np.ndim(a) != 1 or len(a) != len(self.close) for a in (self.open, self.high, self.low)):
+            raise TheoryError("bar moves must be one-dimensional arrays of equal length")
 
     @classmethod
-    def from_log_prices(cls, log_price: np.ndarray) -> SimulatedPaths:
-        """From whole paths, `log_price[t, i]` = path i's log price relative to entry after bar t + 1."""
-        x = np.asarray(log_price, dtype=np.float64)
-        if x.ndim != 2 or not x.size:
-            raise TheoryError("simulated paths must be a (bars, paths) array")
-        hi, lo = np.empty(x.shape, np.float32), np.empty(x.shape, np.float32)
-        x32 = x.astype(np.float32)
-        hi[0] = lo[0] = x32[0]
-        for t in range(1, len(x)):
-            np.maximum(hi[t - 1], x32[t], out=hi[t])
-            np.minimum(lo[t - 1], x32[t], out=lo[t])
-        return cls(hi, lo, x[-1].copy())
+    def from_ohlc(cls, open: Sequence[float] | np.ndarray, high: Sequence[float] | np.ndarray,  # noqa: A002
+                  low: Sequence[float] | np.ndarray, close: Sequence[float] | np.ndarray) -> BarMoves:
+        cols = [np.asarray(a, dtype=np.float64) for a in (open, high, low, close)]
+        if any(a.ndim != 1 or len(a) != len(cols[0]) for a in cols):
+            raise TheoryError("open, high, low and close must be one-dimensional arrays of equal length")
+        if len(cols[0]) < 2:
+            raise TheoryError("need at least 2 bars to measure moves from a previous close")
+        o, h, lo, c = cols
+        if not all(np.isfinite(a).all() and (a > 0).all() for a in cols):
+            raise TheoryError("open, high, low and close must be finite positive prices")
+        if (h < np.maximum(o, c)).any() or (lo > np.minimum(o, c)).any():
+            raise TheoryError("bars need low <= open, close <= high")
+        prev = np.log(c[:-1])
+        return cls(*(np.log(a[1:]) - prev for a in cols))
 
-    @property
-    def horizon(self) -> int:
-        return self.running_max.shape[0]
+    @classmethod
+    def from_candles(cls, candles: Candles) -> BarMoves:
+        return cls.from_ohlc(candles.open, candles.high, candles.low, candles.close)
 
-    @property
-    def n_paths(self) -> int:
-        return self.running_max.shape[1]
+    def __len__(self) -> int:
+        return len(self.close)
 
-    def odds(self, entry: float, stop: float, target: float) -> BracketOdds:
-        side, up, down = _bracket_levels(entry, stop, target)
-        # bars before the first close at or beyond each level (= horizon when never reached)
-        t_up = _count_rows(self.running_max < up)
-        t_down = _count_rows(self.running_min > -down)
-        first_up = t_up < t_down  # both cannot happen on the same close
-        first_down = t_down < t_up
-        exit_price = entry * np.exp(self.final)
-        exit_price = np.where(first_up, entry * math.exp(up), np.where(first_down, entry * math.exp(-down), exit_price))
-        r = _trade_returns(side, entry, exit_price)
-        tail = TAIL * len(r)
-        k = math.ceil(tail)
-        worst = np.sort(np.partition(r, k - 1)[:k])
-        # the quantile function averaged over the worst 5%: a fraction of the k-th worst when 5% of n is not whole
-        shortfall = (worst[:-1].sum() + (tail - (k - 1)) * worst[-1]) / tail
-        p_up, p_down = np.count_nonzero(first_up) / len(r), np.count_nonzero(first_down) / len(r)
-        p_target, p_stop = (p_up, p_down) if side == "long" else (p_down, p_up)
-        return BracketOdds(
-            p_target=p_target, p_stop=p_stop, p_neither=1.0 - p_up - p_down, expected_return=float(r.mean()),
-            var95=-float(worst[-1]), cvar95=-float(shortfall),
-        )
-
-
-def _count_rows(mask: np.ndarray) -> np.ndarray:
-    """True entries per column; int16 is enough for the horizon cap and is much faster than int64."""
-    return np.add.reduce(mask.view(np.uint8), axis=0, dtype=np.int16 if len(mask) < 32_000 else np.int64)
-
-
-def simulate_paths(returns: np.ndarray, horizon: int, n_paths: int = 10_000, block: int = 6, seed: int = 0
-                   ) -> SimulatedPaths:
-    """Circular block bootstrap of `returns` (log returns per bar) into `n_paths` paths of
-    `horizon` bars: blocks of `block` consecutive returns from uniform random starts, wrapping
-    round the end, laid end to end. Fully vectorised; the same seed gives the same paths."""
-    r = np.asarray(returns, dtype=np.float64)
-    if horizon < 1 or n_paths < 1 or block < 1:
-        raise TheoryError("simulation needs a positive horizon, path count and block length")
-    if len(r) < 2 * block:
-        raise TheoryError(f"block bootstrap needs at least {2 * block} returns, got {len(r)}")
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, len(r), size=(-(-horizon // block), n_paths))
-    wrapped = np.concatenate((r, r[: block - 1]))  # circular: a block may run past the end
-    # bar by bar: bar t is return t % block of block t // block. Summing along the slow axis in
-    # one numpy call is several times slower than these row operations.
-    x = wrapped[starts[0]]  # float64 running sum
-    x32 = x.astype(np.float32)  # its float32 copy: mixed-precision ufuncs are several times slower
-    hi, lo = np.empty((horizon, n_paths), np.float32), np.empty((horizon, n_paths), np.float32)
-    hi[0] = lo[0] = x32
-    for t in range(1, horizon):
-        j, k = divmod(t, block)
-        x += wrapped[starts[j] + k] if k else wrapped[starts[j]]
-        x32[...] = x
-        np.maximum(hi[t - 1], x32, out=hi[t])
-        np.minimum(lo[t - 1], x32, out=lo[t])
-    return SimulatedPaths(hi, lo, x)
-
-
-# --- one bracket, both methods ----------------------------------------------------------------
+    def tail(self, n: int) -> BarMoves:
+        """The last `n` bars (all of them when there are fewer)."""
+        k = max(len(self) - n, 0)
+        return BarMoves(self.open[k:], self.high[k:], self.low[k:], self.close[k:])
 
 
 def drift_and_variance(returns: np.ndarray) -> tuple[float, float]:
@@ -368,34 +363,224 @@ def drift_and_variance(returns: np.ndarray) -> tuple[float, float]:
     return float(r.mean()), s2
 
 
+def james_stein_factor(t: float) -> float:
+    """max(0, 1 - 1/t^2): the share of a mean with t statistic `t` that positive-part James-Stein
+    shrinkage toward zero keeps (Efron & Morris 1973; see the module docstring)."""
+    return max(0.0, 1.0 - 1.0 / (t * t)) if t else 0.0
+
+
+def estimate_drift(returns: np.ndarray, shrink: bool = True) -> DriftEstimate:
+    """Raw drift, its t statistic and volatility of log returns per bar, and the drift to use."""
+    mu, s2 = drift_and_variance(returns)
+    n = len(returns)
+    t = mu / math.sqrt(s2 / n)
+    return DriftEstimate(
+        raw=mu, t=t, used=mu * james_stein_factor(t) if shrink else mu, volatility=math.sqrt(s2), n=n
+    )
+
+
+# --- simulation -------------------------------------------------------------------------------
+
+
+class SimulatedPaths:
+    """What brackets need from simulated bars, as log prices relative to the entry (one row per
+    bar, one column per path): the highest high and the lowest low up to each bar, the last close,
+    and each bar's open. Any number of brackets can then be read off the same paths cheaply.
+
+    Paths are laid end to end from blocks of bars, so an open is stored once per block rather than
+    once per bar: the open of path i at bar t is
+        base[t // B, i] + open_table[starts[t // B, i], t % B],   B = open_table.shape[1],
+    the level at the start of the block plus the open's height above it in the block drawn.
+    The per-bar arrays are float32, 7 significant digits: a log price of 0.05 is kept to 3e-9, far
+    finer than a price tick, and the small footprint keeps a 10,000 x 24 simulation within a few ms.
+    `drift` is the drift per bar the paths were built with, when known.
+    """
+
+    def __init__(self, running_high: np.ndarray, running_low: np.ndarray, final: np.ndarray, starts: np.ndarray,
+                 base: np.ndarray, open_table: np.ndarray, drift: float | None = None) -> None:
+        shape = running_high.shape
+        blocks = (-(-shape[0] // open_table.shape[1]), shape[1]) if running_high.ndim == 2 else None
+        if blocks is None or running_low.shape != shape or final.shape != shape[1:] or starts.shape != blocks \
+                or base.shape != blocks or open_table.ndim != 2:
+            raise TheoryError("simulated paths need (bars, paths) highs and lows, one final close per path and "
+                              "(blocks, paths) block starts and levels")
+        self.running_high, self.running_low, self.final = running_high, running_low, final
+        self.starts, self.base, self.open_table = starts, base, open_table
+        self.drift = drift
+
+    @classmethod
+    def from_bars(cls, open_level: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+                  drift: float | None = None) -> SimulatedPaths:
+        """From whole bars: `x[t, i]` = path i's log price relative to entry at bar t's open, high,
+        low or close. Each path is stored as one block of its own."""
+        o, h, lo, c = (np.asarray(a, dtype=np.float64) for a in (open_level, high, low, close))
+        if o.ndim != 2 or not o.size or not o.shape == h.shape == lo.shape == c.shape:
+            raise TheoryError("simulated bars must be (bars, paths) arrays of one shape")
+        if (h < np.maximum(o, c)).any() or (lo > np.minimum(o, c)).any():
+            raise TheoryError("simulated bars need low <= open, close <= high")
+        n = o.shape[1]
+        return cls(
+            np.maximum.accumulate(h, axis=0).astype(np.float32), np.minimum.accumulate(lo, axis=0).astype(np.float32),
+            c[-1].copy(), np.arange(n)[None, :], np.zeros((1, n), np.float32), o.T.astype(np.float32), drift,
+        )
+
+    @classmethod
+    def from_log_prices(cls, log_price: np.ndarray) -> SimulatedPaths:
+        """A price seen only at closes: `log_price[t, i]` = path i's log price relative to entry after
+        bar t + 1, each bar a jump from the previous close. A level passed between closes is caught
+        at the next close and exits there, as a gap: close-only monitoring, which BGK corrects for."""
+        x = np.asarray(log_price, dtype=np.float64)
+        return cls.from_bars(x, x, x, x)
+
+    @property
+    def horizon(self) -> int:
+        return self.running_high.shape[0]
+
+    @property
+    def n_paths(self) -> int:
+        return self.running_high.shape[1]
+
+    def open_at(self, bar: np.ndarray) -> np.ndarray:
+        """Each path's open at bar `bar[i]` (0-based), as a log price relative to the entry."""
+        width = self.open_table.shape[1]
+        t = np.asarray(bar, dtype=np.intp)
+        j = t // width
+        flat = j * self.n_paths + np.arange(self.n_paths)  # (block, path) of each path's bar, flattened
+        # take on flattened arrays: much faster than two-dimensional fancy indexing
+        return self.base.take(flat) + self.open_table.take(self.starts.take(flat) * width + (t - j * width))
+
+    def odds(self, entry: float, stop: float, target: float) -> BracketOdds:
+        side, up, down = _bracket_levels(entry, stop, target)
+        # bars before the first bar whose range reaches each level (= horizon when never reached)
+        t_up = _count_rows(self.running_high < up)
+        t_down = _count_rows(self.running_low > -down)
+        hit = np.minimum(t_up, t_down) < self.horizon
+        # the open of the exit bar (of the last bar when none): beyond a level only when the bar gaps through it
+        open_at = self.open_at(np.minimum(np.minimum(t_up, t_down), self.horizon - 1))
+        gap_up, gap_down = open_at >= up, open_at <= -down
+        # the first bar to reach a level decides; a bar reaching both is booked as the stop, unless
+        # it opened beyond the target
+        if side == "long":
+            upper = (t_up < t_down) | gap_up
+            lower = hit & ~upper
+        else:
+            lower = (t_down < t_up) | gap_down
+            upper = hit & ~lower
+        exit_log = np.where(hit, np.where(gap_up | gap_down, open_at, np.where(upper, up, -down)), self.final)
+        r = _trade_returns(side, entry, entry * np.exp(exit_log))
+        tail = TAIL * len(r)
+        k = math.ceil(tail)
+        worst = np.sort(r)[:k]  # a full sort: faster than partition when many exits share the stop's value
+        # the quantile function averaged over the worst 5%: a fraction of the k-th worst when 5% of n is not whole
+        shortfall = (worst[:-1].sum() + (tail - (k - 1)) * worst[-1]) / tail
+        p_up, p_down = np.count_nonzero(upper) / len(r), np.count_nonzero(lower) / len(r)
+        p_target, p_stop = (p_up, p_down) if side == "long" else (p_down, p_up)
+        return BracketOdds(
+            p_target=p_target, p_stop=p_stop, p_neither=1.0 - p_up - p_down, expected_return=float(r.mean()),
+            var95=-float(worst[-1]), cvar95=-float(shortfall),
+        )
+
+
+def _count_rows(mask: np.ndarray) -> np.ndarray:
+    """True entries per column; int16 is enough for the horizon cap and is much faster than int64."""
+    return np.add.reduce(mask.view(np.uint8), axis=0, dtype=np.int16 if len(mask) < 32_000 else np.int64)
+
+
+def simulate_paths(moves: BarMoves, horizon: int, n_paths: int = 10_000, block: int = 6, seed: int = 0,
+                   drift: float | None = None) -> SimulatedPaths:
+    """Circular block bootstrap of whole bars into `n_paths` paths of `horizon` bars: blocks of
+    `block` consecutive bars from uniform random starts, wrapping round the end, laid end to end.
+    With `drift`, the close moves are de-meaned and `drift` added, and the open, high and low
+    moves shifted alike (the bars keep their shapes); without it the bars are used as they are.
+    Vectorised across paths; the same seed gives the same paths."""
+    if horizon < 1 or n_paths < 1 or block < 1:
+        raise TheoryError("simulation needs a positive horizon, path count and block length")
+    n = len(moves)
+    if n < 2 * block:
+        raise TheoryError(f"block bootstrap needs at least {2 * block} bars, got {n}")
+    shift = 0.0 if drift is None else drift - float(moves.close.mean())
+    # every possible block, measured from the close before it: bar k of the block starting at bar s
+    # is bar (s + k) mod n (circular). Levels before each bar, and the running high and low within it.
+    idx = (np.arange(n)[:, None] + np.arange(block)) % n
+    o, h, lo, c = (a[idx] + shift for a in (moves.open, moves.high, moves.low, moves.close))
+    after = np.cumsum(c, axis=1)
+    before = after - c
+    block_high = np.maximum.accumulate(before + h, axis=1).astype(np.float32)
+    block_low = np.minimum.accumulate(before + lo, axis=1).astype(np.float32)
+    block_open = (before + o).astype(np.float32)
+    block_close = after.astype(np.float32).ravel()
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, n, size=(-(-horizon // block), n_paths))
+    # block by block: rows of the block tables, lifted by the level the block starts from. Bar by
+    # bar gathers and a fresh (bars, paths) array of opens measured slower.
+    run_hi, run_lo = np.empty((horizon, n_paths), np.float32), np.empty((horizon, n_paths), np.float32)
+    base = np.empty(starts.shape, np.float32)
+    x = np.zeros(n_paths, np.float32)
+    for j, s in enumerate(starts):
+        base[j] = x
+        a, b = j * block, min((j + 1) * block, horizon)
+        np.add(np.take(block_high, s, axis=0)[:, : b - a].T, x, out=run_hi[a:b])
+        np.add(np.take(block_low, s, axis=0)[:, : b - a].T, x, out=run_lo[a:b])
+        if j:
+            np.maximum(run_hi[a:b], run_hi[a - 1], out=run_hi[a:b])
+            np.minimum(run_lo[a:b], run_lo[a - 1], out=run_lo[a:b])
+        x += block_close.take(s * block + (b - a - 1))
+    return SimulatedPaths(run_hi, run_lo, x.astype(np.float64), starts, base, block_open, drift)
+
+
+# --- one bracket, both methods ----------------------------------------------------------------
+
+
+def _as_moves(bars: Candles | BarMoves | Sequence[np.ndarray]) -> BarMoves:
+    if isinstance(bars, BarMoves):
+        return bars
+    if isinstance(bars, Candles):
+        return BarMoves.from_candles(bars)
+    if len(bars) != 4:
+        raise TheoryError("bars must be Candles, BarMoves or (open, high, low, close) arrays")
+    return BarMoves.from_ohlc(*bars)
+
+
+def _report(entry: float, stop: float, target: float, horizon: int, drift: DriftEstimate, paths: SimulatedPaths,
+            discrete_correction: bool) -> BracketReport:
+    side, _, _ = _bracket_levels(entry, stop, target)
+    cf = closed_form_odds(
+        entry, stop, target, horizon, drift.used, drift.volatility**2, discrete_correction=discrete_correction
+    )
+    return BracketReport(side=side, entry=entry, stop=stop, target=target, horizon=horizon, drift=drift,
+                         closed_form=cf, simulated=paths.odds(entry, stop, target))
+
+
 def bracket_odds(
     entry: float,
     stop: float,
     target: float,
     horizon: int,
-    returns: np.ndarray,
+    bars: Candles | BarMoves | Sequence[np.ndarray],
     *,
+    lookback: int = 500,
     n_paths: int = 10_000,
     block: int = 6,
     seed: int = 0,
-    discrete_correction: bool = True,
+    shrink_drift: bool = True,
+    discrete_correction: bool = False,
     paths: SimulatedPaths | None = None,
 ) -> BracketReport:
-    """Odds of any bracket (e.g. a proposed trade) from recent log returns, by both methods.
+    """Odds of any bracket (e.g. a proposed trade) by both methods, from the last `lookback` bars
+    of `bars`: Candles, BarMoves, or (open, high, low, close) price arrays.
 
-    `paths` reuses an earlier simulation (it must have the same horizon) instead of drawing anew.
+    `paths` reuses an earlier simulation (same horizon, built with the same drift) instead of
+    drawing anew: many brackets cost one simulation.
     """
-    mu, s2 = drift_and_variance(returns)
+    moves = _as_moves(bars).tail(lookback)
+    drift = estimate_drift(moves.close, shrink_drift)
     if paths is None:
-        paths = simulate_paths(returns, horizon, n_paths, block, seed)
+        paths = simulate_paths(moves, horizon, n_paths, block, seed, drift.used)
     elif paths.horizon != horizon:
         raise TheoryError(f"reused paths cover {paths.horizon} bars, the bracket's horizon is {horizon}")
-    side, _, _ = _bracket_levels(entry, stop, target)
-    return BracketReport(
-        side=side, entry=entry, stop=stop, target=target, horizon=horizon, drift=mu, volatility=math.sqrt(s2),
-        closed_form=closed_form_odds(entry, stop, target, horizon, mu, s2, discrete_correction=discrete_correction),
-        simulated=paths.odds(entry, stop, target),
-    )
+    elif paths.drift is not None and not math.isclose(paths.drift, drift.used, rel_tol=1e-9, abs_tol=1e-15):
+        raise TheoryError(f"reused paths were built with drift {paths.drift:.3g}, these bars give {drift.used:.3g}")
+    return _report(entry, stop, target, horizon, drift, paths, discrete_correction)
 
 
 # --- the snapshot: neutral ATR brackets on both sides -----------------------------------------
@@ -409,12 +594,16 @@ _ODDS = {
     "var95": (FRACTION, "95% VaR of the trade's return, positive = loss, fraction of entry"),
     "cvar95": (FRACTION, "95% CVaR (expected shortfall) of the trade's return, positive = loss, fraction of entry"),
 }
-_METHODS = {"closed": "Brownian closed form", "sim": "block-bootstrap simulation"}
+_METHODS = {"closed": "Brownian closed form", "sim": "bar-bootstrap simulation"}
 
 
 def _odds_field(side: str, name: str, method: str) -> Any:
     u, text = _ODDS[name]
     return unit(u, f"{side.capitalize()} bracket, {_METHODS[method]}: {text}.")
+
+
+def _r_field(side: str, method: str) -> Any:
+    return unit(RATIO, f"{side.capitalize()} bracket, {_METHODS[method]}: expected return in R (stop distances).")
 
 
 class MonteCarloResult(TheoryResult):
@@ -426,12 +615,15 @@ class MonteCarloResult(TheoryResult):
     long_target: float = unit(PRICE, "Long bracket's target: entry + k_stop R ATR.")
     short_stop: float = unit(PRICE, "Short bracket's stop: entry + k_stop ATR.")
     short_target: float = unit(PRICE, "Short bracket's target: entry - k_stop R ATR.")
-    drift: float = unit(LOG_RETURN, "Mean log return per bar over the lookback.")
+    drift_raw: float = unit(LOG_RETURN, "Mean log return per bar over the lookback.")
+    drift_t: float = unit(STATISTIC, "t statistic of the raw drift: mean / (sd / sqrt(n)); |t| < 2 is noise.")
+    drift_used: float = unit(LOG_RETURN, "Drift per bar both methods use: raw * max(0, 1 - 1/t^2) (James-Stein).")
     volatility: float = unit(LOG_RETURN, "Standard deviation of log returns per bar over the lookback.")
-    drift_t: float = unit(STATISTIC, "t statistic of the drift: mean / (sd / sqrt(n)); |t| < 2 is noise.")
     n_paths: int = unit(COUNT, "Simulated paths.")
-    long_expected_r: float = unit(RATIO, "Long bracket's simulated expected return in R (stop distances).")
-    short_expected_r: float = unit(RATIO, "Short bracket's simulated expected return in R (stop distances).")
+    long_expected_r_closed: float = _r_field("long", "closed")
+    long_expected_r_sim: float = _r_field("long", "sim")
+    short_expected_r_closed: float = _r_field("short", "closed")
+    short_expected_r_sim: float = _r_field("short", "sim")
     long_p_target_closed: float = _odds_field("long", "p_target", "closed")
     long_p_stop_closed: float = _odds_field("long", "p_stop", "closed")
     long_p_neither_closed: float = _odds_field("long", "p_neither", "closed")
@@ -458,39 +650,45 @@ class MonteCarloResult(TheoryResult):
     short_cvar95_sim: float = _odds_field("short", "cvar95", "sim")
 
     def summary(self) -> str:
-        def side(name: str) -> str:
+        def odds(name: str, method: str) -> str:
             def g(f: str) -> float:
-                return getattr(self, f"{name}_{f}")
+                return getattr(self, f"{name}_{f}_{method}")
 
-            return (
-                f"{name} P(target/stop) {g('p_target_closed'):.2f}/{g('p_stop_closed'):.2f} "
-                f"(sim {g('p_target_sim'):.2f}/{g('p_stop_sim'):.2f}) E {g('expected_r'):+.2f}R"
-            )
+            p_target, p_stop = (f"{g(f):.2f}".removeprefix("0") for f in ("p_target", "p_stop"))
+            return f"{p_target}/{p_stop}/{g('expected_r'):+.2f}"
 
         k = (self.entry - self.long_stop) / self.atr
         return (
-            f"stop {k:.3g} ATR, R {self.reward_risk:.3g}, {self.horizon} bars: {side('long')}; {side('short')} "
-            f"-> {self.label}"
+            f"stop {k:.3g}ATR, {self.reward_risk:.3g}R, {self.horizon}b; P(tgt)/P(stop)/E[R] "
+            f"long {odds('long', 'closed')} sim {odds('long', 'sim')}; "
+            f"short {odds('short', 'closed')} sim {odds('short', 'sim')} -> {self.label}"
         )
 
 
-def _label(long_r: float, short_r: float, drift_t: float, gap: float, p: MonteCarloParams) -> str:
-    # judged on half the gap between the sides: the optimism of booking exits at the levels is
-    # common to both sides and cancels, what the drift gives one side it takes from the other
+def _label(long_r: float, short_r: float, drift: DriftEstimate, gap: float, p: MonteCarloParams) -> str:
+    """Plain words from the thresholds in MonteCarloParams. A side is favoured when half the gap
+    between the sides' simulated expected returns (real bar shapes) is at least `edge_r`: what a
+    drift gives one side it mostly takes from the other."""
     (best, side), (other, _) = sorted([(long_r, "long"), (short_r, "short")], reverse=True)
-    if (best - other) / 2 >= p.edge_r:
-        text = f"{side} bracket favoured"
-        if abs(drift_t) < p.drift_t:
-            text += f", but on an insignificant drift (t {drift_t:+.1f})"
+    if (best - other) / 2 < p.edge_r:
+        parts = ["no edge"]
     else:
-        text = "no edge between the long and short brackets"
+        parts = [f"{side} favoured" if best > 0 else f"both lose, {side} less"]
+    kept = drift.used / drift.raw if drift.raw else 0.0
+    if kept == 0.0:
+        parts.append(f"drift t {drift.t:+.1f} shrunk to 0")
+    elif kept <= p.near_zero:
+        parts.append(f"drift t {drift.t:+.1f} shrunk to ~0")
+    elif abs(drift.t) < p.drift_t:
+        parts.append(f"weak drift t {drift.t:+.1f}")
     if gap > p.disagreement:
-        text += "; bootstrap differs from Brownian (fat tails, volatility clusters)"
-    return text
+        parts.append("sim and Brownian differ")
+    return "; ".join(parts)
 
 
 def montecarlo(
-    close: np.ndarray, high: np.ndarray, low: np.ndarray, params: MonteCarloParams | None = None
+    open: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,  # noqa: A002
+    params: MonteCarloParams | None = None,
 ) -> MonteCarloResult:
     """Neutral ATR brackets on both sides of the last close, priced by both methods on the same paths."""
     p = params or MonteCarloParams()
@@ -502,42 +700,40 @@ def montecarlo(
     risk, reward = p.k_stop * a, p.k_stop * p.reward_risk * a
     if max(risk, reward) >= entry:
         raise TheoryError("ATR bracket reaches below zero: the price is too volatile for these multiples")
-    returns = np.diff(np.log(close))[-p.lookback:]
-    mu, s2 = drift_and_variance(returns)
-    paths = simulate_paths(returns, p.horizon, p.n_paths, p.block, p.seed)
-    kw = dict(discrete_correction=p.discrete_correction, paths=paths)
-    long = bracket_odds(entry, entry - risk, entry + reward, p.horizon, returns, **kw)
-    short = bracket_odds(entry, entry + risk, entry - reward, p.horizon, returns, **kw)
+    moves = BarMoves.from_ohlc(open, high, low, close).tail(p.lookback)
+    drift = estimate_drift(moves.close, p.shrink_drift)
+    paths = simulate_paths(moves, p.horizon, p.n_paths, p.block, p.seed, drift.used)
+    long = _report(entry, entry - risk, entry + reward, p.horizon, drift, paths, p.discrete_correction)
+    short = _report(entry, entry + risk, entry - reward, p.horizon, drift, paths, p.discrete_correction)
     fields: dict[str, float] = {}
     for name, rep in (("long", long), ("short", short)):
         for key, odds in (("closed", rep.closed_form), ("sim", rep.simulated)):
             for f in _ODDS:
                 fields[f"{name}_{f}_{key}"] = getattr(odds, f)
-    drift_t = mu / math.sqrt(s2 / len(returns))
-    long_r = long.simulated.expected_return * entry / risk
-    short_r = short.simulated.expected_return * entry / risk
+            fields[f"{name}_expected_r_{key}"] = odds.expected_return * entry / risk
     gap = max(
         abs(getattr(r.closed_form, f) - getattr(r.simulated, f))
         for r in (long, short) for f in ("p_target", "p_stop", "p_neither")
     )
+    label = _label(fields["long_expected_r_sim"], fields["short_expected_r_sim"], drift, gap, p)
     return MonteCarloResult(
         entry=entry, atr=a, horizon=p.horizon, reward_risk=p.reward_risk, long_stop=long.stop,
-        long_target=long.target, short_stop=short.stop, short_target=short.target, drift=mu,
-        volatility=math.sqrt(s2), n_paths=p.n_paths, long_expected_r=long_r, short_expected_r=short_r,
-        drift_t=drift_t, label=_label(long_r, short_r, drift_t, gap, p), **fields,
+        long_target=long.target, short_stop=short.stop, short_target=short.target, drift_raw=drift.raw,
+        drift_t=drift.t, drift_used=drift.used, volatility=drift.volatility, n_paths=p.n_paths, label=label,
+        **fields,
     )
 
 
 def _run(ctx: TheoryContext, params: MonteCarloParams) -> MonteCarloResult:
     c = ctx.candles
-    return montecarlo(c.close, c.high, c.low, params)
+    return montecarlo(c.open, c.high, c.low, c.close, params)
 
 
 THEORY = Theory(
     name="montecarlo",
     description=(
-        "Stop/target bracket odds: drifted Brownian motion killed at two barriers (sine series, "
-        "Broadie-Glasserman-Kou 1997 discrete correction) and a block-bootstrap simulation."
+        "Stop/target bracket odds with intra-bar triggers: drifted Brownian motion killed at two barriers "
+        "(sine series, continuous monitoring) and a block bootstrap of whole OHLC bars; drift shrunk by James-Stein."
     ),
     params=MonteCarloParams,
     result=MonteCarloResult,
