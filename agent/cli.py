@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from agent.commands import UsageError, analyze
 from theories.candles import CandleDataError
+from theories.funding import FundingDataError
 
 COMMANDS = (analyze,)
 
@@ -31,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next(c for c in COMMANDS if c.NAME == args.command)
     try:
         return command.run(args)
-    except (UsageError, CandleDataError, KeyError) as exc:
+    except (UsageError, CandleDataError, FundingDataError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"signal-agent: error: {message}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ prices rebased so the last close is 100) so that an LLM cannot recognise a perio
 from __future__ import annotations
 
 import logging
+import re
 import time as _time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validat
 
 from theories.base import PRICE, TIME, VOLUME, FitCache, TheoryContext, TheoryError, TheoryResult, field_unit
 from theories.candles import CandleDataError, Candles, iso
+from theories.funding import FundingRates
 from theories.registry import DEFAULT_SET, THEORIES, resolve
 
 log = logging.getLogger(__name__)
@@ -108,8 +110,19 @@ class FeatureSnapshot(BaseModel):
             theories={
                 name: _rebase(result, price_factor, volume_factor) for name, result in self.theories.items()
             },
-            errors=dict(self.errors),
+            errors={name: scrub_identity(why, self.symbol) for name, why in self.errors.items()},
         )
+
+
+_ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?Z?)?")
+
+
+def scrub_identity(text: str, symbol: str) -> str:
+    """Remove what would identify the asset or the period from free text: the ticker and dates."""
+    names = {symbol, *symbol.split("/"), symbol.replace("/", "_"), symbol.replace("/", "")}
+    for name in sorted((n for n in names if n), key=len, reverse=True):
+        text = re.sub(rf"\b{re.escape(name)}\b", ANONYMOUS_SYMBOL, text, flags=re.IGNORECASE)
+    return _ISO_TIME.sub("<time>", text)
 
 
 def _rebase(model: BaseModel, price_factor: float, volume_factor: float) -> BaseModel:
@@ -158,13 +171,15 @@ def build_snapshot(
     outcomes: Sequence[float] = (),
     cache: FitCache | None = None,
     leader: str = "BTC/USDT",
+    funding: Mapping[str, FundingRates] | None = None,
     timings: dict[str, float] | None = None,
 ) -> FeatureSnapshot:
     """Run a theory set on `symbol` as of `at_ms` (default: the last candle's close).
 
     `universe` holds every symbol's full candles; each is cut at `at_ms` here, so no theory can
     see a candle that had not closed by then. `theory_set` is a list of names or a mapping of
-    name -> parameters. Per-theory wall time goes into `timings` (seconds) when given.
+    name -> parameters. `funding` holds perpetual funding settlements by symbol (the funding
+    theory cuts them at `at_ms` itself). Per-theory wall time goes into `timings` (seconds).
     """
     if symbol not in universe:
         raise KeyError(f"no candles for {symbol!r}; have {sorted(universe)}")
@@ -185,6 +200,7 @@ def build_snapshot(
         outcomes=tuple(outcomes),
         cache=cache,
         leader=leader,
+        funding=(funding or {}).get(symbol),
     )
 
     params_for = dict(theory_set) if isinstance(theory_set, Mapping) else dict.fromkeys(theory_set)

@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from theories.candles import Candles
+from theories.funding import FundingRates
 
 # Units a result field can carry. Keep this list short and in the field's words.
 PRICE = "price"  # quote currency: a level or a distance between levels (rebased when anonymised)
@@ -149,6 +150,7 @@ class TheoryContext:
     outcomes: Sequence[float] = ()  # closed-trade results in R multiples, oldest first
     cache: FitCache | None = None
     leader: str = "BTC/USDT"
+    funding: FundingRates | None = None  # the symbol's perpetual funding settlements (funding strategy)
 
     def cached(self, key: Hashable, fit: Callable[[], Any]) -> Any:
         return fit() if self.cache is None else self.cache.get_or_fit(key, fit)

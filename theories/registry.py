@@ -21,6 +21,7 @@ from theories import (
     variance,
 )
 from theories.base import Theory
+from theories.strategies import atr_breakout, funding_extremes, momentum, rsi_bollinger, vwap_reversion
 
 THEORIES: dict[str, Theory] = {t.name: t for t in (
         entropy.THEORY,
@@ -34,6 +35,11 @@ THEORIES: dict[str, Theory] = {t.name: t for t in (
         bayes.THEORY,
         forest.THEORY,
         context.THEORY,
+        vwap_reversion.THEORY,
+        rsi_bollinger.THEORY,
+        momentum.THEORY,
+        atr_breakout.THEORY,
+        funding_extremes.THEORY,
     )}
 
 DEFAULT_SET: tuple[str, ...] = tuple(THEORIES)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from agent.commands import UsageError
 from agent.market import SAMPLE_DIR, load_candles, parse_symbols
+from agent.market.funding import load_funding
 from agent.snapshot import DEFAULT_WINDOW, FeatureSnapshot, build_snapshot
 from theories.base import FitCache
 from theories.candles import iso
@@ -46,6 +47,10 @@ def split_list(values: Sequence[str] | None) -> list[str] | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Run every theory on each symbol's candles and print the feature snapshots."
     parser.add_argument("--data", metavar="PATH", help="a candle file or folder (default: the bundled sample)")
+    parser.add_argument(
+        "--funding", metavar="PATH",
+        help="perpetual funding rates, a file or folder (default: the bundled sample when --data is not given)",
+    )
     parser.add_argument("--symbols", nargs="+", metavar="SYM", help="symbols to analyse: BTC, ETH/USDT, ...")
     parser.add_argument("--at", metavar="TIME", help="analyse as of this time: only candles closed by then")
     parser.add_argument(
@@ -67,6 +72,10 @@ def snapshots(args: argparse.Namespace) -> list[FeatureSnapshot]:
     if args.window < 50:
         raise UsageError(f"--window {args.window} is too small: at least 50 candles")
     at_ms = parse_time(args.at) if args.at else None
+    if args.funding:
+        funding = load_funding(args.funding)
+    else:
+        funding = load_funding() if args.data is None else {}
     cache = FitCache()
     snapshots = []
     for symbol in chosen:
@@ -74,7 +83,7 @@ def snapshots(args: argparse.Namespace) -> list[FeatureSnapshot]:
         first_close = int(universe[symbol].close_time[0])
         if when < first_close:
             raise UsageError(f"--at {iso(when)} is before the first {symbol} candle closed ({iso(first_close)})")
-        snap = build_snapshot(symbol, universe, when, theory_set, window=args.window, cache=cache)
+        snap = build_snapshot(symbol, universe, when, theory_set, window=args.window, cache=cache, funding=funding)
         snapshots.append(snap.anonymised_copy() if args.anonymise else snap)
     return snapshots
 
