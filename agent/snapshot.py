@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
 
+from orderflow.snapshot import OrderFlowSnapshot, build_orderflow_snapshot
 from theories.base import PRICE, TIME, VOLUME, FitCache, TheoryContext, TheoryError, TheoryResult, field_unit
 from theories.candles import CandleDataError, Candles, iso
 from theories.funding import FundingRates
@@ -61,6 +62,9 @@ class FeatureSnapshot(BaseModel):
     quality: DataQuality
     theories: dict[str, SerializeAsAny[TheoryResult]] = Field(default_factory=dict)
     errors: dict[str, str] = Field(default_factory=dict, description="Theories that gave no answer, and why.")
+    orderflow: OrderFlowSnapshot | None = Field(
+        default=None, description="Volume profile from candles; book and trade flow when a live feed runs."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -92,6 +96,8 @@ class FeatureSnapshot(BaseModel):
             lines.append(f"{name}: {result.summary()}")
         for name, why in self.errors.items():
             lines.append(f"{name}: unavailable ({why})")
+        if self.orderflow is not None:
+            lines.append(f"orderflow: {self.orderflow.summary()}")
         return "\n".join(lines)
 
     def anonymised_copy(self) -> FeatureSnapshot:
@@ -111,6 +117,7 @@ class FeatureSnapshot(BaseModel):
                 name: _rebase(result, price_factor, volume_factor) for name, result in self.theories.items()
             },
             errors={name: scrub_identity(why, self.symbol) for name, why in self.errors.items()},
+            orderflow=None if self.orderflow is None else _rebase(self.orderflow, price_factor, volume_factor),
         )
 
 
@@ -172,6 +179,7 @@ def build_snapshot(
     cache: FitCache | None = None,
     leader: str = "BTC/USDT",
     funding: Mapping[str, FundingRates] | None = None,
+    orderflow: OrderFlowSnapshot | None = None,
     timings: dict[str, float] | None = None,
 ) -> FeatureSnapshot:
     """Run a theory set on `symbol` as of `at_ms` (default: the last candle's close).
@@ -179,7 +187,9 @@ def build_snapshot(
     `universe` holds every symbol's full candles; each is cut at `at_ms` here, so no theory can
     see a candle that had not closed by then. `theory_set` is a list of names or a mapping of
     name -> parameters. `funding` holds perpetual funding settlements by symbol (the funding
-    theory cuts them at `at_ms` itself). Per-theory wall time goes into `timings` (seconds).
+    theory cuts them at `at_ms` itself). `orderflow` is a live feed's order-flow snapshot taken at
+    `at_ms`; without one, the candle-based part (volume profile) is computed here and the book and
+    trade-flow parts are marked unavailable. Per-theory wall time goes into `timings` (seconds).
     """
     if symbol not in universe:
         raise KeyError(f"no candles for {symbol!r}; have {sorted(universe)}")
@@ -218,6 +228,12 @@ def build_snapshot(
         if timings is not None:
             timings[theory.name] = timings.get(theory.name, 0.0) + _time.perf_counter() - start
 
+    if orderflow is None:
+        start = _time.perf_counter()
+        orderflow = build_orderflow_snapshot(candles)
+        if timings is not None:
+            timings["orderflow"] = timings.get("orderflow", 0.0) + _time.perf_counter() - start
+
     gaps = candles.gaps()
     return FeatureSnapshot(
         symbol=symbol,
@@ -234,4 +250,5 @@ def build_snapshot(
         ),
         theories=results,
         errors=errors,
+        orderflow=orderflow,
     )

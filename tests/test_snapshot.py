@@ -160,7 +160,8 @@ def test_prompt_text_is_compact_with_one_line_per_theory():
     snap = build_snapshot("XRP/USDT", SAMPLE, AT)
     lines = snap.to_prompt_text().splitlines()
     assert lines[0].startswith("XRP/USDT at 2025-11-13T00:00:00Z")
-    assert len(lines) == 1 + len(DEFAULT_SET)
+    assert len(lines) == 1 + len(DEFAULT_SET) + 1  # header, one per theory, order flow
+    assert lines[-1].startswith("orderflow: profile: POC")
     # a rough budget: the whole snapshot must leave room in a 1,500-token prompt (~4 chars a token)
     assert len(snap.to_prompt_text()) < 4 * 900
 

@@ -102,6 +102,8 @@ def render_table(snapshots: Sequence[FeatureSnapshot], source: str, width: int =
         out += ["", head, "-" * min(len(head), width)]
         rows = [(n, r.summary()) for n, r in snap.theories.items()]
         rows += [(n, f"UNAVAILABLE: {why}") for n, why in snap.errors.items()]
+        if snap.orderflow is not None:
+            rows.append(("orderflow", snap.orderflow.summary()))
         for name, text in rows:
             wrapped = textwrap.wrap(text, width=width - name_w) or [""]
             out.append(name.ljust(name_w) + wrapped[0])
