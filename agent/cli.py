@@ -10,11 +10,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from agent.commands import UsageError, analyze, book
+from agent.commands import UsageError, analyze, book, signal
 from theories.candles import CandleDataError
 from theories.funding import FundingDataError
 
-COMMANDS = (analyze, book)
+COMMANDS = (analyze, signal, book)
 
 
 def build_parser() -> argparse.ArgumentParser:

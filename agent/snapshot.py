@@ -46,7 +46,8 @@ class DataQuality(BaseModel):
         description="Whole intervals between the last closed candle and the decision time (0 = fresh)."
     )
     mean_volume: float | None = Field(
-        description="Mean candle volume in the window, base units (None when anonymised: volumes are then relative)."
+        default=None,
+        description="Mean candle volume in the window, base units (None when anonymised: volumes are then relative).",
     )
 
 

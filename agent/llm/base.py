@@ -1,0 +1,73 @@
+"""The provider interface: one chat request with a JSON schema in, one `Reply` out, or a `ProviderError`.
+
+A provider does I/O only. It never validates the answer (`agent.signal.parse_signal` does) and
+never raises anything but `ProviderError`: every failure of the transport or the server is
+classified (`kind`) so the caller can turn it into a recorded HOLD.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from agent.snapshot import FeatureSnapshot
+
+MAX_REPLY_CHARS = 20_000  # a signal is ~500 characters; anything far larger is a runaway generation
+
+
+class Reply(BaseModel):
+    """What a server answered, in the provider-neutral form the call records keep."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str | None = None  # the answer the model gave (message content)
+    thinking: str | None = None  # a thinking model's reasoning, kept but never parsed as the answer
+    finish_reason: str | None = None  # stop | length | content_filter | ...
+    refusal: str | None = None
+    tokens_in: int | None = None  # as the server reported them
+    tokens_out: int | None = None
+    raw_response: str = ""  # the response body as received (JSON text)
+
+
+class ProviderError(Exception):
+    """A call that produced no usable reply. `kind`: timeout, server_error, http_error, connection_error,
+    bad_response, config, replay_miss."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+class Provider(Protocol):
+    """One interface for every synthesiser: LLM servers, the heuristic and replay."""
+
+    name: str  # "ollama", "openai", "heuristic"
+    model: str
+    is_llm: bool  # False for the heuristic: the output says no LLM was used
+    is_replay: bool  # True: answer only from recorded calls
+
+    def parameters(self) -> dict[str, Any]:
+        """Everything besides the prompt that changes the answer (temperature, token cap, output mode)."""
+        ...
+
+    def complete(
+        self, messages: Sequence[dict[str, str]], schema: dict[str, Any], snapshot: FeatureSnapshot
+    ) -> Reply:
+        """Send one chat request. `snapshot` is the one the prompt shows (the heuristic reads it directly)."""
+        ...
+
+
+def request_key(provider: str, model: str, prompt_hash: str, parameters: dict[str, Any], schema: dict[str, Any]) -> str:
+    """The cache and replay key: (provider, model, prompt hash, parameters including the schema's hash)."""
+    params = {**parameters, "schema_sha256": hashlib.sha256(canonical_json(schema).encode()).hexdigest()}
+    blob = canonical_json({"provider": provider, "model": model, "prompt": prompt_hash, "parameters": params})
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

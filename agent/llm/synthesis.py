@@ -1,0 +1,259 @@
+"""One decision: a snapshot in, a validated Signal out, every call recorded and paid for within budget.
+
+The flow (issue 5): render the prompt; one call; if the reply is not an acceptable signal, at most
+one repair call that shows the model its own output and every rule it broke; still invalid, a
+timeout, a server error, a refusal, a truncation, empty content or an unparseable reply: the
+answer is HOLD with the reason, never a guess and never an exception. Before a live call the
+records are asked first (an identical request is answered from them at zero cost) and the budget
+is checked (the worst case must fit). The replay provider answers only from the records; in
+strict mode a miss raises `ReplayMissError`, so an eval can never silently differ from its record.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict
+
+from agent.config import ModelPrice
+from agent.llm.base import MAX_REPLY_CHARS, Provider, ProviderError, Reply, canonical_json, request_key
+from agent.llm.budget import CostBudget, worst_case_cost
+from agent.llm.prompt import (
+    OpenPosition,
+    PromptTemplate,
+    RenderedPrompt,
+    estimate_messages_tokens,
+    estimate_tokens,
+    messages_hash,
+    render,
+)
+from agent.llm.records import CallRecords, LLMCall
+from agent.signal import Signal, SignalRejected, SignalRules, SnapshotFacts, parse_signal, signal_json_schema
+from agent.snapshot import FeatureSnapshot
+
+REPAIR_ECHO_CHARS = 4000  # the model's own output shown back to it, cut so a runaway reply cannot blow the budget
+REPAIRABLE = frozenset({"invalid", "empty", "truncated", "too_long"})
+
+
+class ReplayMissError(LookupError):
+    """Strict replay found no recorded call for a request: the eval would not be reproducible."""
+
+
+class CallSummary(BaseModel):
+    """One call as the command prints it and a decision keeps it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    record_id: int | None
+    attempt: int
+    provider: str
+    model: str
+    prompt_variant: str
+    template_version: str
+    prompt_hash: str
+    request_key: str
+    outcome: str
+    error: str | None
+    tokens_in: int | None
+    tokens_out: int | None
+    tokens_estimated: bool
+    latency_ms: float
+    cost_usd: float
+    cache_hit: bool
+
+
+class Decision(BaseModel):
+    """The validated signal (real symbol and prices), the prompt behind it and every call made."""
+
+    model_config = ConfigDict(frozen=True)
+
+    signal: Signal
+    prompt: RenderedPrompt
+    calls: list[CallSummary]
+    hold_reason: str | None = None
+    llm_used: bool
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class Synthesiser:
+    """Everything one decision needs; the I/O pieces (provider, records, clocks) are passed in."""
+
+    provider: Provider
+    template: PromptTemplate
+    rules: SignalRules
+    price: ModelPrice | None
+    budget: CostBudget
+    records: CallRecords | None = None
+    anonymise: bool = False
+    repair_retries: int = 1
+    cache: bool = True
+    strict_replay: bool = True
+    now_ms: Callable[[], int] = _wall_ms
+    timer: Callable[[], float] = time.perf_counter
+    max_output_tokens: int = 600
+    _summaries: list[CallSummary] = field(default_factory=list, init=False)
+
+    def decide(
+        self,
+        snapshot: FeatureSnapshot,
+        positions: Sequence[OpenPosition] = (),
+        outcomes: Sequence[float] = (),
+    ) -> Decision:
+        prompt = render(self.template, snapshot, self.rules, positions, outcomes, anonymise=self.anonymise)
+        shown = snapshot.anonymised_copy() if self.anonymise else snapshot
+        facts = SnapshotFacts.of(shown)
+        schema = signal_json_schema()
+        messages = prompt.messages
+        self._summaries = []
+        reason = "no call was made"
+        for attempt in range(1 + self.repair_retries):
+            reply, call = self._call(attempt, messages, schema, shown, prompt, snapshot.symbol)
+            if reply is None:
+                reason = call.error or call.outcome
+                break
+            signal, outcome, problem = self._judge(reply, facts)
+            call.outcome, call.error = outcome, problem
+            if signal is not None:
+                call.signal_json = signal.model_dump_json()
+            self._store(call)
+            if signal is not None:
+                if shown.anonymised:  # back to the real symbol and prices
+                    signal = signal.rebased(snapshot.last_price / shown.last_price, snapshot.symbol)
+                return Decision(signal=signal, prompt=prompt, calls=self._summaries, llm_used=self.provider.is_llm)
+            reason = f"{outcome}: {problem}"
+            if outcome not in REPAIRABLE or attempt >= self.repair_retries:
+                break
+            echo = {"role": "assistant", "content": (reply.text or "")[:REPAIR_ECHO_CHARS]}
+            messages = [*messages, echo, _repair_message(problem)]
+        why = f"HOLD (fail-closed, {len(self._summaries)} call(s)): {reason}"
+        hold = Signal.hold(snapshot.symbol, why, self.rules.min_horizon_hours, self.rules.max_reasoning_chars)
+        return Decision(
+            signal=hold, prompt=prompt, calls=self._summaries, hold_reason=reason, llm_used=self.provider.is_llm
+        )
+
+    # --- one call --------------------------------------------------------------------------------
+
+    def _call(
+        self,
+        attempt: int,
+        messages: list[dict[str, str]],
+        schema: dict,
+        shown: FeatureSnapshot,
+        prompt: RenderedPrompt,
+        symbol: str,
+    ) -> tuple[Reply | None, LLMCall]:
+        p = self.provider
+        params = p.parameters()
+        prompt_hash = messages_hash(messages)
+        key = request_key(p.name, p.model, prompt_hash, params, schema)
+        estimated_in = estimate_messages_tokens(messages) if p.is_llm else 0
+        call = LLMCall(
+            created_ms=self.now_ms(), request_key=key, provider=p.name, model=p.model,
+            prompt_variant=prompt.variant, template_version=prompt.version, template_sha256=prompt.template_sha256,
+            prompt_hash=prompt_hash, symbol=symbol, attempt=attempt,
+            request_json=canonical_json({"messages": messages, "parameters": params, "schema": schema}),
+            outcome="pending",
+        )
+        if (self.cache or p.is_replay) and self.records is not None:
+            hit = self.records.find_reply(key)
+            if hit is not None:
+                call.answered_by, call.reply_json = hit.id, hit.reply_json
+                call.tokens_in, call.tokens_out = hit.tokens_in, hit.tokens_out
+                call.tokens_estimated = hit.tokens_estimated
+                return hit.reply(), call
+        if p.is_replay:
+            if self.strict_replay:
+                raise ReplayMissError(
+                    f"no recorded call for {p.name}:{p.model}, prompt {prompt_hash[:12]}, key {key[:12]}"
+                )
+            return None, self._fail(call, "replay_miss", "no recorded call for this request")
+        if p.is_llm:
+            if self.price is None:
+                return None, self._fail(
+                    call, "unpriced",
+                    f"no price for {p.name}:{p.model} in the config's [prices] table: "
+                    "an unknown cost cannot be budgeted",
+                )
+            worst = worst_case_cost(self.price, estimated_in, self.max_output_tokens)
+            if worst > 0 and (refusal := self.budget.refusal(worst)):
+                return None, self._fail(call, "budget", refusal)
+        start = self.timer()
+        try:
+            reply = p.complete(messages, schema, shown)
+        except ProviderError as exc:
+            call.latency_ms = (self.timer() - start) * 1000
+            return None, self._fail(call, exc.kind, exc.message)
+        except Exception as exc:  # a provider bug must not take the cycle down: fail closed, recorded
+            call.latency_ms = (self.timer() - start) * 1000
+            return None, self._fail(call, "error", f"{type(exc).__name__}: {str(exc)[:300]}")
+        call.latency_ms = (self.timer() - start) * 1000
+        call.reply_json = reply.model_dump_json()
+        call.tokens_in, call.tokens_out = reply.tokens_in, reply.tokens_out
+        if p.is_llm and (reply.tokens_in is None or reply.tokens_out is None):
+            call.tokens_estimated = True  # the server reported no usage: bill the estimate
+            call.tokens_in = reply.tokens_in if reply.tokens_in is not None else estimated_in
+            call.tokens_out = reply.tokens_out if reply.tokens_out is not None else estimate_tokens(reply.text or "")
+        if self.price is not None:
+            call.cost_usd = self.price.cost(call.tokens_in or 0, call.tokens_out or 0)
+        self.budget.charge(call.cost_usd)
+        return reply, call
+
+    def _fail(self, call: LLMCall, outcome: str, error: str) -> LLMCall:
+        call.outcome, call.error = outcome, error
+        self._store(call)
+        return call
+
+    def _store(self, call: LLMCall) -> None:
+        if self.records is not None:
+            call = self.records.add(call)
+        self._summaries.append(
+            CallSummary(
+                record_id=call.id, attempt=call.attempt, provider=call.provider, model=call.model,
+                prompt_variant=call.prompt_variant, template_version=call.template_version,
+                prompt_hash=call.prompt_hash, request_key=call.request_key, outcome=call.outcome, error=call.error,
+                tokens_in=call.tokens_in, tokens_out=call.tokens_out, tokens_estimated=call.tokens_estimated,
+                latency_ms=round(call.latency_ms, 3), cost_usd=call.cost_usd, cache_hit=call.answered_by is not None,
+            )
+        )
+
+    # --- judging a reply -------------------------------------------------------------------------
+
+    def _judge(self, reply: Reply, facts: SnapshotFacts) -> tuple[Signal | None, str, str | None]:
+        """(signal, outcome, problem): a signal only when the reply is acceptable."""
+        if reply.refusal:
+            return None, "refused", f"the model refused: {reply.refusal[:300]}"
+        if reply.finish_reason == "content_filter":
+            return None, "content_filter", "the server's content filter stopped the reply"
+        if reply.finish_reason == "length":
+            return None, "truncated", "the reply hit the output-token limit and was cut off; answer more briefly"
+        if not (reply.text or "").strip():
+            note = " (the model wrote only in `thinking`; the answer must be in the content)" if reply.thinking else ""
+            return None, "empty", f"empty reply{note}"
+        if len(reply.text) > MAX_REPLY_CHARS:
+            return None, "too_long", f"reply of {len(reply.text)} characters; a signal takes under {MAX_REPLY_CHARS}"
+        try:
+            return parse_signal(reply.text, facts, self.rules), "ok", None
+        except SignalRejected as exc:
+            return None, "invalid", str(exc)
+
+
+def _repair_message(problem: str | None) -> dict[str, str]:
+    return {
+        "role": "user",
+        "content": (
+            f"Your reply was not an acceptable signal: {problem}. Reply again with one corrected JSON object "
+            "only, with exactly the fields specified and the constraints respected."
+        ),
+    }
+
+
+def decision_json(decision: Decision) -> str:
+    """The decision's signal as canonical JSON (what 'byte-identical on a second run' compares)."""
+    return json.dumps(decision.signal.model_dump(mode="json"), sort_keys=True)

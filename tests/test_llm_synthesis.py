@@ -1,0 +1,192 @@
+# ruff: noqa: F811  (pytest fixtures imported from tests.llm_fixtures are re-bound as arguments)
+"""The decision flow: heuristic baseline, the record as cache and replay source, budgets, anonymising."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from agent.config import LLMSettings, ModelPrice
+from agent.llm.budget import DAY_MS, CostBudget, utc_day_start
+from agent.llm.heuristic import HeuristicProvider, heuristic_signal, votes
+from agent.llm.openai_provider import OpenAIProvider
+from agent.llm.providers import ReplayProvider, make_provider
+from agent.llm.records import CallRecords
+from agent.llm.synthesis import ReplayMissError, decision_json
+from agent.signal import SignalRules, SnapshotFacts, check_signal
+from tests.llm_fixtures import btc, long_json, openai_settings, sample_snapshots, synthesiser  # noqa: F401
+from tests.llm_servers import openai_chat, serve
+
+NOW = 1_763_251_200_000 + 3_600_000  # 2025-11-16T01:00Z
+
+
+@pytest.fixture
+def openai_server():
+    with serve("/v1/chat/completions") as server:
+        yield server
+
+
+def openai_(server):
+    return OpenAIProvider("gpt-4o-mini", openai_settings(server.url))
+
+
+# --- heuristic ---------------------------------------------------------------------------------
+
+
+def test_heuristic_gives_a_valid_signal_on_every_bundled_symbol_and_says_no_llm_was_used(sample_snapshots, tmp_path):
+    assert len(sample_snapshots) == 5
+    for symbol, snap in sample_snapshots.items():
+        decision = synthesiser(HeuristicProvider(), tmp_path / symbol.replace("/", "_")).decide(snap)
+        s = decision.signal
+        assert decision.hold_reason is None, decision.hold_reason  # the heuristic's own output passed validation
+        assert s.reasoning.startswith("No LLM used") and not decision.llm_used
+        assert check_signal(s, SnapshotFacts.of(snap), SignalRules()) == []
+        assert decision.calls[0].cost_usd == 0 and decision.calls[0].tokens_in == 0
+
+
+def test_heuristic_on_the_btc_sample_is_short_by_three_votes_with_the_montecarlo_short_bracket(btc):
+    v = votes(btc)
+    assert v == {"montecarlo": -1, "kalman": -1, "regime": 0, "forest": 0, "context": -1}
+    s = heuristic_signal(btc)
+    mc = btc.theories["montecarlo"]
+    assert s["direction"] == "SHORT"
+    assert (s["entry"], s["stop"], s["target"]) == (mc.entry, mc.short_stop, mc.short_target)
+    assert s["confidence"] == round(mc.short_p_target_closed, 4)
+    assert s["horizon_hours"] == mc.horizon * 1.0  # hourly candles
+
+
+def test_heuristic_holds_without_the_montecarlo_theory(btc):
+    snap = btc.model_copy(update={"theories": {k: v for k, v in btc.theories.items() if k != "montecarlo"}})
+    s = heuristic_signal(snap)
+    assert s["direction"] == "HOLD" and "montecarlo" in s["reasoning"] and s["entry"] is None
+
+
+# --- cache and replay ---------------------------------------------------------------------------
+
+
+def test_second_identical_run_is_answered_from_the_records_byte_identical_and_free(openai_server, btc, tmp_path):
+    openai_server.push(openai_chat(long_json(btc)))
+    first = synthesiser(openai_(openai_server), tmp_path).decide(btc)
+    second = synthesiser(openai_(openai_server), tmp_path).decide(btc)
+    assert len(openai_server.requests) == 1
+    assert decision_json(first) == decision_json(second)
+    assert first.calls[0].cost_usd > 0 and not first.calls[0].cache_hit
+    assert second.calls[0].cost_usd == 0 and second.calls[0].cache_hit
+    rows = CallRecords(tmp_path / "calls.sqlite").all()
+    assert [r.answered_by for r in rows] == [None, rows[0].id]
+
+
+def test_failed_calls_are_recorded_but_never_reused(openai_server, btc, tmp_path):
+    openai_server.push(openai_chat(long_json(btc), delay_s=1.0))
+    synth = synthesiser(OpenAIProvider("gpt-4o-mini", openai_settings(openai_server.url, timeout_s=0.2)), tmp_path)
+    assert synth.decide(btc).signal.direction == "HOLD"
+    openai_server.push(openai_chat(long_json(btc)))
+    assert synthesiser(openai_(openai_server), tmp_path).decide(btc).signal.direction == "LONG"
+    assert len(openai_server.requests) == 2
+
+
+def test_replay_returns_the_recorded_signal_byte_identical_without_a_server(openai_server, btc, tmp_path):
+    openai_server.push(openai_chat(long_json(btc)))
+    live = synthesiser(openai_(openai_server), tmp_path).decide(btc)
+    replayed = synthesiser(ReplayProvider(openai_(openai_server)), tmp_path, cache=False).decide(btc)
+    again = synthesiser(ReplayProvider(openai_(openai_server)), tmp_path, cache=False).decide(btc)
+    assert decision_json(live) == decision_json(replayed) == decision_json(again)
+    assert len(openai_server.requests) == 1
+
+
+def test_strict_replay_miss_is_an_error_and_lenient_replay_holds(btc, tmp_path):
+    spec = make_provider("replay:openai:gpt-4o-mini", LLMSettings())
+    with pytest.raises(ReplayMissError, match="no recorded call for openai:gpt-4o-mini"):
+        synthesiser(spec, tmp_path).decide(btc)
+    decision = synthesiser(spec, tmp_path, strict_replay=False).decide(btc)
+    assert decision.signal.direction == "HOLD" and decision.calls[0].outcome == "replay_miss"
+
+
+def test_replay_of_a_repaired_decision_replays_both_calls(openai_server, btc, tmp_path):
+    openai_server.push(openai_chat("not json"), openai_chat(long_json(btc)))
+    live = synthesiser(openai_(openai_server), tmp_path).decide(btc)
+    replayed = synthesiser(ReplayProvider(openai_(openai_server)), tmp_path).decide(btc)
+    assert [c.outcome for c in replayed.calls] == ["invalid", "ok"]
+    assert decision_json(live) == decision_json(replayed)
+
+
+def test_records_are_kept_in_wal_mode(btc, tmp_path):
+    synthesiser(HeuristicProvider(), tmp_path).decide(btc)
+    with sqlite3.connect(tmp_path / "calls.sqlite") as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        row = con.execute("SELECT provider, prompt_variant, template_version, outcome FROM llm_calls").fetchone()
+    assert row == ("heuristic", "baseline", "1", "ok")
+
+
+# --- budgets ------------------------------------------------------------------------------------
+
+
+def test_daily_budget_spent_stops_further_calls_and_says_why(openai_server, btc, tmp_path):
+    budget = CostBudget(daily_usd=5.0, per_cycle_usd=1.0, spent_today_usd=4.9999)
+    decision = synthesiser(openai_(openai_server), tmp_path, budget=budget).decide(btc)
+    assert decision.signal.direction == "HOLD" and "daily LLM budget" in decision.hold_reason
+    assert openai_server.requests == [] and decision.calls[0].outcome == "budget"
+
+
+def test_per_cycle_budget_stops_the_repair_call(openai_server, btc, tmp_path):
+    openai_server.push(openai_chat("not json", prompt_tokens=1000, completion_tokens=100))
+    # worst case of one call: ~1,400 tokens in x $0.15/M + 600 out x $0.60/M = ~$0.00057
+    budget = CostBudget(daily_usd=5.0, per_cycle_usd=0.0007)
+    decision = synthesiser(openai_(openai_server), tmp_path, budget=budget).decide(btc)
+    assert [c.outcome for c in decision.calls] == ["invalid", "budget"]
+    assert "per-cycle LLM budget" in decision.hold_reason and len(openai_server.requests) == 1
+
+
+def test_a_model_without_a_price_is_never_called(openai_server, btc, tmp_path):
+    decision = synthesiser(openai_(openai_server), tmp_path, price=None).decide(btc)
+    assert decision.calls[0].outcome == "unpriced" and openai_server.requests == []
+
+
+def test_spend_is_summed_per_utc_day_from_the_records(openai_server, btc, tmp_path):
+    openai_server.push(openai_chat(long_json(btc), prompt_tokens=1000, completion_tokens=100))
+    synthesiser(openai_(openai_server), tmp_path, now_ms=lambda: NOW).decide(btc)
+    records = CallRecords(tmp_path / "calls.sqlite")
+    assert records.spent_since(utc_day_start(NOW)) == pytest.approx(0.00021)
+    assert records.spent_since(utc_day_start(NOW) + DAY_MS) == 0.0
+
+
+def test_free_local_models_are_not_stopped_by_an_exhausted_budget(btc, tmp_path):
+    budget = CostBudget(daily_usd=1.0, per_cycle_usd=1.0, spent_today_usd=2.0)
+    decision = synthesiser(HeuristicProvider(), tmp_path, budget=budget, price=ModelPrice(
+        input_per_million=0, output_per_million=0)).decide(btc)
+    assert decision.hold_reason is None
+
+
+# --- anonymised prompts ---------------------------------------------------------------------------
+
+
+def test_anonymised_decision_is_made_on_rebased_prices_and_returned_in_real_ones(openai_server, btc, tmp_path):
+    anon = btc.anonymised_copy()
+    reply = json.loads(long_json(anon))
+    openai_server.push(openai_chat(json.dumps(reply)))
+    decision = synthesiser(openai_(openai_server), tmp_path, anonymise=True).decide(btc)
+    user = openai_server.requests[0]["messages"][1]["content"]
+    assert "BTC" not in user and "2025" not in user and "ASSET" in user
+    s = decision.signal
+    assert s.symbol == "BTC/USDT"
+    assert s.entry == pytest.approx(btc.last_price) and s.stop == pytest.approx(btc.last_price * 0.99)
+
+
+def test_openai_without_a_key_or_a_server_is_a_config_hold_not_a_crash(btc, tmp_path, monkeypatch):
+    from agent.config import OpenAISettings
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    decision = synthesiser(OpenAIProvider("gpt-4o-mini", OpenAISettings()), tmp_path).decide(btc)
+    assert decision.signal.direction == "HOLD" and decision.calls[0].outcome == "config"
+    assert "credentials" in decision.hold_reason.lower() or "api_key" in decision.hold_reason
+
+
+def test_heuristic_holds_when_the_votes_are_mixed(btc):
+    kalman = btc.theories["kalman"].model_copy(update={"velocity_sigma": 1.5})
+    snap = btc.model_copy(update={"theories": {**btc.theories, "kalman": kalman}})
+    s = heuristic_signal(snap)
+    assert votes(snap)["kalman"] == 1
+    assert s["direction"] == "HOLD" and "net vote -1 is short of 2" in s["reasoning"]
