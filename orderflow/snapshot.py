@@ -78,6 +78,9 @@ class TradeFlow(TheoryResult):
         )
 
 
+_SHORT = {"volume_profile": "profile", "trade_flow": "trades"}  # the names the present parts are shown under
+
+
 class OrderFlowSnapshot(TheoryResult):
     """Order flow for one symbol: the parts whose inputs existed, and why the others are missing."""
 
@@ -91,7 +94,10 @@ class OrderFlowSnapshot(TheoryResult):
         for name, part in (("profile", self.volume_profile), ("book", self.book), ("trades", self.trade_flow)):
             if part is not None:
                 parts.append(f"{name}: {part.summary()}")
-        parts += [f"{name}: unavailable ({why})" for name, why in self.unavailable.items()]
+        by_reason: dict[str, list[str]] = {}  # parts missing for the same reason are named together
+        for name, why in self.unavailable.items():
+            by_reason.setdefault(why, []).append(_SHORT.get(name, name))
+        parts += [f"{', '.join(names)}: unavailable ({why})" for why, names in by_reason.items()]
         return " | ".join(parts)
 
 
@@ -186,7 +192,7 @@ def build_orderflow_snapshot(
         except ValueError as exc:
             unavailable["volume_profile"] = str(exc)
     if book is None:
-        unavailable["book"] = "no live order book"
+        unavailable["book"] = "no live feed"
     elif not book_synced:
         unavailable["book"] = "order book not in sync (awaiting snapshot)"
     else:
@@ -197,7 +203,9 @@ def build_orderflow_snapshot(
             )
         except ValueError as exc:
             unavailable["book"] = str(exc)
-    if trades is None or not len(trades):
+    if trades is None:
+        unavailable["trade_flow"] = "no live feed"
+    elif not len(trades):
         unavailable["trade_flow"] = "no recent trades"
     else:
         tf = trade_flow(trades)

@@ -22,7 +22,7 @@ from pydantic import Field
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import find_peaks
 
-from theories.base import COUNT, FRACTION, LABEL, PRICE, VOLUME, TheoryParams, TheoryResult, unit
+from theories.base import COUNT, FRACTION, LABEL, PRICE, VOLUME, TheoryParams, TheoryResult, num, pct, unit
 from theories.candles import Candles
 
 
@@ -52,10 +52,18 @@ class VolumeProfile(TheoryResult):
     candles: int = unit(COUNT, "Candles in the profile.")
 
     def summary(self) -> str:
+        def levels(xs: list[float]) -> str:
+            """The nearest node below and the nearest above the last price (the full lists are in the result)."""
+            below = [x for x in xs if x <= self.last_price]
+            above = [x for x in xs if x > self.last_price]
+            near = ([max(below)] if below else []) + ([min(above)] if above else [])
+            return " ".join(num(x, 4) for x in near) or "none"
+
+        # 4 significant digits (whole numbers above 1000): finer than the default 50 bins resolve
         return (
-            f"POC {self.poc:.6g} ({self.distance_to_poc:+.2%} away), value area {self.value_area_low:.6g}-"
-            f"{self.value_area_high:.6g}, HVN {[float(f'{x:.6g}') for x in self.high_volume_nodes]}, "
-            f"LVN {[float(f'{x:.6g}') for x in self.low_volume_nodes]} -> {self.label}"
+            f"POC {num(self.poc, 4)} (price {pct(self.distance_to_poc, 2, True)}), VA "
+            f"{num(self.value_area_low, 4)}-{num(self.value_area_high, 4)}, HVN {levels(self.high_volume_nodes)}, "
+            f"LVN {levels(self.low_volume_nodes)} -> {self.label}"
         )
 
 
@@ -122,7 +130,7 @@ def volume_profile(candles: Candles, params: VolumeProfileParams | None = None) 
     position = "above value area" if last > va_high else "below value area" if last < va_low else "inside value area"
     poc_price = float(centres[poc])
     return VolumeProfile(
-        label=f"price {position}, {'above' if last >= poc_price else 'below'} the POC",
+        label=f"{position}, {'above' if last >= poc_price else 'below'} POC",
         poc=poc_price,
         value_area_low=va_low,
         value_area_high=va_high,

@@ -38,7 +38,7 @@ def test_ar1_with_phi_one_half_has_lag1_acf_one_half_and_a_tiny_ljung_box_p():
     assert res.acf[1] == pytest.approx(0.25, abs=0.04)  # phi^2
     assert res.significant_lags[:2] == (1, 2)
     assert res.ljung_box_pvalue < 1e-12
-    assert res.label.startswith("serial correlation in returns (momentum at lag 1)")
+    assert res.label.startswith("serial correlation (momentum at lag 1)")
 
 
 def test_negative_lag1_correlation_reads_as_reversal():
@@ -50,7 +50,7 @@ def test_negative_lag1_correlation_reads_as_reversal():
 def test_white_noise_shows_no_strong_rejection():
     res = autocorrelation(0.01 * np.random.default_rng(3).standard_normal(500))
     assert res.ljung_box_pvalue > 0.05 and res.ljung_box_squared_pvalue > 0.05
-    assert res.label == "no serial correlation in returns; no volatility clustering"
+    assert res.label == "no serial correlation; no vol clustering"
     assert len(res.significant_lags) <= 3  # about 1 of 20 lags crosses a 5% band by chance
 
 
@@ -66,7 +66,7 @@ def test_volatility_clustering_rejects_on_squared_returns_but_not_on_returns():
         res = autocorrelation(garch11(1000, seed=seed, b=0.80), AutocorrParams(lookback=1000))
         sq_rejects.append(res.ljung_box_squared_pvalue < 0.05)
         raw_rejects.append(res.ljung_box_pvalue < 0.05)
-        assert res.label.endswith("; volatility clustering") == sq_rejects[-1]
+        assert res.label.endswith("; vol clustering") == sq_rejects[-1]
     assert np.mean(sq_rejects) >= 0.95
     # raw returns are uncorrelated; Ljung-Box is somewhat oversized under clustering (~10-20% here, not 5%)
     assert np.mean(raw_rejects) <= 0.25

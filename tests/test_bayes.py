@@ -48,7 +48,8 @@ def test_zero_outcomes_give_the_prior():
     assert res.mean == 0.5
     assert res.lower == pytest.approx(0.025, abs=1e-12) and res.upper == pytest.approx(0.975, abs=1e-12)
     assert res.p_edge == pytest.approx(0.6, abs=1e-12)
-    assert res.label == "no trade history: prior only"
+    assert res.label == "no trades: prior only"
+    assert res.summary() == "0 trades; break-even win rate .40 at 1.5R -> no trades: prior only"
 
 
 def test_an_informative_prior_with_no_trades_is_returned_unchanged():
@@ -117,4 +118,4 @@ def test_theory_runs_on_real_data_context(shared_data):
     assert res.break_even == pytest.approx(1 / 3)
     assert 0 < res.lower < res.mean < res.upper < 1
     assert res.summary().endswith(res.label)
-    assert THEORY(replace(ctx, outcomes=())).label == "no trade history: prior only"
+    assert THEORY(replace(ctx, outcomes=())).label == "no trades: prior only"

@@ -194,17 +194,17 @@ def test_label_says_persistent_for_hurst_08_and_mean_reverting_for_hurst_02_at_5
     rng = np.random.default_rng(10)
     persistent = [hurst(row) for row in fgn(500, 0.8, rng, size=10)]
     reverting = [hurst(row) for row in fgn(500, 0.2, rng, size=10)]
-    assert sum("persistent / trending" in r.label and "anti" not in r.label for r in persistent) >= 9
-    assert sum("anti-persistent / mean-reverting" in r.label for r in reverting) >= 9
+    assert sum(r.label.endswith(" trending") for r in persistent) >= 9
+    assert sum(r.label.endswith(" mean-reverting") for r in reverting) >= 9
     assert all(r.z > 0 for r in persistent) and all(r.z < 0 for r in reverting)
 
 
 def test_label_strength_words_follow_the_stated_thresholds():
     p = HurstParams()  # noise band 1.96 null sds; moderate from 0.1, strong from 0.2
-    assert hurst_label(0.58, 0.05, p) == "random walk (H within noise of 0.5)"
-    assert hurst_label(0.58, 0.02, p) == "mildly persistent / trending"
-    assert hurst_label(0.63, 0.05, p) == "moderately persistent / trending"
-    assert hurst_label(0.25, 0.05, p) == "strongly anti-persistent / mean-reverting"
+    assert hurst_label(0.58, 0.05, p) == "random walk"
+    assert hurst_label(0.58, 0.02, p) == "mildly trending"
+    assert hurst_label(0.63, 0.05, p) == "moderately trending"
+    assert hurst_label(0.25, 0.05, p) == "strongly mean-reverting"
 
 
 def test_constant_returns_are_an_error_not_a_number():
@@ -239,7 +239,5 @@ def test_theory_runs_on_real_btc_candles(shared_data):
     assert 0.0 < res.hurst < 1.0 and 0.0 < res.rs_hurst < 1.0
     assert res.null_sd == pytest.approx(dfa_null(499)[1])
     assert res.z == pytest.approx((res.hurst - 0.5) / res.null_sd)
-    assert res.label == "random walk (H within noise of 0.5)" or res.label.endswith(
-        ("persistent / trending", "anti-persistent / mean-reverting")
-    )
-    assert "H_dfa=" in res.summary() and res.label in res.summary()
+    assert res.label == "random walk" or res.label.endswith((" trending", " mean-reverting"))
+    assert f"H_dfa {res.hurst:.2f}".replace(" 0.", " .") in res.summary() and res.summary().endswith(res.label)

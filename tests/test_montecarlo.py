@@ -447,7 +447,9 @@ def test_summary_is_one_compact_line_even_with_the_longest_label():
     assert longest == "both lose, short less; drift t -1.1 shrunk to ~0; sim and Brownian differ"
     text = res.model_copy(update={"label": longest}).summary()
     assert len(text) <= 200 and "\n" not in text
-    assert text.startswith("stop 1.5ATR, 2R, 24b; P(tgt)/P(stop)/E[R] long ")
+    assert text.startswith("stop 1.5ATR target 2R 24 bars: sim odds tgt/stop, E[R]: long ")
+    odds = f"long {res.long_p_target_sim:.2f}/{res.long_p_stop_sim:.2f} {res.long_expected_r_sim:+.2f}"
+    assert odds.replace("0.", ".") in text
 
 
 def test_theory_runs_on_real_data(shared_data):

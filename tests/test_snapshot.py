@@ -199,3 +199,16 @@ def test_anonymising_rebases_prices_rescales_volumes_and_blanks_times_even_when_
     assert anon.depth == pytest.approx(2.0) and anon.leg.size == pytest.approx(0.1)
     assert anon.leg.stop == pytest.approx(120.0)
     assert anon.seen_at == 0 and anon.ratio == 0.3
+
+
+@pytest.mark.parametrize("symbol", sorted(SAMPLE))
+def test_snapshot_text_fits_its_share_of_the_prompt_budget(symbol):
+    # a decision prompt (instructions, snapshot, positions, outcomes, constraints) must stay within 1,500
+    # estimated input tokens; the snapshot of one symbol, every default theory on, gets at most 700 of them
+    from agent.llm.prompt import estimate_tokens
+
+    snap = build_snapshot(symbol, SAMPLE, funding=load_funding())
+    assert set(snap.theories) | set(snap.errors) == set(DEFAULT_SET)
+    text = snap.to_prompt_text()
+    assert estimate_tokens(text) <= 700, text
+    assert estimate_tokens(snap.anonymised_copy().to_prompt_text()) <= 700

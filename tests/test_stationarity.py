@@ -75,9 +75,7 @@ def test_a_geometric_random_walk_has_a_unit_root_in_price_and_stationary_returns
     close = 100 * np.exp(0.01 * random_walk(500, 9))
     res = stationarity(close)
     assert res.price_verdict == "unit root" and res.returns_verdict == "stationary"
-    assert res.label == (
-        "log price has a unit root (random-walk-like); returns stationary (fluctuates around a fixed mean)"
-    )
+    assert res.label == "price unit root; returns stationary"
 
 
 def test_a_mean_reverting_log_price_is_mostly_judged_stationary():

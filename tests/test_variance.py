@@ -129,7 +129,7 @@ def test_a_volatility_burst_ranks_at_the_top_and_reads_high_volatility():
     res = _result(r)
     assert res.vol_percentile == 1.0
     assert res.realised_vol == pytest.approx(np.std(r[-24:], ddof=1) * math.sqrt(BARS_PER_YEAR), rel=1e-12)
-    assert "high volatility" in res.label
+    assert res.label.endswith("; high vol")
 
 
 def test_a_quiet_spell_ranks_at_the_bottom():
@@ -137,7 +137,7 @@ def test_a_quiet_spell_ranks_at_the_bottom():
     r = rng.standard_normal(499) * 0.01
     r[-24:] *= 0.1
     res = _result(r)
-    assert res.vol_percentile <= 0.01 and "low volatility" in res.label
+    assert res.vol_percentile <= 0.01 and res.label.endswith("; low vol")
 
 
 def test_atr_is_wilders_atr_and_its_fraction_of_the_close():

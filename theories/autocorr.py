@@ -40,6 +40,8 @@ from theories.base import (
     TheoryError,
     TheoryParams,
     TheoryResult,
+    dec,
+    pval,
     unit,
 )
 
@@ -71,12 +73,11 @@ class AutocorrResult(TheoryResult):
     n: int = unit(BARS, "Returns used.")
 
     def summary(self) -> str:
-        lags = ",".join(map(str, self.significant_lags)) or "none"
+        lags = f", sig lags {','.join(map(str, self.significant_lags))}" if self.significant_lags else ""
         return (
-            f"acf1={self.acf[0]:+.3f}; sig lags [{lags}] (band {self.band:.3f}); "
-            f"robust Q({self.nlags}) p={self.robust_pvalue:.3g} (LB p={self.ljung_box_pvalue:.3g}); "
-            f"LB sq p={self.ljung_box_squared_pvalue:.3g} "
-            f"-> {self.label}"
+            f"acf1 {dec(self.acf[0], 2, True)} (band {dec(self.band)}){lags}; "
+            f"robust Q{self.nlags} p {pval(self.robust_pvalue)}; "
+            f"squared LB p {pval(self.ljung_box_squared_pvalue)} -> {self.label}"
         )
 
 
@@ -115,14 +116,14 @@ def _acf(x: np.ndarray, nlags: int, what: str) -> np.ndarray:
 
 def _label(p: AutocorrParams, robust_p: float, lb_sq_p: float, z1: float) -> str:
     if robust_p < p.alpha:
-        returns = "serial correlation in returns"
+        returns = "serial correlation"
         if z1 > p.band_z:
             returns += " (momentum at lag 1)"
         elif z1 < -p.band_z:
             returns += " (reversal at lag 1)"
     else:
-        returns = "no serial correlation in returns"
-    vol = "volatility clustering" if lb_sq_p < p.alpha else "no volatility clustering"
+        returns = "no serial correlation"
+    vol = "vol clustering" if lb_sq_p < p.alpha else "no vol clustering"
     return f"{returns}; {vol}"
 
 

@@ -14,6 +14,8 @@ mean candle volume is 1, and fields in `TIME` units are zeroed.
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +52,49 @@ def unit(u: str, description: str, **kw: Any) -> Any:
 def field_unit(model: type[BaseModel], name: str) -> str | None:
     extra = model.model_fields[name].json_schema_extra
     return extra.get("unit") if isinstance(extra, dict) else None
+
+
+def num(x: float | None, sig: int = 3, sign: bool = False) -> str:
+    """A number for a summary line: `sig` significant digits, no leading zero (.85), "n/a" for None.
+
+    Summaries go into a token-budgeted prompt, so the form is the shortest unambiguous one: numbers
+    of `sig` or more integer digits are shown whole (95596, not 9.56e+04), tiny ones in short
+    scientific form (4e-5).
+    """
+    if x is None:
+        return "n/a"
+    if not math.isfinite(x):
+        return str(x)
+    plus = "+" if sign else ""
+    if abs(x) >= 10 ** (sig - 1):
+        return f"{x:{plus}.0f}"
+    text = f"{x:{plus}.{sig}g}"
+    if "e" in text:  # 4e-05 -> 4e-5
+        mant, _, exp = text.partition("e")
+        text = f"{mant}e{int(exp)}"
+    return re.sub(r"^([+-]?)0\.", r"\1.", text)
+
+
+def dec(x: float | None, places: int = 2, sign: bool = False) -> str:
+    """A number to fixed decimal places, no leading zero: probabilities (.05, .30) and R multiples (-.06)."""
+    if x is None:
+        return "n/a"
+    if not math.isfinite(x):
+        return str(x)
+    text = f"{round(x, places) + 0.0:{'+' if sign else ''}.{places}f}"  # + 0.0: no "-0.00"
+    return re.sub(r"^([+-]?)0\.", r"\1.", text)
+
+
+def pct(x: float | None, sig: int = 2, sign: bool = False) -> str:
+    """A fraction as a percentage with `sig` significant digits: 0.0027 -> ".27%", 0.34 -> "34%"."""
+    return "n/a" if x is None else num(100.0 * x, sig, sign) + "%"
+
+
+def pval(p: float, bound: str = "=") -> str:
+    """A p-value, short: "<.001" below 0.001; a table bound ("<" / ">") is kept in front."""
+    if bound in ("<", ">"):
+        return f"{bound}{num(p, 2)}"
+    return "<.001" if p < 0.001 else num(p, 2)
 
 
 class TheoryResult(BaseModel):

@@ -32,6 +32,8 @@ from theories.base import (
     TheoryError,
     TheoryParams,
     TheoryResult,
+    dec,
+    num,
     unit,
 )
 
@@ -114,20 +116,24 @@ class BayesResult(TheoryResult):
     p_edge: float = unit(PROBABILITY, "Posterior P(win rate > break-even).")
 
     def summary(self) -> str:
+        if self.n == 0:  # the posterior is the prior: its numbers say nothing about this agent's trades
+            be = dec(self.break_even)
+            return f"0 trades; break-even win rate {be} at {num(self.reward_risk)}R -> {self.label}"
         return (
-            f"{self.wins}/{self.n} wins; win rate {self.mean:.2f} [{self.lower:.2f}, {self.upper:.2f}] "
-            f"vs break-even {self.break_even:.2f} at R={self.reward_risk:g}; P(edge)={self.p_edge:.2f} -> {self.label}"
+            f"{self.wins}/{self.n} wins, win rate {dec(self.mean)} ({dec(self.lower)}-{dec(self.upper)}) "
+            f"vs break-even {dec(self.break_even)} at {num(self.reward_risk)}R, P(edge) {dec(self.p_edge)} "
+            f"-> {self.label}"
         )
 
 
 def _label(n: int, p_edge: float, p: BayesParams) -> str:
     if n == 0:
-        return "no trade history: prior only"
+        return "no trades: prior only"
     if p_edge >= p.edge_likely:
-        return f"edge likely (P > {p.edge_likely:g} that the win rate beats break-even)"
+        return "edge likely"
     if p_edge <= p.edge_unlikely:
-        return f"no edge likely (P <= {p.edge_unlikely:g} that the win rate beats break-even)"
-    return "edge uncertain: too few trades to tell the win rate from break-even"
+        return "no edge likely"
+    return "edge uncertain"
 
 
 def bayes(outcomes: Sequence[float | bool], params: BayesParams | None = None) -> BayesResult:

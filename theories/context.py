@@ -46,6 +46,8 @@ from theories.base import (
     TheoryError,
     TheoryParams,
     TheoryResult,
+    num,
+    pct,
     unit,
 )
 from theories.candles import Candles
@@ -93,14 +95,15 @@ class ContextResult(TheoryResult):
     )
 
     def summary(self) -> str:
+        # the leader's volatility shows in its regime, named in the label
         lead = "leader n/a" if self.leader_trend_score is None else (
-            f"leader score {self.leader_trend_score:+.1f}, gap {self.leader_trend_gap:+.1%}, "
-            f"vol pct {self.leader_vol_percentile:.0%}"
+            f"leader trend z {num(self.leader_trend_score, 2, True)}, {pct(self.leader_trend_gap, 2, True)} vs EMA"
         )
-        own = "" if self.symbol_leader_correlation is None else f"; corr to leader {self.symbol_leader_correlation:.2f}"
+        own = "" if self.symbol_leader_correlation is None else f", to leader {num(self.symbol_leader_correlation, 2)}"
+        among = "" if self.n_correlated == self.n_symbols else f" of {self.n_correlated}"
         return (
-            f"breadth {self.n_above}/{self.n_symbols}={self.breadth:.0%}; avg corr {self.avg_correlation:.2f} "
-            f"({self.n_correlated} symbols, {self.common_returns} bars){own}; {lead} -> {self.label}"
+            f"{self.n_above}/{self.n_symbols} above EMA; avg corr {num(self.avg_correlation, 2)}{among}{own}; "
+            f"{lead} -> {self.label}"
         )
 
 
@@ -200,13 +203,13 @@ def _label(above: int, n: int, avg_corr: float, lead: LeaderState | None, p: Con
     else:
         b = "mixed breadth"
     if avg_corr >= p.high_correlation:
-        c = "symbols moving as one (high correlation)"
+        c = "moving as one"
     elif avg_corr <= p.low_correlation:
-        c = "symbols moving independently (low correlation)"
+        c = "moving independently"
     else:
         c = "moderate correlation"
     leader = "leader unavailable" if lead is None else f"leader {lead.regime}"
-    return f"{b} ({above}/{n} above their {p.trend_span}-bar EMA); {leader}; {c}"
+    return f"{b}; {leader}; {c}"
 
 
 def market_context(

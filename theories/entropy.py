@@ -20,7 +20,19 @@ import numpy as np
 from pydantic import Field
 from scipy.stats import norm
 
-from theories.base import BARS, PROBABILITY, RATIO, Theory, TheoryContext, TheoryError, TheoryParams, TheoryResult, unit
+from theories.base import (
+    BARS,
+    PROBABILITY,
+    RATIO,
+    Theory,
+    TheoryContext,
+    TheoryError,
+    TheoryParams,
+    TheoryResult,
+    num,
+    pct,
+    unit,
+)
 
 
 class EntropyParams(TheoryParams):
@@ -41,8 +53,8 @@ class EntropyResult(TheoryResult):
 
     def summary(self) -> str:
         return (
-            f"shannon={self.shannon:.3f} (gaussian {self.gaussian_reference:.3f}); "
-            f"perm{self.order}={self.permutation:.3f}; tails={self.tail_share:.1%} -> {self.label}"
+            f"shannon {num(self.shannon)} (gaussian {num(self.gaussian_reference)}) perm{self.order} "
+            f"{num(self.permutation)} tails {pct(self.tail_share)} -> {self.label}"
         )
 
 
@@ -90,17 +102,17 @@ def permutation_entropy(x: np.ndarray, order: int = 4, delay: int = 1) -> float:
 
 def _label(shannon: float, reference: float, perm: float) -> str:
     if perm < 0.90:
-        order = "strong ordinal structure (moves follow patterns)"
+        order = "strong ordinal patterns"
     elif perm < 0.98:
-        order = "some ordinal structure"
+        order = "some ordinal patterns"
     else:
-        order = "no ordinal structure (random-like ordering)"
+        order = "random-like order"
     if shannon < reference - 0.03:
-        shape = "fat-tailed, peaked returns"
+        shape = "fat tails"
     elif shannon > reference + 0.03:
-        shape = "returns flatter than Gaussian"
+        shape = "flatter than Gaussian"
     else:
-        shape = "near-Gaussian spread"
+        shape = "near-Gaussian"
     return f"{order}; {shape}"
 
 

@@ -52,8 +52,10 @@ from theories.base import (
     TheoryError,
     TheoryParams,
     TheoryResult,
+    dec,
     fingerprint,
     fit_time,
+    pct,
     unit,
 )
 from theories.candles import HOUR_MS, Candles
@@ -109,10 +111,12 @@ class ForestResult(TheoryResult):
     fitted_at: int = unit(TIME, "Fit time: the model saw only candles closed by then, UTC epoch ms.")
 
     def summary(self) -> str:
-        top = ", ".join(f"{f} {v:.2f}" for f, v in zip(self.top_features, self.top_importances, strict=True))
+        # naive = always guessing the fold's commoner side. The top features and their importances stay
+        # in the result (tables, JSON): they explain the model, they do not change the trade.
+        majority = max(self.oos_base_rate, 1 - self.oos_base_rate)
         return (
-            f"P(up {self.horizon} bars)={self.p_up:.2f}; OOS acc={self.oos_accuracy:.2f} on {self.oos_rows} "
-            f"(base up {self.oos_base_rate:.2f}, edge {self.oos_edge:+.2f}); top: {top} -> {self.label}"
+            f"P(up {self.horizon} bars) {dec(self.p_up)}; OOS hit rate {pct(self.oos_accuracy)} "
+            f"of {self.oos_rows} vs {pct(majority)} naive -> {self.label}"
         )
 
 
@@ -298,12 +302,8 @@ def _label(p_up: float, edge: float, accuracy: float, base: float, p: ForestPara
         lean = "leans down"
     else:
         lean = "no lean"
-    majority = max(base, 1 - base)
-    if edge >= p.min_edge:
-        check = f"validated: {accuracy:.0%} right out of sample vs {majority:.0%} by always guessing one side"
-    else:
-        check = f"no proven edge: {accuracy:.0%} right out of sample vs {majority:.0%} by always guessing one side"
-    return f"{lean} over the next {p.horizon} bars (P(up) {p_up:.0%}); {check}"
+    check = "validated edge" if edge >= p.min_edge else "no proven edge"
+    return f"{lean}; {check}"
 
 
 def forest_signal(fit: ForestFit, candles: Candles, params: ForestParams) -> ForestResult:

@@ -41,6 +41,8 @@ from theories.base import (
     TheoryError,
     TheoryParams,
     TheoryResult,
+    dec,
+    num,
     unit,
 )
 
@@ -82,8 +84,8 @@ class HurstResult(TheoryResult):
 
     def summary(self) -> str:
         return (
-            f"H_dfa={self.hurst:.3f} (null sd {self.null_sd:.3f}, z={self.z:+.1f}); "
-            f"H_rs_AL={self.rs_hurst:.3f} (raw {self.rs_hurst_raw:.3f}); n={self.n} -> {self.label}"
+            f"H_dfa {dec(self.hurst)} (z {num(self.z, 2, True)} vs white noise), H_rs {dec(self.rs_hurst)} "
+            f"-> {self.label}"
         )
 
 
@@ -234,9 +236,9 @@ def hurst_label(h: float, null_sd: float, p: HurstParams) -> str:
     """Plain words for an estimate H given its null spread, by the thresholds in `HurstParams`."""
     d = h - 0.5
     if abs(d) < p.z_noise * null_sd:
-        return "random walk (H within noise of 0.5)"
+        return "random walk"
     strength = "strongly" if abs(d) >= p.strong_at else "moderately" if abs(d) >= p.moderate_at else "mildly"
-    kind = "persistent / trending" if d > 0 else "anti-persistent / mean-reverting"
+    kind = "trending" if d > 0 else "mean-reverting"
     return f"{strength} {kind}"
 
 

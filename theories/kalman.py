@@ -71,6 +71,8 @@ from theories.base import (
     TheoryResult,
     fingerprint,
     fit_time,
+    num,
+    pct,
     unit,
 )
 
@@ -111,9 +113,10 @@ class KalmanResult(TheoryResult):
     n: int = unit(BARS, "Candles filtered.")
 
     def summary(self) -> str:
+        # acceleration is judged in the label (gaining / losing speed); its raw value stays in the result
         return (
-            f"level={self.level:.6g}; vel={self.velocity:+.3e}/bar ({self.velocity_sigma:+.2f} sd); "
-            f"acc={self.acceleration:+.2e}; dev={self.deviation_sigma:+.2f} sd; noise={self.noise_source} "
+            f"level {num(self.level, 4)}, slope {pct(self.velocity, 2, True)}/bar "
+            f"({num(self.velocity_sigma, 2, True)} sd), close {num(self.deviation_sigma, 2, True)} sd from level "
             f"-> {self.label}"
         )
 
@@ -254,11 +257,11 @@ def _label(velocity_sigma: float, acceleration: float, velocity: float, velocity
     if trend != "no clear trend" and abs(acceleration) >= p.speed_change * velocity_sd:
         trend += ", gaining speed" if acceleration * velocity > 0 else ", losing speed"
     if deviation_sigma >= p.stretch_sigma:
-        stretch = "price stretched above its trend level"
+        stretch = "stretched above level"
     elif deviation_sigma <= -p.stretch_sigma:
-        stretch = "price stretched below its trend level"
+        stretch = "stretched below level"
     else:
-        stretch = "price near its trend level"
+        stretch = "near level"
     return f"{trend}; {stretch}"
 
 
@@ -281,7 +284,7 @@ def kalman_trend(close: np.ndarray, noise: NoiseFit, params: KalmanParams | None
     deviation_sigma = float(kf.innovation[-1]) / math.sqrt(float(kf.innovation_var[-1]))
     label = _label(velocity_sigma, acceleration, velocity, velocity_sd, deviation_sigma, p)
     if noise.source != "mle":
-        label += f" (noise by moment rule; {noise.note})"
+        label += f" (noise by moment rule; {noise.note})"  # rare, and the reader must know
     return KalmanResult(
         level=math.exp(float(kf.level[-1])),
         velocity=velocity,

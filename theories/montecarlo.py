@@ -80,6 +80,8 @@ from theories.base import (
     TheoryError,
     TheoryParams,
     TheoryResult,
+    dec,
+    num,
     unit,
 )
 from theories.candles import Candles
@@ -650,18 +652,18 @@ class MonteCarloResult(TheoryResult):
     short_cvar95_sim: float = _odds_field("short", "cvar95", "sim")
 
     def summary(self) -> str:
-        def odds(name: str, method: str) -> str:
+        def odds(side: str) -> str:
             def g(f: str) -> float:
-                return getattr(self, f"{name}_{f}_{method}")
+                return getattr(self, f"{side}_{f}_sim")
 
-            p_target, p_stop = (f"{g(f):.2f}".removeprefix("0") for f in ("p_target", "p_stop"))
-            return f"{p_target}/{p_stop}/{g('expected_r'):+.2f}"
+            return f"{side} {dec(g('p_target'))}/{dec(g('p_stop'))} {dec(g('expected_r'), 2, True)}"
 
+        # the bootstrap (real bar shapes) is shown; the Brownian closed form is its cross-check, and the
+        # label says when the two disagree
         k = (self.entry - self.long_stop) / self.atr
         return (
-            f"stop {k:.3g}ATR, {self.reward_risk:.3g}R, {self.horizon}b; P(tgt)/P(stop)/E[R] "
-            f"long {odds('long', 'closed')} sim {odds('long', 'sim')}; "
-            f"short {odds('short', 'closed')} sim {odds('short', 'sim')} -> {self.label}"
+            f"stop {num(k, 2)}ATR target {num(self.reward_risk, 2)}R {self.horizon} bars: "
+            f"sim odds tgt/stop, E[R]: {odds('long')}, {odds('short')} -> {self.label}"
         )
 
 

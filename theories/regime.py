@@ -29,9 +29,8 @@
     current regime) and the most likely different next regime. It is row-stochastic,
     P[i, j] = P(next = j | now = i), unlike statsmodels' column-stochastic `regime_transition`.
 
-Label wording: P(stay) >= 0.8 "likely to persist", >= 0.5 "may persist", else "likely to change";
-Markov P(high-vol) >= 0.8 "high-volatility state", <= 0.2 "low-volatility state", else "between
-volatility states".
+Label wording: P(stay) >= 0.8 "persistent", >= 0.5 "may persist", else "likely to change";
+Markov P(high-vol) >= 0.8 "high-vol state", <= 0.2 "low-vol state", else "between vol states".
 """
 
 from __future__ import annotations
@@ -57,8 +56,10 @@ from theories.base import (
     TheoryError,
     TheoryParams,
     TheoryResult,
+    dec,
     fingerprint,
     fit_time,
+    num,
     unit,
 )
 from theories.candles import HOUR_MS
@@ -139,17 +140,16 @@ class RegimeResult(TheoryResult):
     fit_time: int | None = unit(TIME, "The Markov fit used candles closed by this time, epoch ms.")
 
     def summary(self) -> str:
+        # the regime's name is in the label; the numbers part carries only what the label does not say.
+        # Its volatility percentile (24-bar vol ranked over the window) is the one the variance line shows.
         named = (
-            f"{self.regime} (z={self.trend_score:+.2f}, vol pct={self.vol_percentile:.2f}, age {self.regime_age}); "
-            f"stay={self.p_stay:.2f}, next {self.next_regime} {self.p_next:.2f}"
+            f"age {self.regime_age}, trend z {num(self.trend_score, 2, True)}; "
+            f"stay {dec(self.p_stay)}, next {self.next_regime} {dec(self.p_next)}"
         )
         if self.p_high_vol is None:
-            markov = f"markov n/a ({self.markov_status})"
+            markov = "markov n/a"  # the label says why
         else:
-            markov = (
-                f"P(hi-vol)={self.p_high_vol:.2f}; sigma lo/hi={self.low_vol_sigma:.2%}/{self.high_vol_sigma:.2%}; "
-                f"dur lo/hi={self.low_vol_duration:.1f}/{self.high_vol_duration:.1f} bars"
-            )
+            markov = f"markov P(hi-vol) {dec(self.p_high_vol)}"  # the states' parameters stay in the result
         return f"{named}; {markov} -> {self.label}"
 
 
@@ -377,15 +377,12 @@ def _markov_fields(returns: np.ndarray, fit: MarkovFit | None, fit_at_ms: int | 
 
 
 def _label(name: str, p_stay: float, next_regime: str, p_high: float | None, status: str) -> str:
-    persist = "likely to persist" if p_stay >= 0.8 else "may persist" if p_stay >= 0.5 else "likely to change"
-    text = f"{name}, {persist}, next most likely {next_regime}"
+    persist = "persistent" if p_stay >= 0.8 else "may persist" if p_stay >= 0.5 else "likely to change"
+    text = f"{name}, {persist}"
     if p_high is None:
-        return f"{text}; no Markov volatility state ({status})"
-    state = (
-        "high-volatility state" if p_high >= 0.8 else "low-volatility state" if p_high <= 0.2
-        else "between volatility states"
-    )
-    return f"{text}; Markov: {state}"
+        return f"{text}; no Markov state ({status})"
+    state = "high-vol state" if p_high >= 0.8 else "low-vol state" if p_high <= 0.2 else "between vol states"
+    return f"{text}; {state}"
 
 
 def regime(

@@ -42,16 +42,17 @@ from theories.base import (
     TheoryResult,
     fingerprint,
     fit_time,
+    pval,
     unit,
 )
 
 DAY_MS = 86_400_000
 
 VERDICT_WORDS = {
-    "stationary": "stationary (fluctuates around a fixed mean)",
-    "unit root": "has a unit root (random-walk-like)",
-    "mixed": "mixed evidence (both tests reject)",
-    "inconclusive": "inconclusive (neither test rejects)",
+    "stationary": "stationary",
+    "unit root": "unit root",
+    "mixed": "mixed (both tests reject)",
+    "inconclusive": "inconclusive",
 }
 
 
@@ -82,15 +83,13 @@ class StationarityResult(TheoryResult):
     age_bars: int = unit(BARS, "Candles that closed after the tested window (it is refreshed on a schedule).")
 
     def summary(self) -> str:
-        def p(value: float, bound: str) -> str:
-            return f"p{bound}{value:.3g}"
-
+        # the p-values decide the verdicts; the statistics are in the result for whoever checks them
+        age = f"; {self.age_bars} bars old" if self.age_bars else ""
+        price_kpss = pval(self.price_kpss_pvalue, self.price_kpss_bound)
+        returns_kpss = pval(self.returns_kpss_pvalue, self.returns_kpss_bound)
         return (
-            f"price ADF {self.price_adf_stat:.2f} (p={self.price_adf_pvalue:.3g}), "
-            f"KPSS {self.price_kpss_stat:.2f} ({p(self.price_kpss_pvalue, self.price_kpss_bound)}); "
-            f"returns ADF {self.returns_adf_stat:.2f} (p={self.returns_adf_pvalue:.3g}), "
-            f"KPSS {self.returns_kpss_stat:.2f} ({p(self.returns_kpss_pvalue, self.returns_kpss_bound)}); "
-            f"{self.age_bars} bars old -> {self.label}"
+            f"p-values price ADF {pval(self.price_adf_pvalue)} KPSS {price_kpss}, "
+            f"returns ADF {pval(self.returns_adf_pvalue)} KPSS {returns_kpss}{age} -> {self.label}"
         )
 
 
@@ -160,7 +159,7 @@ def stationarity(close: np.ndarray, params: StationarityParams | None = None, ag
         returns_kpss_stat=returns.kpss_stat, returns_kpss_pvalue=returns.kpss_pvalue,
         returns_kpss_bound=returns.kpss_bound, returns_verdict=vr,
         n=len(c), age_bars=age_bars,
-        label=f"log price {VERDICT_WORDS[vp]}; returns {VERDICT_WORDS[vr]}",
+        label=f"price {VERDICT_WORDS[vp]}; returns {VERDICT_WORDS[vr]}",
     )
 
 

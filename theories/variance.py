@@ -39,6 +39,9 @@ from theories.base import (
     TheoryError,
     TheoryParams,
     TheoryResult,
+    num,
+    pct,
+    pval,
     unit,
 )
 from theories.indicators import atr, percentile_rank, rolling_std
@@ -86,11 +89,13 @@ class VarianceResult(TheoryResult):
     n: int = unit(BARS, "Returns used for the variance ratios.")
 
     def summary(self) -> str:
-        triples = zip(self.lags, self.variance_ratios, self.z_robust, strict=True)
-        vrs = " ".join(f"VR{q}={v:.2f}(z{z:+.1f})" for q, v, z in triples)
+        # per-lag z* stay in the result: the joint p-value is the test of them all (Chow-Denning max |z*|)
+        lags = "/".join(map(str, self.lags))
+        vrs = "/".join(num(v, 2) for v in self.variance_ratios)
         return (
-            f"{vrs}; joint p={self.joint_p_value:.3f}; rv={self.realised_vol:.0%} "
-            f"(pct {self.vol_percentile:.0%}); atr={self.atr_fraction:.2%} of price -> {self.label}"
+            f"VR{lags} {vrs}, joint p {pval(self.joint_p_value)}; "
+            f"vol {pct(self.realised_vol)}/yr, pct {pct(self.vol_percentile)}; ATR {pct(self.atr_fraction)} "
+            f"-> {self.label}"
         )
 
 
@@ -157,23 +162,23 @@ def _label(lags, vr, z, critical: float, vol_pct: float, p: VarianceParams) -> s
     up = [q for q, v, s in zip(lags, vr, z, strict=True) if abs(s) >= critical and v > 1]
     down = [q for q, v, s in zip(lags, vr, z, strict=True) if abs(s) >= critical and v < 1]
     def bars(qs: list[int]) -> str:
-        return ", ".join(map(str, qs)) + " bars"
+        return ",".join(map(str, qs)) + " bars"
 
     if up and down:
-        walk = f"mixed: moves persist over {bars(up)} but reverse over {bars(down)}"
+        walk = f"mixed: trending over {bars(up)}, mean-reverting over {bars(down)}"
     elif up:
-        walk = f"trending: moves persist (variance ratios significantly above 1 over {bars(up)})"
+        walk = f"trending over {bars(up)}"
     elif down:
-        walk = f"mean-reverting: moves reverse (variance ratios significantly below 1 over {bars(down)})"
+        walk = f"mean-reverting over {bars(down)}"
     else:
-        walk = "random walk: no significant departure of the variance ratios from 1"
+        walk = "random walk"
     if vol_pct >= p.high_vol_percentile:
-        vol = "high volatility"
+        vol = "high vol"
     elif vol_pct <= p.low_vol_percentile:
-        vol = "low volatility"
+        vol = "low vol"
     else:
-        vol = "normal volatility"
-    return f"{walk}; {vol} ({vol_pct:.0%} percentile of the lookback)"
+        vol = "normal vol"
+    return f"{walk}; {vol}"
 
 
 def variance(

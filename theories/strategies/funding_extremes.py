@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
-from theories.base import FRACTION, TIME, Theory, TheoryContext, TheoryError, TheoryParams, unit
+from theories.base import FRACTION, TIME, Theory, TheoryContext, TheoryError, TheoryParams, pct, unit
 from theories.candles import iso
 from theories.funding import FundingRates
 from theories.strategies.rule import StrategyResult, plan_label, strength
@@ -61,7 +61,7 @@ def funding_extremes(
     conds = (f"fund<{p.long_below:.2%}",) if vote == 1 else (f"fund>{p.short_above:.2%}",) if vote == -1 else ()
     bars = lambda hours: max(1, round(hours * HOUR_MS / interval_ms))  # noqa: E731 - two uses, one line
     return FundingExtremesResult(
-        label=plan_label(vote, len(conds), 1, f"funding {rate:+.4%}/interval"),
+        label=plan_label(vote, len(conds), 1, f"funding {pct(rate, 2, True)}"),
         vote=vote,
         strength=strength(vote, (abs(rate) - abs(threshold)) / abs(threshold)),
         conditions=conds,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import field_validator
 
-from theories.base import BARS, LABEL, PRICE, RATIO, TheoryError, TheoryResult, unit
+from theories.base import BARS, LABEL, PRICE, RATIO, TheoryError, TheoryResult, num, unit
 
 DIRECTION = {1: "LONG", -1: "SHORT", 0: "FLAT"}
 
@@ -57,12 +57,14 @@ class StrategyResult(TheoryResult):
 
     def summary(self) -> str:
         """At most about 120 characters: direction and strength, fired conditions, the levels."""
-        head = f"{DIRECTION[self.vote]} {self.strength:.2f}"
+        # without a vote the label says "no setup" and the strength is 0 by definition: neither is repeated
+        head = f"{DIRECTION[self.vote]} {num(self.strength, 2)} " if self.vote else ""
         levels = "".join(
-            f" {name} {value:.6g}" for name, value in (("stop", self.stop), ("tgt", self.target)) if value is not None
+            f" {name} {num(value, 5)}" for name, value in (("stop", self.stop), ("tgt", self.target))
+            if value is not None
         )
-        conds = ",".join(self.conditions) or "none"
-        text = f"{head} [{conds}]{levels} -> {self.label}"
+        conds = f"[{','.join(self.conditions)}]" if self.conditions or self.vote else ""
+        text = f"{head}{conds}{levels} -> {self.label}" if head or conds or levels else self.label
         return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -95,7 +97,7 @@ def plan_label(vote: int, fired: int, total: int, extra: str = "") -> str:
     """Short plain words for the label."""
     if vote:
         return f"{DIRECTION[vote].lower()} setup" + (f" ({extra})" if extra else "")
-    return f"no setup ({fired}/{total} conditions)" + (f"; {extra}" if extra else "")
+    return f"no setup ({fired}/{total} met)" + (f"; {extra}" if extra else "")
 
 
 def decide(long_conds: dict[str, bool], short_conds: dict[str, bool]) -> tuple[int, tuple[str, ...], int]:

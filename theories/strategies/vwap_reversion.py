@@ -22,7 +22,7 @@ import numpy as np
 import talib
 from pydantic import Field
 
-from theories.base import PRICE, SIGMA, Theory, TheoryContext, TheoryError, TheoryParams, unit
+from theories.base import PRICE, SIGMA, Theory, TheoryContext, TheoryError, TheoryParams, dec, unit
 from theories.candles import Candles
 from theories.strategies.rule import StrategyResult, decide, last_finite, plan_label, strength
 from theories.timeframes import HOUR_MS, complete_bars
@@ -83,7 +83,7 @@ def vwap_reversion(bars: Candles, params: VwapReversionParams | None = None) -> 
     short_conds = {"c>vwap+band": z > p.k, "c<ema": c < ema, "down bar": c < o}
     vote, fired, total = decide(long_conds, short_conds)
     return VwapReversionResult(
-        label=plan_label(vote, len(fired), total, f"z {z:+.2f} vs {p.k:g}"),
+        label=plan_label(vote, len(fired), total, f"z {dec(z, 2, True)} vs {p.k:g}"),
         vote=vote,
         strength=strength(vote, (abs(z) - p.k) / p.k),
         conditions=fired,
