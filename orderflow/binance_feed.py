@@ -108,12 +108,13 @@ class BinanceFeed:
         if not isinstance(data, dict):
             raise MessageError("combined-stream message without a data object")
         event = data.get("e")
-        if event == "depthUpdate":
-            self.on_depth(data)
+        # most frequent first: a futures recording is ~70% bookTicker, ~23% trade, ~7% depthUpdate
+        if event == "bookTicker" or (event is None and "b" in data and "A" in data):  # spot tickers carry no e
+            self.on_ticker(data)
         elif event == "trade":
             self.on_trade(data)
-        elif event == "bookTicker" or (event is None and "b" in data and "A" in data):  # spot tickers carry no e
-            self.on_ticker(data)
+        elif event == "depthUpdate":
+            self.on_depth(data)
         elif event == "markPriceUpdate":
             pass  # funding and mark price: not book data
         else:
@@ -158,14 +159,19 @@ class BinanceFeed:
 
     def _settle_tickers(self, first: int, last: int, top: tuple[float, float, float, float]) -> None:
         pending = self._pending
+        if not pending or pending[0][0] > last:
+            return
+        prev_u, prev_top, compare = self._prev_u, self._prev_top, self._compare
+        not_comparable = 0
         while pending and pending[0][0] <= last:
             t, b, bq, a, aq = pending.popleft()
-            if self._prev_u is not None and self._prev_u <= t < first:
-                self._compare(self._prev_top, b, bq, a, aq)
+            if prev_u is not None and prev_u <= t < first:
+                compare(prev_top, b, bq, a, aq)
             elif t == last:
-                self._compare(top, b, bq, a, aq)
+                compare(top, b, bq, a, aq)
             else:
-                self.agreement.not_comparable += 1
+                not_comparable += 1
+        self.agreement.not_comparable += not_comparable
 
     def _compare(self, top, b: str, bq: str, a: str, aq: str) -> None:
         agr = self.agreement

@@ -195,11 +195,9 @@ def market_order_cost(book: OrderBook, size: float, buy: bool) -> MarketOrderCos
     mid = book.mid()
     if mid is None:
         return None
-    side = book.asks if buy else book.bids
     levels: list[Level] = []
     remaining = size
-    for price in (side.irange() if buy else side.irange(reverse=True)):  # only the levels the order needs
-        level = (price, side[price])
+    for level in book.iter_levels(not buy):  # best first, only the levels the order needs
         levels.append(level)
         remaining -= level[1]
         if remaining <= 0:

@@ -155,6 +155,87 @@ def test_book_matches_a_plain_dict_reference_after_any_updates(updates):
     assert book.levels(False) == sorted(ref[False].items())
 
 
+# a message: bid levels and ask levels as [price string, size string], prices on a 0.5 grid so
+# both sides overlap (crossed states happen) and a price can repeat inside one message
+_LEVEL = st.tuples(st.integers(1, 60), st.sampled_from(["0", "0.000", "1", "2", "3.5", "0.125"]))
+_MESSAGE = st.tuples(st.lists(_LEVEL, max_size=8), st.lists(_LEVEL, max_size=8))
+
+
+def _reference_apply(ref: dict, is_bid: bool, levels) -> None:
+    for tick, size in levels:
+        if float(size):
+            ref[is_bid][tick * 0.5] = float(size)
+        else:
+            ref[is_bid].pop(tick * 0.5, None)
+
+
+def _as_wire(levels) -> list[list[str]]:
+    return [[repr(tick * 0.5), size] for tick, size in levels]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(_LEVEL, max_size=30), st.lists(_LEVEL, max_size=30), st.lists(_MESSAGE, max_size=40),
+    st.integers(0, 12), st.floats(0.0, 5000.0), st.floats(0.25, 40.0),
+)
+def test_every_book_reading_matches_a_plain_dict_reference_after_snapshot_and_multi_level_messages(
+    snap_bids, snap_asks, messages, n, bps, order_size
+):
+    """The sorted-list book against a dict-only book, message by message, through every reader."""
+    book, ref = OrderBook(), {True: {}, False: {}}
+    book.load_snapshot(_as_wire(snap_bids), _as_wire(snap_asks))
+    _reference_apply(ref, True, snap_bids)
+    _reference_apply(ref, False, snap_asks)
+    for bids, asks in [((), ()), *messages]:
+        assert book.apply(_as_wire(bids), _as_wire(asks)) == len(bids) + len(asks)
+        _reference_apply(ref, True, bids)
+        _reference_apply(ref, False, asks)
+        want_bids = sorted(ref[True].items(), reverse=True)
+        want_asks = sorted(ref[False].items())
+        assert book.levels(True) == want_bids and book.levels(False) == want_asks
+        assert list(book.iter_levels(True)) == want_bids and list(book.iter_levels(False)) == want_asks
+        assert book.levels(True, n) == want_bids[:n] and book.levels(False, n) == want_asks[:n]
+        assert book.prices(False, n) == [p for p, _ in want_asks[:n]]
+        assert book.best_bid() == (want_bids[0] if want_bids else None)
+        assert book.best_ask() == (want_asks[0] if want_asks else None)
+        assert len(book) == len(want_bids) + len(want_asks)
+        # depth sums in ascending price order, exactly as the reference does here
+        assert book.depth(True, n) == sum(q for _, q in sorted(want_bids[:n]))
+        assert book.depth(False, n) == sum(q for _, q in want_asks[:n])
+        assert book.depth(True) == sum(q for _, q in sorted(want_bids))
+        assert book.depth(False) == sum(q for _, q in want_asks)
+        if not (want_bids and want_asks):
+            assert book.top() is None and book.mid() is None and not book.is_crossed()
+            assert book.levels_within(True, bps) == [] and market_order_cost(book, order_size, True) is None
+            continue
+        assert book.top() == (*want_bids[0], *want_asks[0])
+        assert book.is_crossed() == (want_bids[0][0] >= want_asks[0][0])
+        mid = (want_bids[0][0] + want_asks[0][0]) / 2.0
+        assert book.levels_within(True, bps) == [(p, q) for p, q in want_bids if p >= mid * (1.0 - bps / 1e4)]
+        assert book.levels_within(False, bps) == [(p, q) for p, q in want_asks if p <= mid * (1.0 + bps / 1e4)]
+        assert market_order_cost(book, order_size, True) == walk_book(want_asks, order_size, mid)
+        assert market_order_cost(book, order_size, False) == walk_book(want_bids, order_size, mid)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 60), st.sampled_from([0, 0, 1, 2, 3.5])), max_size=80))
+def test_set_level_matches_a_plain_dict_reference(updates):
+    book, ref = OrderBook(), {True: {}, False: {}}
+    for is_bid, tick, size in updates:
+        book.set_level(is_bid, tick * 0.5, float(size))
+        _reference_apply(ref, is_bid, [(tick, str(size))])
+    assert book.levels(True) == sorted(ref[True].items(), reverse=True)
+    assert book.levels(False) == sorted(ref[False].items())
+
+
+def test_infinite_and_overflowing_numbers_are_rejected_and_leave_the_book_untouched():
+    book = book_from([["100", "1"]], [["101", "1"]])
+    for bad in ([["inf", "1"]], [["100.5", "1e999"]], [["100.5", "-inf"]], [["0", "1"]], [[None, "1"]], ["1"]):
+        with pytest.raises(BookDataError):
+            book.apply([["99", "2"]], bad)
+        assert book.levels(True) == [(100.0, 1.0)] and book.levels(False) == [(101.0, 1.0)]
+
+
 # --- trades -------------------------------------------------------------------------------------------
 
 TRADES = Trades.from_lists([1, 2, 3, 4], [100, 101, 102, 101], [1.0, 3.0, 2.0, 4.0], [1, -1, 1, -1])
