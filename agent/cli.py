@@ -10,11 +10,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from agent.commands import UsageError, analyze, book, signal
+from agent.commands import UsageError, analyze, book, cycle, signal
 from theories.candles import CandleDataError
 from theories.funding import FundingDataError
 
-COMMANDS = (analyze, signal, book)
+COMMANDS = (cycle, analyze, signal, book)
 
 
 def build_parser() -> argparse.ArgumentParser:

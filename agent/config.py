@@ -45,7 +45,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from agent.brokers.live_settings import LiveBrokerSettings
+from agent.brokers.paper import PaperSettings
+from agent.cycle_settings import CycleSettings
 from agent.signal import SignalRules
+from agent.store.settings import StoreSettings
+from risk.config import RiskConfig
 
 ENV_PREFIX = "SIGNAL_AGENT_"
 CONFIG_ENV = "SIGNAL_AGENT_CONFIG"
@@ -143,6 +148,11 @@ class Settings(BaseSettings):
     prices: dict[str, ModelPrice] = Field(default_factory=dict, description="'provider:model' or 'provider:*'.")
     budget: BudgetSettings = BudgetSettings()
     signal: SignalRules = SignalRules()
+    risk: RiskConfig = RiskConfig()
+    cycle: CycleSettings = CycleSettings()
+    paper: PaperSettings = PaperSettings()
+    store: StoreSettings = StoreSettings()
+    live: LiveBrokerSettings = LiveBrokerSettings()
 
     @field_validator("prices")
     @classmethod

@@ -1,0 +1,166 @@
+"""`signal-agent cycle`: one cycle now, printed as a table of decisions.
+
+On a fresh machine with no configuration it runs on the bundled sample candles with the
+heuristic provider (no LLM) and the paper broker, as of the last candle close in the data, and
+stores everything in the data directory's SQLite store. Running it again at the same decision
+time resumes (or re-reads) that cycle; `--at` picks another time (only candles closed by then
+are used), and successive times advance the same paper account.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+from agent.brokers.paper import PaperBroker, PaperSettings
+from agent.commands import UsageError
+from agent.commands.analyze import parse_time
+from agent.config import ConfigError, Settings, load_settings
+from agent.cycle import CycleDeps, CycleError, CycleResult, CycleSettings, FileMarketData, run_cycle
+from agent.llm.budget import CostBudget, utc_day_start
+from agent.llm.prompt import PromptError, PromptTemplate
+from agent.llm.providers import SPEC_HELP, make_provider, max_output_tokens
+from agent.llm.records import CallRecords
+from agent.llm.synthesis import ReplayMissError, Synthesiser
+from agent.market import parse_symbols
+from agent.store import Store, StoreError, StoreSettings
+from risk import RiskConfig, RiskGate
+from theories.candles import CandleDataError, iso
+
+NAME = "cycle"
+HELP = "one decision cycle now: every symbol -> snapshot -> signal -> risk gate -> paper broker -> store"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Run one decision cycle over the universe and print the decisions. Without configuration: the bundled "
+        "sample, the heuristic provider (no LLM) and the paper broker, as of the last candle in the data."
+    )
+    parser.add_argument("--symbols", metavar="LIST", help="comma-separated symbols (default: all in the data)")
+    parser.add_argument("--provider", metavar="SPEC", help=f"{SPEC_HELP} (default: the config's, else heuristic)")
+    parser.add_argument("--prompt", metavar="VARIANT", help="prompt variant in prompts/ (default: baseline)")
+    parser.add_argument("--config", metavar="PATH", help="settings file (default: $SIGNAL_AGENT_CONFIG or ~/.config)")
+    parser.add_argument("--data", metavar="PATH", help="a folder of candle files (default: the bundled sample)")
+    parser.add_argument("--at", metavar="TIME", help="decision time (default: the last candle close in the data)")
+    parser.add_argument("--store", metavar="URL", help="store URL (default: SQLite in the data directory)")
+    parser.add_argument("--run", metavar="NAME", help="run name: its cycles share one paper account (default: paper)")
+    parser.add_argument("--json", action="store_true", help="print the cycle result as JSON")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        return load_settings(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def execute(args: argparse.Namespace, settings: Settings) -> CycleResult:
+    llm = settings.llm
+    # sections agent.config nests as [cycle], [paper], [store], [risk]; the defaults until it does
+    configured: CycleSettings = getattr(settings, "cycle", None) or CycleSettings()
+    paper: PaperSettings = getattr(settings, "paper", None) or PaperSettings()
+    store_settings: StoreSettings = getattr(settings, "store", None) or StoreSettings()
+    risk: RiskConfig = getattr(settings, "risk", None) or RiskConfig()
+    try:
+        provider = make_provider(args.provider or llm.provider, llm)
+        template = PromptTemplate.load(args.prompt or llm.prompt)
+        cycle_settings = CycleSettings.model_validate({**configured.model_dump(), "run": args.run or configured.run})
+    except (ValueError, PromptError) as exc:
+        raise UsageError(str(exc)) from None
+    data = FileMarketData(args.data)
+    wanted = args.symbols.split(",") if args.symbols else list(cycle_settings.symbols)
+    symbols = parse_symbols(wanted, data.symbols()) if wanted else data.symbols()
+    cycle_settings = cycle_settings.model_copy(update={"symbols": tuple(symbols)})
+    if args.at:
+        decision_ms = parse_time(args.at)
+    else:  # the last close any symbol reached: bundled data ends in the past, so "now" would be stale
+        closes = []
+        for s in symbols:
+            try:
+                closes.append(data.candles(s, 2**62).last_close_time)
+            except (CandleDataError, OSError, ValueError):  # a bad file is the cycle's to report, per symbol
+                continue
+        if not closes:
+            raise UsageError("no symbol has readable candles")
+        decision_ms = max(closes)
+    risk = risk.with_environment(os.environ)  # SIGNAL_AGENT_KILL_SWITCH can only switch trading off
+    if risk.sizing.fee_rate == 0:  # size with the fee the paper broker will charge
+        risk = risk.model_copy(update={"sizing": risk.sizing.model_copy(update={"fee_rate": paper.taker_fee})})
+    try:
+        store = Store(args.store or store_settings.resolved_url(settings.data_dir), echo=store_settings.echo)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+    records = CallRecords(settings.records_path)
+    now = _wall_ms()
+    synth = Synthesiser(
+        provider=provider, template=template, rules=settings.signal,
+        price=settings.price_for(provider.name, provider.model),
+        budget=CostBudget(daily_usd=settings.budget.daily_usd, per_cycle_usd=settings.budget.per_cycle_usd,
+                          spent_today_usd=records.spent_since(utc_day_start(now))),
+        records=records, anonymise=llm.anonymise, repair_retries=llm.repair_retries, cache=llm.cache,
+        max_output_tokens=max_output_tokens(provider, llm),
+    )
+    deps = CycleDeps(store=store, broker=PaperBroker(paper), synthesiser=synth, gate=RiskGate(risk), data=data,
+                     settings=cycle_settings)
+    try:
+        return run_cycle(decision_ms, deps)
+    except ReplayMissError as exc:
+        raise UsageError(f"replay: {exc}") from None
+    except CycleError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        records.close()
+        store.close()
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.6g}"
+
+
+def render(result: CycleResult) -> str:
+    a = result.account
+    out = [
+        f"Cycle {result.cycle_id} (decision time {iso(result.decision_ms)}, attempt {result.attempt})",
+        f"{'symbol':<10} {'last':>10} {'regime':<16} {'signal':<6} {'conf':>5} {'entry':>10} {'stop':>10} "
+        f"{'target':>10} {'gate':<9} {'size':>12} {'outcome':<12}",
+    ]
+    for r in result.results:
+        out.append(
+            f"{r.symbol:<10} {_num(r.last_price):>10} {(r.regime or '-'):<16} {(r.direction or '-'):<6} "
+            f"{('-' if r.confidence is None else f'{r.confidence:.2f}'):>5} {_num(r.entry):>10} {_num(r.stop):>10} "
+            f"{_num(r.target):>10} {(r.gate or '-'):<9} {_num(r.quantity):>12} {r.outcome:<12}"
+            + (" (decided by an earlier attempt)" if r.resumed else "")
+        )
+        if r.highlights:
+            out.append(f"    snapshot: {r.highlights}")
+        if r.outcome in ("skipped", "error", "hold", "order_failed"):
+            out.append(f"    why: {r.reason}")
+        for reason in r.reasons:  # a refusal's every rule, or everything that shaped the size
+            out.append(f"    gate [{reason.rule}/{reason.code}] {reason.message}")
+        if r.client_order_id:
+            out.append(f"    order {r.client_order_id}: {r.order_status or 'recorded'}; notional {_num(r.notional)}")
+    out.append(
+        f"Paper account: equity {a.equity:.2f} = cash {a.cash:.2f} + positions {a.positions_value:.2f} "
+        f"(balance {a.balance:.2f}, floating {a.floating_pnl:+.2f}); fills since the last cycle {result.fills}, "
+        f"closed trades {result.closed_trades}"
+    )
+    t = result.timings
+    out.append("Time: " + ", ".join(f"{k} {v:.3f}s" for k, v in t.items()) + f" (LLM calls {result.llm_seconds:.3f}s)")
+    out.append(f"Store: {result.store}")
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    result = execute(args, settings)
+    if args.json:
+        print(json.dumps(result.model_dump(mode="json"), indent=2, sort_keys=True))
+    else:
+        print(render(result))
+    return 0

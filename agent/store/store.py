@@ -1,0 +1,306 @@
+"""The store: every cycle, decision, order, fill, trade and account snapshot, one transaction per decision.
+
+SQLite in WAL mode by default (readers such as `review` never block the cycle; a killed process
+loses at most the transaction in flight, never half of it), PostgreSQL or any SQLAlchemy URL
+otherwise. The schema is created on open; migrations (Alembic) come once the schema has users.
+
+The cycle writes in three kinds of transaction, each all-or-nothing:
+- `start_cycle`: the cycle row (a rerun of the same cycle counts an attempt);
+- `record_sync`: what the broker did since the last cycle (fills, closed trades, order states,
+  open positions, an account snapshot) together with the broker's memory;
+- `record_decision`: one symbol's decision (snapshot, LLM calls, signal, gate verdict, order,
+  breaker events) together with the breaker state and the broker's memory after it.
+The broker's memory travels in the same transaction as the rows it explains, so after a crash
+the store and the broker can never disagree about an order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, event, func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, create_engine, select
+
+from agent.brokers.base import AccountSnapshot, ClosedTrade, Fill, Mismatch, OrderState, Position
+from agent.store.tables import (
+    TABLES,
+    AccountSnapshotRow,
+    ClosedTradeRow,
+    CycleRow,
+    DecisionRow,
+    FillRow,
+    GateDecisionRow,
+    MismatchRow,
+    OrderRow,
+    PositionRow,
+    SignalRow,
+    StateRow,
+)
+from risk.inputs import TradeHistory, WinCount
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or a write broke a rule (names the URL or the row)."""
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+    cursor.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across a process crash
+    cursor.execute("PRAGMA foreign_keys=ON")  # SQLite leaves them off by default
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+class Store:
+    """The store at a SQLAlchemy URL (`sqlite:///path` creates the file and its folder)."""
+
+    def __init__(self, url: str, echo: bool = False) -> None:
+        self.url = url
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine: Engine = create_engine(url, echo=echo)
+        except Exception as exc:  # bad URL, missing driver: say which
+            raise StoreError(f"cannot open the store {self.display_url}: {exc}") from None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        SQLModel.metadata.create_all(self.engine, tables=[t.__table__ for t in TABLES])
+
+    @classmethod
+    def at(cls, path: str | Path) -> Store:
+        return cls(f"sqlite:///{Path(path)}")
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password masked (safe to print)."""
+        try:
+            return self.engine.url.render_as_string(hide_password=True)
+        except AttributeError:  # engine not created yet
+            return self.url.split("@")[-1]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # --- cycles -------------------------------------------------------------------------------
+
+    def start_cycle(self, row: CycleRow) -> CycleRow:
+        """Insert the cycle, or count one more attempt of an existing one; returns the stored row."""
+        with self.session() as s:
+            found = s.get(CycleRow, row.cycle_id)
+            if found is None:
+                s.add(row)
+                found = row
+            elif found.status != "completed":
+                found.attempts += 1
+                s.add(found)
+            s.commit()
+            s.refresh(found)
+            return found
+
+    def finish_cycle(self, cycle_id: str, finished_ms: int, account: AccountSnapshot | None) -> None:
+        with self.session() as s:
+            row = s.get(CycleRow, cycle_id)
+            if row is None:
+                raise StoreError(f"no cycle {cycle_id!r} to finish")
+            row.status, row.finished_ms = "completed", finished_ms
+            s.add(row)
+            if account is not None:
+                s.add(_account_row(cycle_id, "end", account))
+            s.commit()
+
+    def cycle(self, cycle_id: str) -> CycleRow | None:
+        with self.session() as s:
+            return s.get(CycleRow, cycle_id)
+
+    def last_decision_ms(self, run: str) -> int | None:
+        """The latest decision time of a run's cycles, or None before its first."""
+        with self.session() as s:
+            return s.exec(select(func.max(CycleRow.decision_ms)).where(CycleRow.run == run)).one()
+
+    def decided_symbols(self, cycle_id: str) -> set[str]:
+        with self.session() as s:
+            return set(s.exec(select(DecisionRow.symbol).where(DecisionRow.cycle_id == cycle_id)).all())
+
+    # --- state --------------------------------------------------------------------------------
+
+    def state(self, key: str) -> dict[str, Any] | None:
+        with self.session() as s:
+            row = s.get(StateRow, key)
+            return None if row is None else json.loads(row.value_json)
+
+    @staticmethod
+    def _put_state(s: Session, states: Mapping[str, Any], cycle_id: str, now_ms: int) -> None:
+        for key, value in states.items():
+            row = s.get(StateRow, key) or StateRow(key=key, value_json="", cycle_id=cycle_id, updated_ms=now_ms)
+            row.value_json = json.dumps(value, sort_keys=True)
+            row.cycle_id, row.updated_ms = cycle_id, now_ms
+            s.add(row)
+
+    # --- the two transactional writes ---------------------------------------------------------
+
+    def record_sync(
+        self,
+        cycle_id: str,
+        run: str,
+        now_ms: int,
+        fills: Sequence[Fill],
+        closed: Sequence[ClosedTrade],
+        orders: Sequence[OrderState],
+        positions: Sequence[Position],
+        account: AccountSnapshot,
+        states: Mapping[str, Any],
+        mismatches: Sequence[Mismatch] = (),
+    ) -> None:
+        """One transaction: the broker's changes, its open positions, an account snapshot, its memory.
+
+        Fills and closed trades already stored (same id) are left as they are, so a sync replayed
+        after a crash records nothing twice.
+        """
+        with self.session() as s:
+            for o in orders:
+                row = s.get(OrderRow, o.client_order_id)
+                if row is not None:
+                    _update_order(row, o)
+                    s.add(row)
+            s.flush()
+            for f in fills:
+                if s.get(FillRow, f.fill_id) is None:
+                    order = s.get(OrderRow, f.client_order_id)
+                    if order is None:  # never silently: an execution the store cannot explain
+                        s.add(MismatchRow(cycle_id=cycle_id, time_ms=f.time_ms, kind="fill_of_unknown_order",
+                                          client_order_id=f.client_order_id, symbol=f.symbol,
+                                          detail=f"fill {f.model_dump_json()}"))
+                        continue
+                    s.add(FillRow(cycle_id=cycle_id, decision_id=order.decision_id, **f.model_dump()))
+            for t in closed:
+                if s.get(ClosedTradeRow, t.client_order_id) is None:
+                    if s.get(OrderRow, t.client_order_id) is None:
+                        s.add(MismatchRow(cycle_id=cycle_id, time_ms=t.closed_ms, kind="trade_of_unknown_order",
+                                          client_order_id=t.client_order_id, symbol=t.symbol,
+                                          detail=f"closed trade {t.model_dump_json()}"))
+                        continue
+                    d = s.get(DecisionRow, t.decision_id)
+                    s.add(ClosedTradeRow(cycle_id=cycle_id, regime=d.regime if d else None,
+                                         variant=d.variant if d else "", **t.model_dump()))
+            for m in mismatches:
+                s.add(MismatchRow(cycle_id=cycle_id, **m.model_dump()))
+            # the broker's open positions replace the ones stored for its run
+            known = (select(OrderRow.client_order_id).join(CycleRow, CycleRow.cycle_id == OrderRow.cycle_id)
+                     .where(CycleRow.run == run))
+            s.exec(delete(PositionRow).where(PositionRow.client_order_id.in_(known)))
+            for p in positions:
+                if s.get(OrderRow, p.client_order_id) is None:
+                    s.add(MismatchRow(cycle_id=cycle_id, time_ms=now_ms, kind="position_of_unknown_order",
+                                      client_order_id=p.client_order_id, symbol=p.symbol,
+                                      detail=f"position {p.model_dump_json()}"))
+                    continue
+                s.add(_position_row(cycle_id, now_ms, p))
+            s.add(_account_row(cycle_id, "sync", account))
+            self._put_state(s, states, cycle_id, now_ms)
+            s.commit()
+
+    def record_decision(self, rows: Iterable[SQLModel], states: Mapping[str, Any], cycle_id: str, now_ms: int) -> None:
+        """One transaction: every row of one decision (the DecisionRow first) and the state it changed.
+
+        A decision already stored (same decision id) raises StoreError: the caller skips decided symbols.
+        """
+        rows = list(rows)
+        if not rows or not isinstance(rows[0], DecisionRow):
+            raise StoreError("record_decision: the first row must be the DecisionRow")
+        with self.session() as s:
+            if s.get(DecisionRow, rows[0].decision_id) is not None:
+                raise StoreError(f"decision {rows[0].decision_id!r} is already stored")
+            s.add(rows[0])
+            s.flush()  # the decision first: every other row references it
+            for r in rows[1:]:
+                s.add(r)
+                if isinstance(r, OrderRow):
+                    s.flush()  # the order before rows that reference it
+            self._put_state(s, states, cycle_id, now_ms)
+            s.commit()
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def rows(self, table: type[SQLModel], **equal: Any) -> list[Any]:
+        """Every row of a table (optionally where column == value), in primary-key order."""
+        with self.session() as s:
+            stmt = select(table)
+            for column, value in equal.items():
+                stmt = stmt.where(getattr(table, column) == value)
+            pk = next(iter(table.__table__.primary_key.columns))
+            return list(s.exec(stmt.order_by(pk)).all())
+
+    def trade_history(self, variant: str, symbol: str, regime: str | None) -> TradeHistory:
+        """Closed-trade wins/losses of the variant, of it on this symbol, and of it in this regime."""
+        with self.session() as s:
+            trades = list(s.exec(select(ClosedTradeRow).where(ClosedTradeRow.variant == variant)).all())
+
+        def count(ts: Iterable[ClosedTradeRow]) -> WinCount:
+            ts = list(ts)
+            wins = sum(1 for t in ts if t.r_multiple > 0)
+            return WinCount(wins=wins, losses=len(ts) - wins)
+
+        return TradeHistory(
+            variant=count(trades),
+            symbol=count(t for t in trades if t.symbol == symbol),
+            regime=count(t for t in trades if regime is not None and t.regime == regime),
+        )
+
+    def recent_outcomes(self, symbol: str, limit: int = 20) -> list[float]:
+        """R multiples of the symbol's last closed trades, oldest first (for the prompt and theories.bayes)."""
+        with self.session() as s:
+            stmt = (select(ClosedTradeRow.r_multiple).where(ClosedTradeRow.symbol == symbol)
+                    .order_by(ClosedTradeRow.closed_ms.desc()).limit(limit))
+            return list(reversed(s.exec(stmt).all()))
+
+    def signal_times(self, run: str, since_ms: int, until_ms: int) -> list[int]:
+        """Decision times of approved trades of a run in (since, until]: what counts against the hourly limit."""
+        with self.session() as s:
+            stmt = (
+                select(DecisionRow.decision_ms)
+                .join(GateDecisionRow, GateDecisionRow.decision_id == DecisionRow.decision_id)
+                .join(CycleRow, CycleRow.cycle_id == DecisionRow.cycle_id)
+                .where(CycleRow.run == run, GateDecisionRow.status == "approved")
+                .where(DecisionRow.decision_ms > since_ms, DecisionRow.decision_ms <= until_ms)
+            )
+            return list(s.exec(stmt).all())
+
+    def signal_of(self, decision_id: str) -> SignalRow | None:
+        with self.session() as s:
+            return s.get(SignalRow, decision_id)
+
+
+def _update_order(row: OrderRow, o: OrderState) -> None:
+    row.status, row.filled_quantity, row.average_price = o.status, o.filled_quantity, o.average_price
+    row.exchange_order_id, row.updated_ms, row.message = o.exchange_order_id, o.updated_ms, o.message
+
+
+def order_row(o: OrderState, broker: str) -> OrderRow:
+    i = o.intent
+    return OrderRow(
+        client_order_id=o.client_order_id, decision_id=i.decision_id, cycle_id=i.cycle_id, broker=broker,
+        symbol=i.symbol, side=i.side, order_type=i.order_type, quantity=i.quantity, limit_price=i.limit_price,
+        stop=i.stop, target=i.target, time_stop_ms=i.time_stop_ms, status=o.status,
+        exchange_order_id=o.exchange_order_id, filled_quantity=o.filled_quantity, average_price=o.average_price,
+        created_ms=i.created_ms, updated_ms=o.updated_ms, message=o.message,
+    )
+
+
+def _position_row(cycle_id: str, now_ms: int, p: Position) -> PositionRow:
+    return PositionRow(
+        client_order_id=p.client_order_id, decision_id=p.decision_id, cycle_id=cycle_id, symbol=p.symbol,
+        side=p.side, quantity=p.quantity, entry=p.entry, stop=p.stop, target=p.target, mark=p.mark,
+        floating_pnl=p.floating_pnl, opened_ms=p.opened_ms, time_stop_ms=p.time_stop_ms, updated_ms=now_ms,
+    )
+
+
+def _account_row(cycle_id: str, stage: str, a: AccountSnapshot) -> AccountSnapshotRow:
+    return AccountSnapshotRow(cycle_id=cycle_id, stage=stage, **a.model_dump())
