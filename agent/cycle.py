@@ -69,7 +69,6 @@ from risk.inputs import (
 from theories.base import FitCache
 from theories.candles import CandleDataError, Candles, iso
 from theories.funding import FundingDataError, FundingRates
-from theories.regime import BREAKOUT, RegimeParams, prior_extreme
 
 
 class CycleError(RuntimeError):
@@ -240,22 +239,12 @@ def data_problem(candles: Candles, decision_ms: int, policy: DataPolicy, window:
 
 
 def regime_view(snapshot: FeatureSnapshot, candles: Candles) -> RegimeView | None:
-    """The gate's view of the regime: the regime theory's name, and for a breakout which way it left.
-
-    The breakout's side uses the regime theory's own rule (close beyond the prior range's extreme).
-    """
+    """The gate's view of the regime: the regime theory's name, and for a breakout which way it left."""
     result = snapshot.theories.get("regime")
     name = getattr(result, "regime", None)
     if name is None:
         return None
-    side = None
-    if name == BREAKOUT:
-        n = RegimeParams().breakout_lookback
-        tail = candles.tail(n + 1)
-        if len(tail) == n + 1:
-            up = float(tail.close[-1]) > float(prior_extreme(tail.high, n, high=True)[-1])
-            down = float(tail.close[-1]) < float(prior_extreme(tail.low, n, high=False)[-1])
-            side = "LONG" if up else "SHORT" if down else None
+    side = {"up": "LONG", "down": "SHORT"}.get(getattr(result, "breakout_direction", None) or "")
     return RegimeView(name=name, breakout_direction=side)
 
 

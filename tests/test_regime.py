@@ -224,16 +224,17 @@ def test_a_quiet_flat_spell_after_a_volatile_one_is_consolidation_or_low_vol_ran
     assert (quiet == REGIMES.index(CONSOLIDATION)).mean() > 0.3
     res = regime(c.close, c.high, c.low, None)
     assert res.regime in (CONSOLIDATION, LOW_VOL_RANGE) and res.vol_percentile < 0.45
+    assert res.breakout_direction is None
 
 
-@pytest.mark.parametrize(("jump", "word"), [(0.05, "upward"), (-0.05, "downward")])
-def test_a_jump_out_of_a_range_is_a_breakout(jump, word):
+@pytest.mark.parametrize(("jump", "word", "side"), [(0.05, "upward", "up"), (-0.05, "downward", "down")])
+def test_a_jump_out_of_a_range_is_a_breakout(jump, word, side):
     rng = np.random.default_rng(9)
     r = 0.003 * rng.standard_normal(499)
     r[-1] = jump
     c = candles_from_returns(r)
     res = regime(c.close, c.high, c.low, None)
-    assert res.regime == BREAKOUT and word in res.label
+    assert res.regime == BREAKOUT and word in res.label and res.breakout_direction == side
     assert res.vol_expansion >= 1.5
 
 

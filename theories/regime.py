@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -114,6 +115,9 @@ class RegimeParams(TheoryParams):
 class RegimeResult(TheoryResult):
     # (b) named regimes
     regime: str = unit(LABEL, f"Named regime of the last bar, one of: {', '.join(REGIMES)}.")
+    breakout_direction: Literal["up", "down"] | None = unit(
+        LABEL, "For a breakout: which side of the prior range the close left by; None otherwise."
+    )
     trend_score: float = unit(SIGMA, "L-bar log move over (the window's return std x sqrt(L)).")
     vol_percentile: float = unit(PROBABILITY, "Share of the window's realised-volatility values at or below the last.")
     vol_expansion: float | None = unit(
@@ -417,6 +421,7 @@ def regime(
     expansion = float(rules.vol_expansion[-1])
     return RegimeResult(
         regime=name,
+        breakout_direction=("up" if rules.breakout_up[-1] else "down") if name == BREAKOUT else None,
         trend_score=float(rules.trend_score[-1]),
         vol_percentile=float(rules.vol_percentile[-1]),
         vol_expansion=expansion if math.isfinite(expansion) else None,
