@@ -50,10 +50,15 @@ def reference_for(path: Path) -> tuple[list[tuple[float, str]], ReferenceBook]:
     return messages, ReferenceBook(snapshot)
 
 
-async def run_client(server: ReplayServer, *, inbox_size: int = 20_000, slow_for_s: float = 0.0, timeout: float = 20):
+async def run_client(
+    server: ReplayServer, *, inbox_size: int = 20_000, slow_for_s: float = 0.0, until_drop: bool = False,
+    timeout: float = 20,
+):
     """Connect the real client, wait until it has read everything the server sent, stop it.
 
-    With `slow_for_s`, the consumer sleeps 5 ms per message for that long after the first one.
+    With `slow_for_s`, the consumer sleeps 5 ms per message for that long after the first one;
+    with `until_drop` too, it stops being slow as soon as the inbox has dropped a message (so a
+    loaded machine, where the server sends more slowly, only makes the slow spell longer).
     """
     crossed_seen = []
     count = 0
@@ -67,7 +72,7 @@ async def run_client(server: ReplayServer, *, inbox_size: int = 20_000, slow_for
         now = asyncio.get_running_loop().time()
         if slow_until is None:
             slow_until = now + slow_for_s
-        if now < slow_until:
+        if now < slow_until and not (until_drop and client.stats.inbox_dropped):
             await asyncio.sleep(0.005)  # a slow consumer
 
     config = BinanceStreamConfig("btcusdt", ws_url=server.ws_url, rest_url=server.rest_url, inbox_size=inbox_size,
@@ -176,7 +181,7 @@ def test_slow_consumer_drops_oldest_messages_resyncs_and_stays_bounded(shared_da
 
     async def main():
         async with ReplayServer(messages[:MESSAGES], book, speed=SLOW) as server:
-            return await run_client(server, inbox_size=200, slow_for_s=0.25)
+            return await run_client(server, inbox_size=200, slow_for_s=3.0, until_drop=True)
 
     client, crossed_seen = asyncio.run(main())
     s = client.feed.sync.stats
