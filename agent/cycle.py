@@ -53,6 +53,8 @@ from agent.store.tables import (
     SignalRow,
     SnapshotRow,
 )
+from orderflow.book import OrderBook
+from orderflow.features import market_order_cost
 from risk.breakers import HOUR_MS, BreakerState
 from risk.decision import Approved, Decision, Reason
 from risk.gate import RiskGate
@@ -158,6 +160,7 @@ class CycleDeps:
     wall_ms: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000)
     timer: Callable[[], float] = time.perf_counter
     fit_cache: FitCache | None = field(default_factory=FitCache)
+    books: Mapping[str, OrderBook] = field(default_factory=dict)  # live L2 books by symbol, when a stream runs
 
 
 class SymbolResult(BaseModel):
@@ -442,7 +445,8 @@ def _decide(
     order: OrderState | None = None
     rows: list[SQLModel] = []
     if isinstance(verdict, Approved):
-        intent = _intent(signal, verdict, decision_id, cycle_id, decision_ms, candles.interval_ms, cfg)
+        intent = _intent(signal, verdict, decision_id, cycle_id, decision_ms, candles.interval_ms, cfg,
+                         book_slippage(deps.books.get(symbol), verdict.direction, verdict.quantity))
         try:
             order = broker.submit(intent, decision_ms)
             base.outcome, base.reason = "ordered", f"{order.status}: {verdict.quantity:g} {symbol.split('/')[0]}"
@@ -502,8 +506,24 @@ def _price_series(symbol: str, positions: Sequence, universe: Mapping[str, Candl
     return {s: PriceSeries.from_candles(universe[s].tail(bars)) for s in wanted if s in universe and len(universe[s])}
 
 
+def book_slippage(book: OrderBook | None, side: str, quantity: float) -> float | None:
+    """Expected slippage of a market order of `quantity`, from walking the live book; None without one.
+
+    The fraction is the average fill's distance from the mid (half the spread plus the depth walked),
+    the same measure the paper broker applies to the bar's open. When the visible book cannot fill
+    the whole order, the distance of its last level from the mid is used: a floor, since the rest
+    would fill further away. A crossed book is never read (it must be resynced first).
+    """
+    if book is None or book.is_crossed():
+        return None
+    cost = market_order_cost(book, quantity, buy=side == "LONG")
+    if cost is None or cost.filled <= 0:
+        return None
+    return cost.cost_vs_mid if cost.complete else max(cost.cost_vs_mid, cost.impact)
+
+
 def _intent(signal, verdict: Approved, decision_id: str, cycle_id: str, decision_ms: int, interval_ms: int,
-            cfg: CycleSettings) -> OrderIntent:
+            cfg: CycleSettings, slippage: float | None = None) -> OrderIntent:
     limit = cfg.entry_order == "limit"
     return OrderIntent(
         decision_id=decision_id, cycle_id=cycle_id, client_order_id=client_order_id(decision_id),
@@ -512,6 +532,7 @@ def _intent(signal, verdict: Approved, decision_id: str, cycle_id: str, decision
         entry_reference=signal.entry, created_ms=decision_ms,
         time_stop_ms=decision_ms + round(signal.horizon_hours * HOUR_MS),
         valid_until_ms=decision_ms + cfg.limit_valid_bars * interval_ms if limit else None,
+        slippage=None if limit else slippage,
     )
 
 

@@ -65,6 +65,16 @@ def test_stop_exit_at_stop_less_slippage():
     assert t.outcome == "loss" and t.r_multiple < -1  # slippage makes a stop cost a little more than 1 R
 
 
+def test_an_orders_own_slippage_from_the_book_replaces_the_configured_rate_for_entry_and_exits():
+    cfg = NO_COSTS.model_copy(update={"slippage": 0.001})
+    _, rep = run([FLAT, FLAT, (100, 100.5, 94, 95)], intent(slippage=0.004), cfg)
+    assert rep.fills[0].price == pytest.approx(100 * 1.004)
+    assert rep.closed[0].exit == pytest.approx(95 * (1 - 0.004))
+    # without one, the configured rate applies
+    _, plain = run([FLAT, FLAT, (100, 100.5, 94, 95)], intent(), cfg)
+    assert plain.fills[0].price == pytest.approx(100 * 1.001)
+
+
 def test_target_exit_at_target_is_plus_reward_risk_without_costs():
     _, rep = run([FLAT, FLAT, (100, 111, 99.8, 110.5)], intent())
     t = rep.closed[0]

@@ -85,6 +85,11 @@ class OrderIntent(_Frozen):
     created_ms: int = Field(description="Decision time, UTC epoch ms: only bars opening at or after it can fill.")
     time_stop_ms: int = Field(description="The position is closed at the first bar close at or after this time.")
     valid_until_ms: int | None = Field(default=None, description="A limit not touched by then expires.")
+    slippage: float | None = Field(
+        default=None, ge=0, lt=0.5,
+        description="Slippage of this order's market fills, fraction: from walking the live order book when one "
+        "existed at decision time; None: the broker's configured rate.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> OrderIntent:
@@ -157,6 +162,9 @@ class Position(_Frozen):
     break_even_armed: bool = False
     partial_taken: bool = False
     best_price: float = Field(gt=0, description="Most favourable price since entry (for trailing), quote.")
+    slippage: float | None = Field(
+        default=None, ge=0, description="Slippage of this position's market exits, from its order; None: the rate."
+    )
 
     @property
     def signed_quantity(self) -> float:

@@ -5,7 +5,8 @@ time, persist between processes and share with the live broker's interface, with
 stated exactly (a backtester's vectorised loop over a whole history does none of that).
 
 Entry (an order decided at time t fills only on bars that open at or after t):
-- market: the open of the next bar, plus slippage against the trader (`slippage`, a fraction of
+- market: the open of the next bar, plus slippage against the trader (the order's own `slippage`,
+  estimated from the live order book when one existed at decision time, else `slippage`, a fraction of
   the price), taker fee;
 - limit: the first bar whose range reaches the limit (low <= limit for a LONG, high >= limit for
   a SHORT), at the limit or at the open when the bar opens through it; maker fee, no slippage. A
@@ -258,7 +259,8 @@ class PaperBroker(Broker):
         s, b = self.settings, self._book
         sign = _sign(intent.side)
         if intent.order_type == "market":
-            price = raw_price * (1 + sign * s.slippage)
+            slip = s.slippage if intent.slippage is None else intent.slippage
+            price = raw_price * (1 + sign * slip)
             fee_rate = s.taker_fee
         else:  # a limit fills at its price (or better, at a gap open) as a maker
             price, fee_rate = raw_price, s.maker_fee
@@ -271,7 +273,7 @@ class PaperBroker(Broker):
             client_order_id=intent.client_order_id, decision_id=intent.decision_id, symbol=intent.symbol,
             side=intent.side, quantity=q, initial_quantity=q, entry=price, stop=intent.stop, initial_stop=intent.stop,
             target=intent.target, opened_ms=t, time_stop_ms=intent.time_stop_ms, mark=price, entry_fee=fee,
-            best_price=price,
+            best_price=price, slippage=intent.slippage,
         )
         self._note_balance(t)
         return Fill(fill_id=f"{intent.client_order_id}:entry", client_order_id=intent.client_order_id,
@@ -289,6 +291,7 @@ class PaperBroker(Broker):
         s = self.settings
         p = self._book.positions[coid]
         sign = _sign(p.side)
+        slip = s.slippage if p.slippage is None else p.slippage  # the book's estimate at entry, when there was one
         favourable, adverse = (h, low) if p.side == "LONG" else (low, h)
 
         def beyond(price: float, level: float) -> bool:  # price at or past level in the trade's favour
@@ -304,14 +307,14 @@ class PaperBroker(Broker):
             stop_reason = "trailing"
         # 1. a gap through a level at the open
         if sign * (o - p.stop) < 0:
-            self._close(coid, p.quantity, o * (1 - sign * s.slippage), s.taker_fee, t, stop_reason, fills, closed)
+            self._close(coid, p.quantity, o * (1 - sign * slip), s.taker_fee, t, stop_reason, fills, closed)
             return
         if not stop_only and beyond(o, p.target):
             self._close(coid, p.quantity, o, s.maker_fee, t, "target", fills, closed)
             return
         # 2. inside the bar: the stop wins a tie
         if through(adverse, p.stop):
-            price = p.stop * (1 - sign * s.slippage)
+            price = p.stop * (1 - sign * slip)
             self._close(coid, p.quantity, price, s.taker_fee, close_ms, stop_reason, fills, closed)
             return
         if not stop_only and s.partial_fraction > 0 and not p.partial_taken:
@@ -324,7 +327,7 @@ class PaperBroker(Broker):
             return
         # 3. time stop at the close
         if close_ms >= p.time_stop_ms:
-            self._close(coid, p.quantity, cl * (1 - sign * s.slippage), s.taker_fee, close_ms, "time_stop",
+            self._close(coid, p.quantity, cl * (1 - sign * slip), s.taker_fee, close_ms, "time_stop",
                         fills, closed)
             return
         # 4. move the levels for the next bar
