@@ -10,11 +10,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from agent.commands import UsageError, analyze, book, cycle, signal
+from agent.commands import UsageError, analyze, book, config, cycle, run, signal
 from theories.candles import CandleDataError
 from theories.funding import FundingDataError
 
-COMMANDS = (cycle, analyze, signal, book)
+COMMANDS = (cycle, run, analyze, signal, book, config)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,11 @@ heuristic provider (no LLM) and the paper broker, as of the last candle close in
 stores everything in the data directory's SQLite store. Running it again at the same decision
 time resumes (or re-reads) that cycle; `--at` picks another time (only candles closed by then
 are used), and successive times advance the same paper account.
+
+`--live` trades through the live (ccxt) broker instead: only when the config says
+`[live] enabled = true` as well, on the exchange's sandbox unless the config says
+`sandbox = false` and `--production` is given; keys come from the environment or `.env`.
+A live run's cycles are filed under the run name "live" unless one is chosen.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ import json
 import os
 import time
 
+from agent.brokers.base import Broker, BrokerError
 from agent.brokers.paper import PaperBroker, PaperSettings
 from agent.commands import UsageError
 from agent.commands.analyze import parse_time
 from agent.config import ConfigError, Settings, load_settings
-from agent.cycle import CycleDeps, CycleError, CycleResult, CycleSettings, FileMarketData, run_cycle
+from agent.cycle import CycleDeps, CycleError, CycleResult, CycleSettings, FileMarketData, MarketData, run_cycle
 from agent.llm.budget import CostBudget, utc_day_start
 from agent.llm.prompt import PromptError, PromptTemplate
 from agent.llm.providers import SPEC_HELP, make_provider, max_output_tokens
@@ -47,6 +53,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="URL", help="store URL (default: SQLite in the data directory)")
     parser.add_argument("--run", metavar="NAME", help="run name: its cycles share one paper account (default: paper)")
     parser.add_argument("--json", action="store_true", help="print the cycle result as JSON")
+    add_live_arguments(parser)
+
+
+def add_live_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--live", action="store_true",
+                        help="trade through the live (ccxt) broker; needs `enabled = true` in [live] of the config")
+    parser.add_argument("--production", action="store_true",
+                        help="with --live: trade real funds (the config must also say `sandbox = false`)")
+
+
+def live_broker(args: argparse.Namespace, settings: Settings) -> Broker | None:
+    """The live broker when the command line asks for it (None otherwise); refusals become UsageError.
+
+    ccxt is imported here, not at module level: it costs about 2 s that paper cycles never pay.
+    """
+    live, production = getattr(args, "live", False), getattr(args, "production", False)
+    if not live and not production:
+        return None
+    from agent.brokers.live import LiveBroker
+    from agent.brokers.live_exchange import LiveDisabledError, connect_exchange, load_credentials, require_live_mode
+
+    try:
+        mode = require_live_mode(settings.live, live, production)
+        credentials = load_credentials()
+        return LiveBroker(connect_exchange(settings.live, credentials, mode), settings.live)
+    except (LiveDisabledError, BrokerError) as exc:
+        raise UsageError(f"live trading refused: {exc}") from None
+
+
+def run_name(args: argparse.Namespace, configured: CycleSettings) -> str:
+    """--run, else the config's; a live run is filed under "live" unless a name was chosen."""
+    if args.run:
+        return args.run
+    if getattr(args, "live", False) and "run" not in configured.model_fields_set:
+        return "live"
+    return configured.run
+
+
+def last_close(data: MarketData, symbols: list[str], at_ms: int = 2**62) -> int | None:
+    """The latest candle close at or before `at_ms` over `symbols` (a symbol whose file is bad is ignored)."""
+    closes = []
+    for s in symbols:
+        try:
+            closes.append(data.candles(s, at_ms).last_close_time)
+        except (CandleDataError, OSError, ValueError):  # a bad file is the cycle's to report, per symbol
+            continue
+    return max(closes) if closes else None
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -60,7 +113,16 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def execute(args: argparse.Namespace, settings: Settings) -> CycleResult:
+def execute(
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    at_ms: int | None = None,
+    broker: Broker | None = None,
+    data: MarketData | None = None,
+) -> CycleResult:
+    """One cycle as the command line asks. `signal-agent run` passes the clock's time (`at_ms`: the
+    decision is the last candle close at or before it), its long-lived broker and its data source."""
     llm = settings.llm
     # sections agent.config nests as [cycle], [paper], [store], [risk]; the defaults until it does
     configured: CycleSettings = getattr(settings, "cycle", None) or CycleSettings()
@@ -70,25 +132,24 @@ def execute(args: argparse.Namespace, settings: Settings) -> CycleResult:
     try:
         provider = make_provider(args.provider or llm.provider, llm)
         template = PromptTemplate.load(args.prompt or llm.prompt)
-        cycle_settings = CycleSettings.model_validate({**configured.model_dump(), "run": args.run or configured.run})
+        cycle_settings = CycleSettings.model_validate({**configured.model_dump(), "run": run_name(args, configured)})
     except (ValueError, PromptError) as exc:
         raise UsageError(str(exc)) from None
-    data = FileMarketData(args.data)
+    if data is None:
+        data = FileMarketData(args.data)
     wanted = args.symbols.split(",") if args.symbols else list(cycle_settings.symbols)
     symbols = parse_symbols(wanted, data.symbols()) if wanted else data.symbols()
     cycle_settings = cycle_settings.model_copy(update={"symbols": tuple(symbols)})
-    if args.at:
+    if args.at and at_ms is None:
         decision_ms = parse_time(args.at)
     else:  # the last close any symbol reached: bundled data ends in the past, so "now" would be stale
-        closes = []
-        for s in symbols:
-            try:
-                closes.append(data.candles(s, 2**62).last_close_time)
-            except (CandleDataError, OSError, ValueError):  # a bad file is the cycle's to report, per symbol
-                continue
-        if not closes:
-            raise UsageError("no symbol has readable candles")
-        decision_ms = max(closes)
+        found = last_close(data, symbols, 2**62 if at_ms is None else at_ms)
+        if found is None:
+            when = "" if at_ms is None else f" closed by {iso(at_ms)}"
+            raise UsageError(f"no symbol has readable candles{when}")
+        decision_ms = found
+    if broker is None:
+        broker = live_broker(args, settings)
     risk = risk.with_environment(os.environ)  # SIGNAL_AGENT_KILL_SWITCH can only switch trading off
     if risk.sizing.fee_rate == 0:  # size with the fee the paper broker will charge
         risk = risk.model_copy(update={"sizing": risk.sizing.model_copy(update={"fee_rate": paper.taker_fee})})
@@ -106,13 +167,13 @@ def execute(args: argparse.Namespace, settings: Settings) -> CycleResult:
         records=records, anonymise=llm.anonymise, repair_retries=llm.repair_retries, cache=llm.cache,
         max_output_tokens=max_output_tokens(provider, llm),
     )
-    deps = CycleDeps(store=store, broker=PaperBroker(paper), synthesiser=synth, gate=RiskGate(risk), data=data,
-                     settings=cycle_settings)
+    deps = CycleDeps(store=store, broker=broker or PaperBroker(paper), synthesiser=synth, gate=RiskGate(risk),
+                     data=data, settings=cycle_settings)
     try:
         return run_cycle(decision_ms, deps)
     except ReplayMissError as exc:
         raise UsageError(f"replay: {exc}") from None
-    except CycleError as exc:
+    except (CycleError, BrokerError) as exc:
         raise UsageError(str(exc)) from None
     finally:
         records.close()
@@ -123,7 +184,7 @@ def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.6g}"
 
 
-def render(result: CycleResult) -> str:
+def render(result: CycleResult, broker: str = "paper") -> str:
     a = result.account
     out = [
         f"Cycle {result.cycle_id} (decision time {iso(result.decision_ms)}, attempt {result.attempt})",
@@ -146,7 +207,7 @@ def render(result: CycleResult) -> str:
         if r.client_order_id:
             out.append(f"    order {r.client_order_id}: {r.order_status or 'recorded'}; notional {_num(r.notional)}")
     out.append(
-        f"Paper account: equity {a.equity:.2f} = cash {a.cash:.2f} + positions {a.positions_value:.2f} "
+        f"{broker.capitalize()} account: equity {a.equity:.2f} = cash {a.cash:.2f} + positions {a.positions_value:.2f} "
         f"(balance {a.balance:.2f}, floating {a.floating_pnl:+.2f}); fills since the last cycle {result.fills}, "
         f"closed trades {result.closed_trades}"
     )
@@ -162,5 +223,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.model_dump(mode="json"), indent=2, sort_keys=True))
     else:
-        print(render(result))
+        print(render(result, "live" if args.live else "paper"))
     return 0
