@@ -23,8 +23,8 @@ HOUR_MS = 3_600_000
 YEAR_MS = 365 * 24 * HOUR_MS  # crypto trades every day of the year
 
 
-class CandleDataError(ValueError):
-    """Candle data broke a validation rule. `row` is the 1-based data row (header excluded)."""
+class DataRuleError(ValueError):
+    """Market data broke a validation rule: names the source, the 1-based data row (header excluded) and the rule."""
 
     def __init__(self, source: str, row: int | None, rule: str, detail: str = "") -> None:
         self.source = source
@@ -32,6 +32,10 @@ class CandleDataError(ValueError):
         self.rule = rule
         where = f"{source} row {row}" if row is not None else source
         super().__init__(f"{where}: {rule}" + (f" ({detail})" if detail else ""))
+
+
+class CandleDataError(DataRuleError):
+    """Candle data broke a validation rule."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,18 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from theories.candles import EARLIEST_MS, LATEST_MS, iso
+from theories.candles import EARLIEST_MS, LATEST_MS, DataRuleError, iso
 
 
-class FundingDataError(ValueError):
-    """Funding data broke a validation rule. `row` is the 1-based data row (header excluded)."""
-
-    def __init__(self, source: str, row: int | None, rule: str, detail: str = "") -> None:
-        self.source = source
-        self.row = row
-        self.rule = rule
-        where = f"{source} row {row}" if row is not None else source
-        super().__init__(f"{where}: {rule}" + (f" ({detail})" if detail else ""))
+class FundingDataError(DataRuleError):
+    """Funding data broke a validation rule."""
 
 
 class FundingRates:

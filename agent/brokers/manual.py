@@ -29,15 +29,7 @@ class ManualBroker(PaperBroker):
         super().__init__(PaperSettings(initial_cash=initial_cash))
 
     def submit(self, intent: OrderIntent, now_ms: int) -> OrderState:
-        known = self._book.orders.get(intent.client_order_id)
-        if known is not None:
-            if known.intent != intent:
-                raise BrokerError(f"order {intent.client_order_id} already exists with a different intent")
-            return known
-        state = OrderState(client_order_id=intent.client_order_id, intent=intent, status="awaiting_person",
-                           updated_ms=now_ms, message="sent to the person; awaiting their answer")
-        self._book.orders[intent.client_order_id] = state
-        return state
+        return self._accept(intent, now_ms, "awaiting_person", "sent to the person; awaiting their answer")
 
     def cancel(self, client_order_id: str, now_ms: int) -> OrderState:
         order = self._awaiting(client_order_id, "cancel")

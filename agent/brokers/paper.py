@@ -57,6 +57,7 @@ from agent.brokers.base import (
     Fill,
     OrderIntent,
     OrderState,
+    OrderStatus,
     Position,
     SyncReport,
 )
@@ -119,12 +120,17 @@ class PaperBroker(Broker):
     # --- the interface ------------------------------------------------------------------------
 
     def submit(self, intent: OrderIntent, now_ms: int) -> OrderState:
+        return self._accept(intent, now_ms, "pending")
+
+    def _accept(self, intent: OrderIntent, now_ms: int, status: OrderStatus, message: str = "") -> OrderState:
+        """Record a new order, or return the known one: a resubmitted decision never makes a second order."""
         known = self._book.orders.get(intent.client_order_id)
         if known is not None:
             if known.intent != intent:
                 raise BrokerError(f"order {intent.client_order_id} already exists with a different intent")
             return known
-        state = OrderState(client_order_id=intent.client_order_id, intent=intent, status="pending", updated_ms=now_ms)
+        state = OrderState(client_order_id=intent.client_order_id, intent=intent, status=status, updated_ms=now_ms,
+                           message=message)
         self._book.orders[intent.client_order_id] = state
         return state
 
