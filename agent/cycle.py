@@ -42,6 +42,7 @@ from agent.llm.synthesis import Decision as LLMDecision
 from agent.llm.synthesis import Synthesiser
 from agent.market.funding import SAMPLE_FUNDING_DIR, load_funding
 from agent.market.loaders import SAMPLE_DIR, SUFFIXES, load_candle_file, symbol_from_path
+from agent.signal import Signal
 from agent.snapshot import FeatureSnapshot, build_snapshot
 from agent.store.store import Store, order_row
 from agent.store.tables import (
@@ -56,7 +57,7 @@ from agent.store.tables import (
 from orderflow.book import OrderBook
 from orderflow.features import market_order_cost
 from risk.breakers import HOUR_MS, BreakerState
-from risk.decision import Approved, Decision, Reason
+from risk.decision import Approved, Decision, Reason, Rejected
 from risk.gate import RiskGate
 from risk.inputs import (
     AccountState,
@@ -92,6 +93,27 @@ class MarketData(Protocol):
     def funding_rates(self) -> Mapping[str, FundingRates]:
         """Perpetual funding settlements by symbol (the funding theory cuts them at the decision time)."""
         ...
+
+
+class SnapshotSource(Protocol):
+    """How a decision gets its FeatureSnapshot (default: `build_snapshot`, computed now).
+
+    Evals pass one that reads theory results computed once and shared by every variant; the
+    webhook passes one that adds a TradingView alert as one more theory. Whatever the source, it
+    sees only `universe` as the data source returned it for the decision time.
+    """
+
+    def __call__(self, symbol: str, universe: Mapping[str, Candles], decision_ms: int, settings: CycleSettings, *,
+                 outcomes: Sequence[float], funding: Mapping[str, FundingRates],
+                 cache: FitCache | None) -> FeatureSnapshot: ...
+
+
+def compute_snapshot(symbol: str, universe: Mapping[str, Candles], decision_ms: int, settings: CycleSettings, *,
+                     outcomes: Sequence[float], funding: Mapping[str, FundingRates],
+                     cache: FitCache | None) -> FeatureSnapshot:
+    """The default snapshot source: every theory of the settings' set, computed now."""
+    return build_snapshot(symbol, universe, decision_ms, settings.theories, window=settings.window, outcomes=outcomes,
+                          cache=cache, leader=settings.leader, funding=funding)
 
 
 class FileMarketData:
@@ -161,6 +183,10 @@ class CycleDeps:
     timer: Callable[[], float] = time.perf_counter
     fit_cache: FitCache | None = field(default_factory=FitCache)
     books: Mapping[str, OrderBook] = field(default_factory=dict)  # live L2 books by symbol, when a stream runs
+    snapshot_source: SnapshotSource = compute_snapshot
+    # Extra rows written in each decided symbol's own transaction (e.g. an alert in the outbox), so
+    # they exist exactly when the decision does: never lost to a crash, never written twice.
+    decision_rows: Callable[[DecisionEvent], Sequence[SQLModel]] | None = None
 
 
 class SymbolResult(BaseModel):
@@ -203,6 +229,20 @@ class CycleResult(BaseModel):
     timings: dict[str, float] = Field(description="Seconds by stage: data, sync, snapshot, llm, gate, broker, store.")
     llm_seconds: float = Field(description="Wall time inside provider calls (part of 'llm').")
     store: str
+
+
+class DecisionEvent(BaseModel):
+    """One decided symbol, as `CycleDeps.decision_rows` sees it before the decision's transaction."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    result: SymbolResult
+    signal: Signal
+    verdict: Approved | Rejected
+    snapshot: FeatureSnapshot
+    account: AccountSnapshot
+    interval_ms: int
+    run: str
 
 
 def cycle_id_for(run: str, decision_ms: int) -> str:
@@ -399,8 +439,8 @@ def _decide(
     t = deps.timer()
     try:
         outcomes = store.recent_outcomes(symbol, cfg.outcomes_shown) if cfg.outcomes_shown else []
-        snapshot = build_snapshot(symbol, universe, decision_ms, cfg.theories, window=cfg.window, outcomes=outcomes,
-                                  cache=deps.fit_cache, leader=cfg.leader, funding=funding)
+        snapshot = deps.snapshot_source(symbol, universe, decision_ms, cfg, outcomes=outcomes, funding=funding,
+                                        cache=deps.fit_cache)
     except Exception as exc:  # an analysis defect costs this symbol its decision, never the cycle
         watch.add("snapshot", t)
         base.reason = f"snapshot failed: {type(exc).__name__}: {exc}"
@@ -459,20 +499,24 @@ def _decide(
         base.outcome, base.reason = "rejected", ", ".join(r.code for r in verdict.reasons)
     t = watch.add("broker", t)
 
-    rows = [base, *_decision_rows(decision_id, cycle_id, snapshot, llm, verdict, request), *rows]
-    rows += [BreakerEventRow(cycle_id=cycle_id, decision_id=decision_id, **e.model_dump()) for e in verdict.events]
-    store.record_decision(rows, {breaker_key(cfg.run): verdict.breakers.model_dump(mode="json"),
-                                 broker_key(cfg.run): broker.export_state()}, cycle_id, decision_ms)
-    watch.add("store", t)
     approved = isinstance(verdict, Approved)
-    return SymbolResult(
+    result = SymbolResult(
         symbol=symbol, decision_id=decision_id, outcome=base.outcome, reason=base.reason,
         last_price=snapshot.last_price, regime=base.regime, highlights=highlights(snapshot),
         direction=signal.direction, confidence=signal.confidence, entry=signal.entry, stop=signal.stop,
         target=signal.target, gate=verdict.status, reasons=verdict.reasons,
         quantity=verdict.quantity if approved else None, notional=verdict.notional if approved else None,
         client_order_id=order.client_order_id if order else None, order_status=order.status if order else None,
-    ), verdict.breakers, llm_seconds
+    )
+    rows = [base, *_decision_rows(decision_id, cycle_id, snapshot, llm, verdict, request), *rows]
+    rows += [BreakerEventRow(cycle_id=cycle_id, decision_id=decision_id, **e.model_dump()) for e in verdict.events]
+    if deps.decision_rows is not None:
+        rows += deps.decision_rows(DecisionEvent(result=result, signal=signal, verdict=verdict, snapshot=snapshot,
+                                                 account=account, interval_ms=candles.interval_ms, run=cfg.run))
+    store.record_decision(rows, {breaker_key(cfg.run): verdict.breakers.model_dump(mode="json"),
+                                 broker_key(cfg.run): broker.export_state()}, cycle_id, decision_ms)
+    watch.add("store", t)
+    return result, verdict.breakers, llm_seconds
 
 
 WORKING = ("pending", "open", "partially_filled", "awaiting_person")
@@ -585,6 +629,7 @@ def _read_back(store: Store, decision_id: str, symbol: str) -> SymbolResult:
 
 
 __all__ = [
-    "CycleDeps", "CycleError", "CycleResult", "CycleSettings", "DataPolicy", "FileMarketData", "MarketData",
-    "SymbolResult", "cycle_id_for", "data_problem", "decision_id_for", "record_answer", "run_cycle",
+    "CycleDeps", "CycleError", "CycleResult", "CycleSettings", "DataPolicy", "DecisionEvent", "FileMarketData",
+    "MarketData", "SnapshotSource", "SymbolResult", "compute_snapshot", "cycle_id_for", "data_problem",
+    "decision_id_for", "record_answer", "run_cycle",
 ]
