@@ -27,6 +27,7 @@ from agent.signal import SignalRules
 from agent.store import Store
 from agent.store.tables import (
     AccountSnapshotRow,
+    BreakerEventRow,
     ClosedTradeRow,
     CycleRow,
     DecisionCallRow,
@@ -332,5 +333,38 @@ def test_a_live_book_sets_each_orders_slippage_and_without_one_the_configured_ra
     for o in orders:
         expected = book_slippage(books[o.intent.symbol], o.intent.side, o.intent.quantity)
         assert o.intent.slippage == pytest.approx(expected) and expected > 0
+    store.close()
+    records.close()
+
+
+def test_a_snapshot_source_and_decision_rows_plug_into_each_decisions_transaction(tmp_path, fits):
+    """The two hooks: a custom snapshot source is the one decided on, and the extra rows of a
+    decision are stored with it (one per decided symbol, none for a skipped one)."""
+    from agent.cycle import DecisionEvent, compute_snapshot
+
+    seen: list[tuple[str, int]] = []
+    events: list[DecisionEvent] = []
+
+    def source(symbol, universe, decision_ms, settings, **kw):
+        seen.append((symbol, decision_ms))
+        return compute_snapshot(symbol, universe, decision_ms, settings, **kw)
+
+    def extra(event: DecisionEvent):
+        events.append(event)
+        return [BreakerEventRow(cycle_id=event.result.decision_id.split("/")[0], decision_id=event.result.decision_id,
+                                breaker="hook", kind="test", at_ms=event.account.time_ms, note=event.signal.direction)]
+
+    data = FileMarketData(SAMPLE_DIR)
+    store, records = Store.at(tmp_path / "s.sqlite"), CallRecords(tmp_path / "c.sqlite")
+    deps = make_deps(store, records, data, fits)
+    deps.snapshot_source, deps.decision_rows = source, extra
+    result = run_cycle(HOURS[0], deps)
+    decided = [r for r in result.results if r.outcome != "skipped"]
+    assert decided
+    assert sorted(seen) == sorted((r.symbol, HOURS[0]) for r in decided)
+    assert [e.result.decision_id for e in events] == [r.decision_id for r in decided]
+    rows = store.rows(BreakerEventRow, breaker="hook")
+    assert sorted(r.decision_id for r in rows) == sorted(r.decision_id for r in decided)
+    assert {r.note for r in rows} <= {"LONG", "SHORT", "HOLD"}
     store.close()
     records.close()
