@@ -37,6 +37,7 @@ statsmodels, arch nor scipy has them, and each is a few lines of the papers' for
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -95,15 +96,24 @@ class Interval(_Frozen):
         return self.low > 0 or self.high < 0
 
 
+MIN_AUTO_BLOCK_N = 12  # below this, the automatic block length is not estimable
+
+
 def mean_block_length(x: Sequence[float] | np.ndarray) -> float:
     """Politis & White (2004) automatic mean block length for the stationary bootstrap (arch), in [1, n].
 
-    A constant series has no dependence to keep: 1.
+    A constant series has no dependence to keep: 1. Below `MIN_AUTO_BLOCK_N` observations the
+    Politis-White estimate is undefined (arch fails on its autocorrelation lags), so the block is
+    the usual n^(1/3) rule of thumb instead.
     """
     a = _series(x, "mean_block_length")
     if np.ptp(a) == 0:
         return 1.0
-    b = float(optimal_block_length(a)["stationary"].iloc[0])
+    if a.size < MIN_AUTO_BLOCK_N:
+        return float(max(1.0, a.size ** (1 / 3)))
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        b = float(optimal_block_length(a)["stationary"].iloc[0])
     if not math.isfinite(b):
         return 1.0
     return float(min(max(b, 1.0), a.size))

@@ -216,3 +216,17 @@ def test_the_sharpe_ratio_is_a_valid_bootstrap_statistic():
     y = np.random.default_rng(2).normal(0.001, 0.01, 100)
     ci = stationary_bootstrap_ci(y, sharpe_ratio, n_boot=200)
     assert ci.estimate == pytest.approx(sharpe_ratio(y)) and ci.low < ci.estimate < ci.high and ci.dropped == 0
+
+
+@pytest.mark.parametrize("n", [3, 5, 8, 11, 12, 30])
+def test_the_automatic_block_length_is_defined_and_within_the_series_for_short_series(n):
+    """arch's Politis-White estimate fails below a dozen points: the n^(1/3) rule stands in, no warning."""
+    import warnings
+
+    from evals.stats import mean_block_length
+
+    x = np.arange(float(n)) ** 2 % 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        block = mean_block_length(x)
+    assert 1.0 <= block <= n
