@@ -1,239 +1,187 @@
-"""Baselines: the temporary fill model's arithmetic, trade management, and buy-and-hold benchmarks."""
+"""Baselines: the names and specs of every baseline, and buy-and-hold curves computed by the paper broker.
+
+Known answers by hand: the quantity is the cash after slippage and the taker fee at the open of
+the bar after the first decision, and the equity is cash left plus that quantity at each close.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.market import bundled_sample
-from agent.market.funding import load_funding
-from evals.baselines import FillModel, buy_and_hold, equal_weight_buy_and_hold, run_strategy
-from theories.base import Theory, TheoryContext, TheoryError, TheoryParams
+from agent.brokers.paper import PaperSettings
+from agent.config import LLMSettings
+from agent.cycle import FileMarketData
+from agent.llm.providers import make_provider
+from agent.market.loaders import bundled_sample
+from evals.baselines import (
+    BaselineCurve,
+    baseline_curve,
+    baseline_name,
+    baseline_specs,
+    buy_and_hold,
+    buy_and_hold_curve,
+    equal_weight,
+    equal_weight_curve,
+    hold_quantity,
+)
+from evals.metrics import EquityCurve
 from theories.candles import Candles
-from theories.strategies import atr_breakout, funding_extremes, momentum, rsi_bollinger, vwap_reversion
-from theories.strategies.rule import StrategyResult
 
 H = 3_600_000
-T0 = 1_735_689_600_000
-NO_COSTS = FillModel(fee_rate=0.0, slippage=0.0)
+T0 = 1_735_689_600_000  # 2025-01-01 00:00 UTC
+PAPER = PaperSettings()  # the variants' defaults: 0.1% taker fee, 0.05% slippage, 10,000 cash
 
 
-def bars(rows: list[tuple[float, float, float, float]]) -> Candles:
-    """Hourly candles from (open, high, low, close) rows."""
-    o, h, lo, c = (np.array(col, float) for col in zip(*rows, strict=True))
-    return Candles(T0 + np.arange(len(rows)) * H, o, h, lo, c, np.ones(len(rows)), interval_ms=H, symbol="X/USDT")
+def bars(opens, closes, symbol="X/USDT", start=T0) -> Candles:
+    o, c = np.asarray(opens, float), np.asarray(closes, float)
+    return Candles(start + np.arange(len(o)) * H, o, np.maximum(o, c) + 1, np.minimum(o, c) - 1, c,
+                   np.ones(len(o)), interval_ms=H, symbol=symbol)
 
 
-def plan(vote: int = 0, **kw) -> StrategyResult:
-    base = dict(label="scripted", vote=vote, strength=0.5 if vote else 0.0, conditions=(), entry=100.0, stop=None,
-                target=None, target_is_limit=True, trail_atr=None, trail_schedule=(), min_hold_bars=None,
-                max_hold_bars=None, exit_long=False, exit_short=False)
-    return StrategyResult(**{**base, **kw})
+@pytest.fixture(scope="module")
+def sample():
+    return bundled_sample()
 
 
-def scripted(script: dict[int, StrategyResult], seen: list[int] | None = None) -> Theory:
-    """A strategy that answers `script[bar index of the last closed candle]`, else no vote."""
-
-    def run(ctx: TheoryContext, _: TheoryParams) -> StrategyResult:
-        assert ctx.history.last_close_time <= ctx.at_ms  # never a candle that had not closed
-        i = len(ctx.history) - 1
-        if seen is not None:
-            seen.append(i)
-        return script.get(i, plan())
-
-    return Theory(name="scripted", description="test", params=TheoryParams, result=StrategyResult, run=run, min_bars=1)
+@pytest.fixture(scope="module")
+def grid(sample):
+    end = sample["BTC/USDT"].last_close_time
+    return list(range(end - 30 * 24 * H, end + 1, 4 * H))  # 30 days, a decision every 4 h
 
 
-FLAT = (100.0, 100.5, 99.5, 100.0)
+def test_buy_and_hold_equity_is_the_hand_computation_on_a_small_series():
+    c = bars([100, 101, 104, 99, 110], [101, 103, 98, 108, 120])
+    times = [T0 + H, T0 + 2 * H, T0 + 4 * H, T0 + 5 * H]  # the first decision at the close of bar 0
+    curve = buy_and_hold_curve({"X/USDT": c}, "X/USDT", times, PAPER)
+    price = 101 * 1.0005  # bar 1's open plus slippage
+    q = 10_000 / (price * 1.001)
+    left = 10_000 - q * price * 1.001
+    assert curve.time_ms == tuple(times)
+    assert curve.equity[0] == 10_000  # at the first decision the order has not filled yet
+    assert curve.equity[1:] == pytest.approx([left + q * 103, left + q * 108, left + q * 120], rel=1e-12)
 
 
-def test_entry_fills_at_the_next_open_and_a_target_fills_at_the_target_with_costs_booked():
-    c = bars([FLAT, (101.0, 101.5, 100.5, 101.0), (101.0, 106.0, 100.8, 105.0), FLAT])
-    fills = FillModel(fee_rate=0.001, slippage=0.0005)
-    run = run_strategy(scripted({0: plan(1, stop=95.0, target=104.0)}), c, fills=fills, initial_equity=10_000)
-    (t,) = run.trades
-    entry = 101.0 * 1.0005
-    qty = 10_000 / entry
-    fees = 0.001 * entry * qty + 0.001 * 104.0 * qty
-    assert (t.side, t.entry_time, t.entry_price) == ("long", T0 + H, entry)
-    assert (t.exit_price, t.exit_reason) == (104.0, "target")
-    assert t.signal_time == T0 + H and t.exit_time == T0 + 3 * H
-    assert t.quantity == pytest.approx(qty)
-    assert t.fees == pytest.approx(fees)
-    assert t.pnl == pytest.approx((104.0 - entry) * qty - fees)
-    assert t.r_multiple == pytest.approx(t.pnl / ((entry - 95.0) * qty))
-    assert run.final_equity == pytest.approx(10_000 + t.pnl)
+def test_buy_and_hold_on_real_candles_matches_the_hand_computation_at_every_decision(sample, grid):
+    held = buy_and_hold(sample, "BTC/USDT", grid, PAPER)
+    c = sample["BTC/USDT"]
+    i = int(np.searchsorted(c.time, grid[0]))
+    assert c.time[i] == grid[0]  # decisions are on bar closes: the fill is the bar opening at the decision
+    price = c.open[i] * 1.0005
+    q = 10_000 / (price * 1.001)
+    left = 10_000 - q * price * 1.001
+    expected = [10_000.0] + [left + q * c.closed_by(t).close[-1] for t in grid[1:]]
+    assert held.curve.equity == pytest.approx(expected, rel=1e-12)
+    ((symbol, when, fill_price, quantity),) = held.fills
+    assert (symbol, when) == ("BTC/USDT", grid[0]) and fill_price == pytest.approx(price, rel=1e-15)
+    assert quantity == pytest.approx(q, rel=1e-15)
+    assert left >= 0 and left < 1e-6  # all the money is invested, never more
 
 
-def test_a_bar_touching_both_stop_and_target_is_read_as_the_stop():
-    c = bars([FLAT, FLAT, (100.0, 106.0, 94.0, 100.0), FLAT])
-    (t,) = run_strategy(scripted({0: plan(1, stop=95.0, target=104.0)}), c, fills=NO_COSTS).trades
-    assert t.exit_reason == "stop" and t.exit_price == 95.0
+def test_the_variants_fees_and_slippage_are_what_the_holding_pays(sample, grid):
+    free = buy_and_hold_curve(sample, "ETH/USDT", grid, PaperSettings(taker_fee=0, slippage=0))
+    costly = buy_and_hold_curve(sample, "ETH/USDT", grid, PaperSettings(taker_fee=0.002, slippage=0.001))
+    c = sample["ETH/USDT"]
+    gross = c.closed_by(grid[-1]).close[-1] / c.open[np.searchsorted(c.time, grid[0])]
+    assert free.equity[-1] == pytest.approx(10_000 * gross, rel=1e-12)
+    assert costly.equity[-1] == pytest.approx(10_000 * gross / (1.001 * 1.002), rel=1e-12)
 
 
-def test_a_gap_through_the_stop_fills_at_the_open_then_slips():
-    c = bars([FLAT, FLAT, (90.0, 91.0, 89.0, 90.5), FLAT])
-    fills = FillModel(fee_rate=0.0, slippage=0.001)
-    (t,) = run_strategy(scripted({0: plan(1, stop=95.0)}), c, fills=fills).trades
-    assert t.exit_price == pytest.approx(90.0 * 0.999)
+def test_equal_weight_is_the_sum_of_two_half_money_holdings_bought_once_and_never_rebalanced(sample, grid):
+    basket = equal_weight(sample, ["BTC/USDT", "ETH/USDT"], grid, PAPER)
+    half = [buy_and_hold_curve(sample, s, grid, PAPER, initial_cash=5_000) for s in ("BTC/USDT", "ETH/USDT")]
+    full = [buy_and_hold_curve(sample, s, grid, PAPER) for s in ("BTC/USDT", "ETH/USDT")]
+    assert basket.curve.equity == pytest.approx([a + b for a, b in zip(half[0].equity, half[1].equity, strict=True)],
+                                                rel=1e-12)
+    assert basket.curve.equity == pytest.approx([(a + b) / 2 for a, b in zip(full[0].equity, full[1].equity,
+                                                                              strict=True)], rel=1e-12)
+    assert [f[0] for f in basket.fills] == ["BTC/USDT", "ETH/USDT"]
+    assert {f[1] for f in basket.fills} == {grid[0]}  # one purchase each, at the start, and nothing after
+    assert basket.name == "equal_weight.BTC_ETH" and basket.kind == "equal_weight"
+    assert equal_weight_curve(sample, ["BTC/USDT", "ETH/USDT"], grid, PAPER) == basket.curve
 
 
-def test_a_short_is_stopped_above_and_takes_profit_below():
-    c = bars([FLAT, FLAT, (100.0, 100.2, 96.0, 97.0), FLAT])
-    (t,) = run_strategy(scripted({0: plan(-1, stop=103.0, target=97.5)}), c, fills=NO_COSTS).trades
-    assert (t.side, t.exit_reason, t.exit_price) == ("short", "target", 97.5)
-    assert t.pnl == pytest.approx(2.5 * t.quantity)
+def test_a_data_source_gives_the_same_curve_as_the_candles_themselves(sample, grid):
+    assert buy_and_hold_curve(FileMarketData(), "SOL/USDT", grid, PAPER) == buy_and_hold_curve(sample, "SOL/USDT",
+                                                                                                grid, PAPER)
 
 
-def test_an_entry_whose_open_already_crossed_the_stop_is_skipped():
-    c = bars([FLAT, (94.0, 94.5, 93.5, 94.0), FLAT])
-    run = run_strategy(scripted({0: plan(1, stop=95.0)}), c, fills=NO_COSTS)
-    assert run.trades == [] and run.skipped_entries == 1
+def test_the_curve_is_the_json_the_run_folder_holds(sample, grid):
+    held = buy_and_hold(sample, "XRP/USDT", grid, PAPER, initial_cash=2_500)
+    again = BaselineCurve.model_validate_json(held.model_dump_json())
+    assert again == held and again.curve.equity[0] == 2_500 and again.paper.initial_cash == 2_500
+    assert isinstance(again.curve, EquityCurve)
+    assert again.paper.break_even_trigger is None and again.paper.trailing_stop is None  # a hold has no exits
+    assert again.paper.taker_fee == PAPER.taker_fee and again.paper.slippage == PAPER.slippage
 
 
-def test_the_time_stop_leaves_at_the_open_after_the_holding_limit():
-    c = bars([FLAT] * 8)
-    (t,) = run_strategy(scripted({0: plan(1, max_hold_bars=3)}), c, fills=NO_COSTS).trades
-    assert t.exit_reason == "time_stop"
-    assert t.entry_time == T0 + H and t.exit_time == T0 + 4 * H  # held 3 bars
+def test_a_symbol_with_no_bar_after_the_first_decision_is_an_error_naming_it():
+    c = bars([100, 101], [101, 102])
+    with pytest.raises(ValueError, match="X/USDT has no bar opening at or after"):
+        buy_and_hold_curve({"X/USDT": c}, "X/USDT", [T0 + 2 * H, T0 + 3 * H])
+    with pytest.raises(KeyError, match="no candles for Y/USDT"):
+        buy_and_hold_curve({"X/USDT": c}, "Y/USDT", [T0 + H])
+    with pytest.raises(ValueError, match="no decision times"):
+        buy_and_hold_curve({"X/USDT": c}, "X/USDT", [])
+    with pytest.raises(ValueError, match="distinct"):
+        equal_weight_curve({"X/USDT": c}, ["X/USDT", "X/USDT"], [T0 + H])
 
 
-def test_exit_flags_wait_for_the_minimum_hold():
-    c = bars([FLAT] * 10)
-    script = {0: plan(1, min_hold_bars=3)} | {i: plan(0, exit_long=True) for i in range(1, 10)}
-    (t,) = run_strategy(scripted(script), c, fills=NO_COSTS).trades
-    assert t.exit_reason == "exit_signal" and t.exit_time == T0 + 4 * H
+def test_a_young_coin_is_bought_at_its_first_bar_after_the_start():
+    c = bars([50, 55, 60], [55, 60, 66], start=T0 + 10 * H)  # listed ten hours after the first decision
+    curve = buy_and_hold_curve({"X/USDT": c}, "X/USDT", [T0, T0 + 12 * H, T0 + 13 * H], PaperSettings(
+        taker_fee=0, slippage=0))
+    assert curve.equity == pytest.approx((10_000, 10_000 / 50 * 60, 10_000 / 50 * 66))
 
 
-def test_an_opposite_vote_closes_and_reverses_at_the_same_open():
-    c = bars([FLAT] * 6)
-    run = run_strategy(scripted({0: plan(1), 2: plan(-1)}), c, fills=NO_COSTS)
-    first, second = run.trades
-    assert first.exit_reason == "opposite_signal" and first.exit_time == second.entry_time == T0 + 3 * H
-    assert second.side == "short" and second.exit_reason == "end_of_data"
+@settings(max_examples=40, deadline=None)
+@given(
+    money=st.floats(1.0, 1e9),
+    price=st.floats(1e-6, 1e6),
+    fee=st.floats(0, 0.0499),
+    slip=st.floats(0, 0.0499),
+)
+def test_the_quantity_spends_the_money_and_never_a_hair_more(money, price, fee, slip):
+    s = PaperSettings(taker_fee=fee, slippage=slip)
+    q = hold_quantity(money, price, s)
+    fill = price * (1 + slip)  # the paper broker's arithmetic, operation for operation
+    assert q * fill + q * fill * fee <= money  # its cash check passes
+    assert q * fill * (1 + fee) == pytest.approx(money, rel=1e-12)  # and the money is spent
 
 
-def test_the_trailing_stop_tightens_by_the_schedule_and_never_loosens():
-    # entry 100, stop 98 (risk 2), ATR 1: after a high of 104 (2R) trail 1.0 ATR -> 103
-    rows = [FLAT, FLAT, (100.0, 104.0, 99.9, 103.5), (103.5, 103.8, 102.9, 103.0), FLAT]
-    p = plan(1, stop=98.0, trail_atr=1.0, trail_schedule=((1.0, 1.2), (2.0, 1.0), (3.0, 0.8)))
-    (t,) = run_strategy(scripted({0: p}), bars(rows), fills=NO_COSTS).trades
-    assert t.exit_reason == "trailing_stop" and t.exit_price == pytest.approx(103.0)
-    assert t.initial_stop == 98.0
+# --- names and specs ------------------------------------------------------------------------------
+
+def test_baseline_specs_hold_every_baseline_the_issue_requires_with_valid_variant_names():
+    specs = baseline_specs(["BTC/USDT", "SOL/USDT"])
+    names = [s.name for s in specs]
+    assert names == ["heuristic", "strategy.atr_breakout", "strategy.funding_extremes", "strategy.momentum",
+                     "strategy.rsi_bollinger", "strategy.vwap_reversion", "buy_and_hold.BTC_USDT",
+                     "buy_and_hold.SOL_USDT", "equal_weight.BTC_ETH"]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", n) for n in names)
+    assert all(baseline_name(s.spec) == s.name for s in specs)
+    replayed = [s for s in specs if s.replayed]
+    assert [s.kind for s in replayed] == ["heuristic"] + ["strategy"] * 5
+    variants = {f"{p.name}:{p.model}" for p in (make_provider(s.provider, LLMSettings()) for s in replayed)}
+    assert len(variants) == 6  # six distinct DecisionRow.variant signatures
+    assert specs[-1].symbols == ("BTC/USDT", "ETH/USDT") and specs[-1].provider is None
 
 
-def test_an_open_position_is_closed_at_the_last_close():
-    c = bars([FLAT, FLAT, (100.0, 101.0, 99.0, 100.8)])
-    run = run_strategy(scripted({0: plan(1)}), c, fills=NO_COSTS)
-    (t,) = run.trades
-    assert (t.exit_reason, t.exit_price, t.exit_time) == ("end_of_data", 100.8, T0 + 3 * H)
-    assert run.equity[-1] == pytest.approx(run.initial_equity * 100.8 / 100.0)
+def test_baseline_curve_builds_the_passive_kinds_and_refuses_the_replayed_ones(sample, grid):
+    specs = {s.name: s for s in baseline_specs(["ETH/USDT"])}
+    got = baseline_curve(specs["buy_and_hold.ETH_USDT"], sample, grid, PAPER)
+    assert got.curve == buy_and_hold_curve(sample, "ETH/USDT", grid, PAPER) and got.kind == "buy_and_hold"
+    assert baseline_curve(specs["equal_weight.BTC_ETH"], sample, grid, PAPER).symbols == ("BTC/USDT", "ETH/USDT")
+    with pytest.raises(ValueError, match="replayed through the cycle"):
+        baseline_curve(specs["strategy.momentum"], sample, grid, PAPER)
 
 
-def test_every_close_is_decided_once_from_closed_candles_only_and_errors_are_counted():
-    seen: list[int] = []
-    c = bars([FLAT] * 6)
-    run = run_strategy(scripted({}, seen), c, start_ms=T0 + 3 * H)
-    assert seen == [2, 3, 4, 5] and run.decisions == 4
-
-    def failing(ctx: TheoryContext, _: TheoryParams) -> StrategyResult:
-        raise TheoryError("not enough data")
-
-    broken = Theory(name="broken", description="", params=TheoryParams, result=StrategyResult, run=failing, min_bars=1)
-    run = run_strategy(broken, c)
-    assert run.unanswered == 6 and run.trades == [] and "not enough data" in run.first_error
-
-
-def test_only_rule_strategies_can_be_run():
-    from theories import hurst
-
-    with pytest.raises(TypeError, match="not a rule strategy"):
-        run_strategy(hurst.THEORY, bars([FLAT] * 3))
-
-
-# --- buy and hold -----------------------------------------------------------------------------------
-
-def test_buy_and_hold_return_is_last_close_over_first_open_net_of_costs():
-    c = bars([(100.0, 101, 99, 100.5), (100.5, 121, 100, 120.0)])
-    assert buy_and_hold(c, fills=NO_COSTS).total_return == pytest.approx(0.2)
-    f = FillModel(fee_rate=0.001, slippage=0.0005)
-    expected = 120.0 * 0.9995 * 0.999 / (100.0 * 1.0005 * 1.001) - 1
-    run = buy_and_hold(c, fills=f)
-    assert run.total_return == pytest.approx(expected)
-    assert run.trades[0].pnl == pytest.approx(run.final_equity - run.initial_equity)
-
-
-def test_the_equal_weight_basket_averages_its_legs_on_common_bars_only():
-    a = bars([(100.0, 101, 99, 100), (100.0, 111, 99, 110), (110.0, 121, 109, 120)])
-    b_rows = [(50.0, 51, 49, 50), (50.0, 51, 44, 45), (45.0, 46, 39, 40)]
-    o, h, lo, cl = (np.array(col) for col in zip(*b_rows, strict=True))
-    b = Candles(T0 + np.array([0, 1, 2]) * H, o, h, lo, cl, np.ones(3), interval_ms=H, symbol="B/USDT")
-    b_gap = Candles(b.time[[0, 2]], o[[0, 2]], h[[0, 2]], lo[[0, 2]], cl[[0, 2]], np.ones(2), interval_ms=H)
-    run = equal_weight_buy_and_hold({"A": a, "B": b}, ("A", "B"), fills=NO_COSTS)
-    assert run.total_return == pytest.approx(0.5 * (0.2 + -0.2))
-    assert run.equity == pytest.approx([10_000.0, 5_000 * 1.1 + 5_000 * 0.9, 10_000.0])
-    gapped = equal_weight_buy_and_hold({"A": a, "B": b_gap}, ("A", "B"), fills=NO_COSTS)
-    assert gapped.equity_time == [T0 + H, T0 + 3 * H]  # the hour B is missing is not marked
-    with pytest.raises(KeyError, match="C"):
-        equal_weight_buy_and_hold({"A": a}, ("A", "C"))
-
-
-# --- the real strategies on the bundled sample -------------------------------------------------------
-
-STRATEGIES: list[tuple[Theory, Callable[[str], object]]] = [
-    (vwap_reversion.THEORY, lambda s: None),
-    (rsi_bollinger.THEORY, lambda s: None),
-    (momentum.THEORY, lambda s: None),
-    (atr_breakout.THEORY, lambda s: None),
-    (funding_extremes.THEORY, lambda s: load_funding().get(s)),
-]
-
-
-@pytest.mark.parametrize(("theory", "funding_for"), STRATEGIES, ids=lambda x: getattr(x, "name", ""))
-def test_each_strategy_runs_on_the_bundled_sample_and_its_books_balance(theory, funding_for):
-    c = bundled_sample(["ADA"])["ADA/USDT"]
-    start = int(c.close_time[-700])
-    run = run_strategy(theory, c, funding=funding_for("ADA/USDT"), start_ms=start)
-    assert run.unanswered == 0, run.first_error
-    assert run.decisions == 700 and len(run.equity) == 700
-    assert run.final_equity == pytest.approx(run.initial_equity + sum(t.pnl for t in run.trades))
-    for t in run.trades:
-        assert t.signal_time <= t.entry_time < t.exit_time
-        assert t.fees > 0
-    assert 0 <= run.max_drawdown < 1
-
-
-# --- invariants on random walks -------------------------------------------------------------------
-
-@settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 10_000), stop_pct=st.floats(0.005, 0.05), every=st.integers(2, 9))
-def test_random_walk_books_balance_trades_never_overlap_and_stops_cap_losses(seed, stop_pct, every):
-    rng = np.random.default_rng(seed)
-    n = 120
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    open_ = np.concatenate(([100.0], close[:-1])) * np.exp(rng.normal(0, 0.002, n))
-    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, n))
-    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, n))
-    c = Candles(T0 + np.arange(n) * H, open_, high, low, close, np.ones(n), interval_ms=H, symbol="X/USDT")
-    script = {
-        i: plan(side, stop=close[i] * (1 - side * stop_pct), target=close[i] * (1 + side * 2 * stop_pct))
-        for i in range(0, n, every) for side in [1 if (i // every) % 2 == 0 else -1]
-    }
-    fills = FillModel(fee_rate=0.001, slippage=0.0005)
-    run = run_strategy(scripted(script), c, fills=fills)
-    assert run.final_equity == pytest.approx(run.initial_equity + sum(t.pnl for t in run.trades))
-    for before, after in zip(run.trades, run.trades[1:], strict=False):
-        assert before.exit_time <= after.entry_time
-    for t in run.trades:
-        assert t.entry_time < t.exit_time
-        side = 1 if t.side == "long" else -1
-        if t.exit_reason == "stop":
-            bar = int(np.searchsorted(c.time, t.exit_time - H))
-            worst = min(c.open[bar], t.initial_stop) if side > 0 else max(c.open[bar], t.initial_stop)
-            assert t.exit_price == pytest.approx(worst * (1 - side * 0.0005))
-        if t.exit_reason == "target":
-            assert side * (t.exit_price - t.target) >= -1e-9
+def test_baseline_names_map_specs_and_refuse_anything_else():
+    assert baseline_name("equal_weight:BTC/USDT+ETH/USDT+SOL/USDT") == "equal_weight.BTC_ETH_SOL"
+    assert baseline_name("equal_weight:BTC/USDT+ETH/BTC") == "equal_weight.BTC_USDT_ETH_BTC"
+    for bad in ("strategy:nope", "buy_and_hold:", "equal_weight:BTC/USDT", "hodl"):
+        with pytest.raises(ValueError):
+            baseline_name(bad)

@@ -1,8 +1,10 @@
-"""Provider specs to providers: `heuristic`, `ollama:MODEL`, `openai:MODEL`, `replay:PROVIDER:MODEL`."""
+"""Provider specs to providers: `heuristic`, `strategy:NAME`, `ollama:MODEL`, `openai:MODEL`,
+`replay:PROVIDER:MODEL`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agent.config import LLMSettings
@@ -10,9 +12,14 @@ from agent.llm.base import Provider, ProviderError, Reply
 from agent.llm.heuristic import HeuristicProvider
 from agent.llm.ollama_provider import OllamaProvider
 from agent.llm.openai_provider import OpenAIProvider
+from agent.llm.strategy_provider import StrategyProvider, strategy_names
+from agent.signal import SignalRules
 from agent.snapshot import FeatureSnapshot
 
-SPEC_HELP = "heuristic | ollama:MODEL | openai:MODEL | replay:ollama:MODEL | replay:openai:MODEL | replay:heuristic"
+SPEC_HELP = (
+    "heuristic | strategy:NAME[:P] | ollama:MODEL | openai:MODEL | replay:ollama:MODEL | replay:openai:MODEL | "
+    "replay:heuristic | replay:strategy:NAME"
+)
 
 
 class ReplayProvider:
@@ -39,15 +46,44 @@ class ReplayProvider:
         raise ProviderError("replay_miss", "replay answers only from the call records")
 
 
-def make_provider(spec: str, settings: LLMSettings) -> Provider:
-    """Build the provider a spec names; ValueError naming the spec and the accepted forms."""
+def make_provider(
+    spec: str,
+    settings: LLMSettings,
+    *,
+    rules: SignalRules | None = None,
+    theory_params: Mapping[str, Mapping[str, Any] | None] | None = None,
+) -> Provider:
+    """Build the provider a spec names; ValueError naming the spec and the accepted forms.
+
+    `strategy:NAME` reads one rule strategy's result from the snapshot (`strategy:NAME:P`: with the
+    fixed confidence P instead of the bracket's odds): pass the signal rules the
+    synthesiser applies (`rules`) and the variant's theory set with its parameters
+    (`theory_params`, name -> parameters) so that the provider's answers and call keys follow them;
+    without them it assumes the defaults.
+    """
     kind, _, rest = spec.strip().partition(":")
     if kind == "replay":
         if not rest:
             raise ValueError(f"provider {spec!r}: replay needs the recorded provider, e.g. replay:ollama:qwen3:8b")
-        return ReplayProvider(make_provider(rest, settings))
+        return ReplayProvider(make_provider(rest, settings, rules=rules, theory_params=theory_params))
     if kind == "heuristic" and not rest:
         return HeuristicProvider()
+    if kind == "strategy":
+        name, _, fixed = rest.partition(":")
+        if name not in strategy_names():
+            what = f"unknown strategy {name!r}" if name else "name the strategy"
+            valid = ", ".join(f"strategy:{n}" for n in strategy_names())
+            raise ValueError(f"provider {spec!r}: {what}; valid: {valid} (optionally :P, a fixed confidence)")
+        confidence = None
+        if fixed:
+            try:
+                confidence = float(fixed)
+            except ValueError:
+                confidence = math.nan
+            if not 0.0 <= confidence <= 1.0:
+                raise ValueError(f"provider {spec!r}: the fixed confidence after the strategy must be a number in "
+                                 f"[0, 1], got {fixed!r}")
+        return StrategyProvider(name, (theory_params or {}).get(name), rules, confidence=confidence)
     if kind == "ollama":
         if not rest:
             raise ValueError(f"provider {spec!r}: name the model, e.g. ollama:qwen3:8b")
