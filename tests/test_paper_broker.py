@@ -254,3 +254,21 @@ def test_a_sync_over_many_bars_applies_every_order_in_time_order():
     assert times == sorted(times) and [f.symbol for f in rep.fills] == [SYMBOL, other, SYMBOL, other]
     ledger_times = [t for t, _ in b.ledger()]
     assert ledger_times == sorted(ledger_times)
+
+
+def test_an_exit_inside_a_bar_and_another_orders_entry_at_its_open_keep_the_ledger_in_time_order():
+    """Order A hits its target inside bar 2 (noted at its close); order B, submitted later, enters at
+    bar 2's open. The balance ledger must stay time-ordered, or the gate refuses every later trade."""
+    b = PaperBroker(NO_COSTS)
+    a = intent(decision="a", target=101.0)
+    later = intent(decision="b", created=T0 + 2 * H, stop=90.0, target=130.0)
+    c = bars([FLAT, FLAT, (100.0, 102.0, 99.5, 100.0), FLAT])
+    b.submit(a, a.created_ms)
+    b.sync(T0 + 2 * H, {SYMBOL: c})  # A fills at bar 1's open
+    b.submit(later, later.created_ms)
+    b.sync(c.last_close_time, {SYMBOL: c})  # bar 2: A's target inside the bar, B's entry at the open
+    times = [t for t, _ in b.ledger()]
+    assert times == sorted(times)
+    assert [p.client_order_id for p in b.positions()] == [client_order_id("b")]
+    balance = b.ledger()[-1][1]
+    assert balance == pytest.approx(10_000.0 + 1.0)  # A won 1 (101 - 100), B open at its entry

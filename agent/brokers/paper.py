@@ -287,8 +287,18 @@ class PaperBroker(Broker):
                     time_ms=t, reason="entry")
 
     def _note_balance(self, t: int) -> None:
+        """Append the closed balance at `t`, never before the ledger's last time.
+
+        Bars are applied in open-time order, but an exit inside a bar is noted at the bar's close
+        while a later order's entry in the same bar is noted at its open. The balance after both is
+        the balance at the close, so such an entry is noted there: the ledger stays in time order
+        (the gate refuses an unordered one) and loses no event.
+        """
+        ledger = self._book.ledger
+        if ledger and t < ledger[-1][0]:
+            t = ledger[-1][0]
         balance = self._book.cash + sum(p.signed_quantity * p.entry for p in self._book.positions.values())
-        self._book.ledger.append((t, balance))
+        ledger.append((t, balance))
 
     def _bar(
         self, coid: str, t: int, close_ms: int, o: float, h: float, low: float, cl: float,
