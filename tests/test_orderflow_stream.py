@@ -123,6 +123,9 @@ def test_binance_recording_served_over_websocket_keeps_an_uncrossed_book_that_ag
 
 
 SLOW = 20.0  # the failure tests: a pace the client keeps up with, so the stream outlives each resync
+# A resync needs diffs after its snapshot: at 20x the 13 s recording ends 0.4 s after the dropped diff
+# or the reconnect, which a busy machine can exceed (the book then never bridges); 8x leaves ~1 s.
+RESYNC_PACE = 8.0
 
 
 def spot_file(shared_data) -> tuple[list[tuple[float, str]], ReferenceBook]:
@@ -136,7 +139,7 @@ def test_a_dropped_diff_is_detected_and_the_book_resynced(shared_data):
     dropped = depth[len(depth) // 3]
 
     async def main():
-        async with ReplayServer(messages, book, drop={dropped}, speed=SLOW) as server:
+        async with ReplayServer(messages, book, drop={dropped}, speed=RESYNC_PACE) as server:
             return await run_client(server), server
 
     (client, crossed_seen), server = asyncio.run(main())
@@ -167,7 +170,7 @@ def test_client_reconnects_after_the_server_drops_it_and_resyncs_from_a_fresh_sn
     messages, book = spot_file(shared_data)
 
     async def main():
-        async with ReplayServer(messages[:MESSAGES], book, close_after=800, speed=SLOW) as server:
+        async with ReplayServer(messages[:MESSAGES], book, close_after=800, speed=RESYNC_PACE) as server:
             return await run_client(server), server
 
     (client, crossed_seen), server = asyncio.run(main())
