@@ -69,6 +69,7 @@ from risk.inputs import (
     RiskRequest,
     TradeProposal,
 )
+from risk.trading_day import ledger_in_force
 from theories.base import FitCache
 from theories.candles import CandleDataError, Candles, iso
 from theories.funding import FundingDataError, FundingRates
@@ -270,7 +271,8 @@ def data_problem(candles: Candles, decision_ms: int, policy: DataPolicy, window:
         return (f"stale: the last candle closed at {iso(candles.last_close_time)}, "
                 f"{stale} bars before the decision time {iso(decision_ms)}")
     recent = candles.closed_by(decision_ms)
-    first_recent = decision_ms - policy.recent_bars * candles.interval_ms
+    aligned = decision_ms - decision_ms % candles.interval_ms  # the last grid close at or before the decision
+    first_recent = aligned - policy.recent_bars * candles.interval_ms
     missing_recent = policy.recent_bars - int((recent.time >= first_recent).sum())
     if missing_recent > policy.max_missing_recent:
         return f"gapped: {missing_recent} of the last {policy.recent_bars} candles are missing"
@@ -468,8 +470,9 @@ def _decide(
         proposal=TradeProposal.model_validate(signal.model_dump(exclude={"reasoning"})),
         account=AccountState(
             initial_balance=account.initial_balance, balance=account.balance, equity=account.equity,
-            cash=account.cash - committed_cash, ledger=tuple(BalanceChange(time_ms=ms, balance=b)
-                                                             for ms, b in broker.ledger()),
+            cash=account.cash - committed_cash, ledger=tuple(
+                BalanceChange(time_ms=ms, balance=b)  # the part the gate reads: the ledger grows all replay long
+                for ms, b in ledger_in_force(broker.ledger(), decision_ms, deps.gate.config.ftmo.timezone)),
         ),
         positions=exposure,
         recent_signal_ms=tuple(store.signal_times(cfg.run, decision_ms - HOUR_MS, decision_ms)),
@@ -547,7 +550,10 @@ def open_exposure(broker: Broker, marks: Mapping[str, float]) -> tuple[tuple[Ope
 def _price_series(symbol: str, positions: Sequence, universe: Mapping[str, Candles], gate: RiskGate) -> dict:
     bars = int(gate.config.correlation.window_days * 24) + 1
     wanted = {symbol, *(p.symbol for p in positions)}
-    return {s: PriceSeries.from_candles(universe[s].tail(bars)) for s in wanted if s in universe and len(universe[s])}
+    # sorted: a set's order follows the per-process string hash, and the request is stored as JSON
+    # (a replay in another process must write the same bytes)
+    return {s: PriceSeries.from_candles(universe[s].tail(bars)) for s in sorted(wanted)
+            if s in universe and len(universe[s])}
 
 
 def book_slippage(book: OrderBook | None, side: str, quantity: float) -> float | None:

@@ -14,11 +14,13 @@ from __future__ import annotations
 import logging
 import re
 import time as _time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
 
+from agent.webhook.theory import THEORY_NAME as TRADINGVIEW
+from agent.webhook.theory import TradingViewResult
 from orderflow.snapshot import OrderFlowSnapshot, build_orderflow_snapshot
 from theories.base import PRICE, TIME, VOLUME, FitCache, TheoryContext, TheoryError, TheoryResult, field_unit
 from theories.candles import CandleDataError, Candles, iso
@@ -30,6 +32,10 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW = 500  # candles in the analysis window
 ANONYMOUS_SYMBOL = "ASSET"
 REBASE_TO = 100.0
+
+
+# Results a snapshot source attaches that no registry theory computes (an external alert), by name.
+ATTACHED_RESULTS: dict[str, type[TheoryResult]] = {TRADINGVIEW: TradingViewResult}
 
 
 class DataQuality(BaseModel):
@@ -75,9 +81,10 @@ class FeatureSnapshot(BaseModel):
             typed = {}
             for name, value in data["theories"].items():
                 if isinstance(value, dict):
-                    if name not in THEORIES:
+                    result_type = THEORIES[name].result if name in THEORIES else ATTACHED_RESULTS.get(name)
+                    if result_type is None:
                         raise ValueError(f"snapshot holds unknown theory {name!r}")
-                    value = THEORIES[name].result.model_validate(value)
+                    value = result_type.model_validate(value)
                 typed[name] = value
             data = {**data, "theories": typed}
         return data
@@ -182,6 +189,7 @@ def build_snapshot(
     funding: Mapping[str, FundingRates] | None = None,
     orderflow: OrderFlowSnapshot | None = None,
     timings: dict[str, float] | None = None,
+    timer: Callable[[], float] = _time.perf_counter,
 ) -> FeatureSnapshot:
     """Run a theory set on `symbol` as of `at_ms` (default: the last candle's close).
 
@@ -190,7 +198,8 @@ def build_snapshot(
     name -> parameters. `funding` holds perpetual funding settlements by symbol (the funding
     theory cuts them at `at_ms` itself). `orderflow` is a live feed's order-flow snapshot taken at
     `at_ms`; without one, the candle-based part (volume profile) is computed here and the book and
-    trade-flow parts are marked unavailable. Per-theory wall time goes into `timings` (seconds).
+    trade-flow parts are marked unavailable. Per-theory time by `timer` (default: wall time) goes into
+    `timings` (seconds).
     """
     if symbol not in universe:
         raise KeyError(f"no candles for {symbol!r}; have {sorted(universe)}")
@@ -218,7 +227,7 @@ def build_snapshot(
     results: dict[str, TheoryResult] = {}
     errors: dict[str, str] = {}
     for theory in resolve(params_for):
-        start = _time.perf_counter()
+        start = timer()
         try:
             results[theory.name] = theory(ctx, params_for[theory.name])
         except TheoryError as exc:
@@ -227,13 +236,13 @@ def build_snapshot(
             log.exception("theory %s failed on %s at %s", theory.name, symbol, iso(at_ms))
             errors[theory.name] = f"failed: {type(exc).__name__}: {exc}"
         if timings is not None:
-            timings[theory.name] = timings.get(theory.name, 0.0) + _time.perf_counter() - start
+            timings[theory.name] = timings.get(theory.name, 0.0) + timer() - start
 
     if orderflow is None:
-        start = _time.perf_counter()
+        start = timer()
         orderflow = build_orderflow_snapshot(candles)
         if timings is not None:
-            timings["orderflow"] = timings.get("orderflow", 0.0) + _time.perf_counter() - start
+            timings["orderflow"] = timings.get("orderflow", 0.0) + timer() - start
 
     gaps = candles.gaps()
     return FeatureSnapshot(

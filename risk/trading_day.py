@@ -8,9 +8,11 @@ the system lacks it). Weeks start on Monday at local midnight, months on the 1st
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
+from itertools import pairwise
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -47,3 +49,19 @@ def balance_at(ledger: Sequence[BalanceChange], time_ms: int, initial_balance: f
             break
         balance = change.balance
     return balance
+
+
+def ledger_in_force(ledger: Sequence[tuple[int, float]], now_ms: int, timezone: str) -> Sequence[tuple[int, float]]:
+    """The part of a (time_ms, balance) ledger the gate reads at `now_ms`: the entry in force at the
+    earliest of the day, week and month starts, and every entry after it.
+
+    The gate reads a ledger only through `balance_at` at those starts and through its last entry,
+    which are the same on this tail as on the whole ledger; a long replay's ledger grows with every
+    closed trade and need not be copied into every request. A ledger out of time order is returned
+    whole, so that the gate still sees (and refuses) it.
+    """
+    if any(t1 < t0 for (t0, _), (t1, _) in pairwise(ledger)):
+        return ledger
+    first = min(period_start_ms(now_ms, period, timezone) for period in ("day", "week", "month"))
+    i = bisect_right(ledger, first, key=lambda entry: entry[0])  # entries at or before `first` end at i
+    return ledger[max(i - 1, 0):]

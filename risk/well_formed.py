@@ -7,7 +7,10 @@ end at the current balance.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import pairwise
+
+import numpy as np
 
 from risk.decision import Reason
 from risk.inputs import RiskRequest
@@ -43,7 +46,7 @@ def problems(r: RiskRequest) -> list[str]:
     if a.cash < 0:
         out.append(f"cash must not be negative, got {a.cash}")
     times = [c.time_ms for c in a.ledger]
-    if any(t1 < t0 for t0, t1 in pairwise(times)):
+    if not _ordered(times, strict=False):
         out.append("account ledger is not in time order")
     if times and times[-1] > r.now_ms:
         out.append(f"account ledger has an entry at {times[-1]}, after the decision time {r.now_ms}")
@@ -56,12 +59,22 @@ def problems(r: RiskRequest) -> list[str]:
             out.append(f"open position {p.symbol} needs positive quantity, entry and mark")
     if any(t > r.now_ms for t in r.recent_signal_ms):
         out.append("a recent signal time is after the decision time")
+    # vectorised: a month of hourly closes per symbol is checked on every decision
     for sym, series in r.prices.items():
         if len(series.time_ms) != len(series.close):
             out.append(f"price series {sym}: {len(series.time_ms)} times but {len(series.close)} closes")
-        elif any(c <= 0 for c in series.close):
+        elif (np.asarray(series.close, dtype=np.float64) <= 0).any():
             out.append(f"price series {sym} has a close <= 0")
-        elif any(t1 <= t0 for t0, t1 in pairwise(series.time_ms)):
+        elif not _ordered(series.time_ms, strict=True):
             out.append(f"price series {sym} times are not increasing")
     return out
 
+
+
+def _ordered(times: Sequence[int], strict: bool) -> bool:
+    """Whether the times never decrease (strict: always increase); vectorised, exact for any Python int."""
+    try:
+        t = np.asarray(times, dtype=np.int64)
+    except OverflowError:  # beyond int64: compare as Python ints
+        return all(t1 > t0 if strict else t1 >= t0 for t0, t1 in pairwise(times))
+    return bool((t[1:] > t[:-1]).all() if strict else (t[1:] >= t[:-1]).all())  # no subtraction: no wrap-around

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from theories import regime as REGIME
-from theories.base import TheoryContext, TheoryError
+from theories.base import FitCache, TheoryContext, TheoryError
 from theories.candles import HOUR_MS, Candles
 from theories.context import (
     THEORY,
@@ -253,3 +253,37 @@ def test_theory_runs_on_a_real_three_symbol_universe(shared_data):
     assert 0.2 < res.symbol_leader_correlation < 1
     assert res.leader_regime and not res.symbol_is_leader
     assert "->" in res.summary()
+
+
+def test_with_a_fit_cache_the_universe_part_is_computed_once_per_time_and_each_symbol_gets_the_same_answer():
+    rng = np.random.default_rng(9)
+    n = 700
+    universe = {LEADER: _candles(_walk(n, rng), LEADER)}
+    universe |= {f"S{k}/USDT": _candles(_walk(n, rng, 0.001 * (k - 2)), f"S{k}/USDT") for k in range(5)}
+    universe["STALE/USDT"] = _candles(_walk(n - 100, rng), "STALE/USDT")  # left out: too old at both times
+    cache = FitCache()
+
+    def answer(ctx: TheoryContext):
+        try:
+            return THEORY.run(ctx, ContextParams())
+        except TheoryError as exc:
+            return str(exc)
+
+    for at in (T0 + (n - 30) * HOUR_MS, T0 + n * HOUR_MS):
+        for symbol in universe:
+            ctx = _ctx(symbol, universe, at)
+            assert answer(TheoryContext(**{**ctx.__dict__, "cache": cache})) == answer(ctx)
+        assert "too little recent data" in answer(_ctx("STALE/USDT", universe, at))
+    assert cache.misses == 2 and cache.hits == 2 * len(universe) - 2  # one universe computation per time
+
+
+def test_the_context_cache_key_follows_the_candles_not_just_their_times():
+    rng = np.random.default_rng(10)
+    n = 600
+    a = {s: _candles(_walk(n, rng), s) for s in (LEADER, "A/USDT", "B/USDT")}
+    b = dict(a, **{"B/USDT": _candles(_walk(n, rng), "B/USDT")})  # same times, other prices
+    cache, at = FitCache(), T0 + n * HOUR_MS
+    first = market_context("A/USDT", a, LEADER, at, cache=cache)
+    second = market_context("A/USDT", b, LEADER, at, cache=cache)
+    assert cache.misses == 2
+    assert second == market_context("A/USDT", b, LEADER, at) and second.avg_correlation != first.avg_correlation

@@ -368,3 +368,18 @@ def test_a_snapshot_source_and_decision_rows_plug_into_each_decisions_transactio
     assert {r.note for r in rows} <= {"LONG", "SHORT", "HOLD"}
     store.close()
     records.close()
+
+
+def test_a_decision_inside_a_bar_counts_the_same_recent_candles_as_one_on_the_bars_close():
+    """An alert-triggered cycle decides between closes: its recent-bar count must not lose the oldest bar."""
+    from agent.cycle import DataPolicy, data_problem
+    from agent.market.loaders import load_candle_file
+
+    candles = load_candle_file(sorted(SAMPLE_DIR.iterdir())[0]).closed_by(SAMPLE_END)
+    close = candles.last_close_time
+    assert data_problem(candles, close, DataPolicy(), 500) is None
+    for offset in (1, 1000, H // 2, H - 1):
+        assert data_problem(candles, close + offset, DataPolicy(), 500) is None
+    # a truly missing recent candle is still caught off the grid
+    holed = candles.tail(10)
+    assert data_problem(holed, close + 1000, DataPolicy(min_candles=1, recent_bars=12), 10) is not None

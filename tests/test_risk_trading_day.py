@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from risk import (
     AccountState,
@@ -20,7 +23,7 @@ from risk import (
     TradeProposal,
     WinCount,
 )
-from risk.trading_day import balance_at, period_start_ms
+from risk.trading_day import balance_at, ledger_in_force, period_start_ms
 
 HOUR = 3_600_000
 
@@ -125,3 +128,27 @@ def test_trading_day_zone_is_configurable():
                              ledger=LEDGER),
     ))
     assert ctx.day.start_ms == ms(2025, 1, 14) and ctx.day.balance == 100_000.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.integers(0, 20 * 24 * HOUR), max_size=60), start=st.integers(ms(2024, 1, 1), ms(2026, 1, 1)),
+       after=st.integers(0, 90 * 24 * HOUR), tz=st.sampled_from(["UTC", "Europe/Prague", "America/New_York"]))
+def test_the_ledger_tail_in_force_gives_every_period_start_balance_and_the_last_balance(steps, start, after, tz):
+    times = [start + s for s in itertools.accumulate(steps)]
+    ledger = tuple((t, 1000.0 + i) for i, t in enumerate(times))
+    now = (times[-1] if times else start) + after
+    tail = ledger_in_force(ledger, now, tz)
+    assert tail == ledger[len(ledger) - len(tail):]  # a tail, never a reordering
+    whole = [BalanceChange(time_ms=t, balance=b) for t, b in ledger]
+    kept = [BalanceChange(time_ms=t, balance=b) for t, b in tail]
+    for period in ("day", "week", "month"):
+        at = period_start_ms(now, period, tz)
+        assert balance_at(kept, at, 500.0) == balance_at(whole, at, 500.0)
+    assert tail[-1:] == ledger[-1:]
+    month = period_start_ms(now, "month", tz)
+    assert all(t > month - 31 * 24 * HOUR for t, _ in tail[1:])  # nothing older than needed is copied
+
+
+def test_a_ledger_out_of_time_order_is_kept_whole_so_the_gate_still_refuses_it():
+    ledger = ((ms(2024, 1, 1), 1.0), (ms(2023, 1, 1), 2.0), (ms(2024, 6, 1), 3.0))
+    assert ledger_in_force(ledger, ms(2024, 6, 2), "UTC") == ledger

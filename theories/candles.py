@@ -159,7 +159,11 @@ class Candles:
 
     def closed_by(self, at_ms: int) -> Candles:
         """Only the candles that had closed at `at_ms` (close time <= at_ms): the no-lookahead cut."""
-        n = int(np.searchsorted(self.time + self.interval_ms, at_ms, side="right"))
+        # time + interval <= at_ms  <=>  time <= at_ms - interval (integers): no temporary array of close
+        # times, which cost a full-history allocation on every call of the replay's hot path
+        n = int(np.searchsorted(self.time, at_ms - self.interval_ms, side="right"))
+        if n == len(self.time):
+            return self
         return self._slice(slice(0, n))
 
     def tail(self, n: int) -> Candles:

@@ -41,11 +41,13 @@ from theories.base import (
     LOG_RETURN,
     RATIO,
     SIGMA,
+    FitCache,
     Theory,
     TheoryContext,
     TheoryError,
     TheoryParams,
     TheoryResult,
+    fingerprint,
     num,
     pct,
     unit,
@@ -212,24 +214,32 @@ def _label(above: int, n: int, avg_corr: float, lead: LeaderState | None, p: Con
     return f"{b}; {leader}; {c}"
 
 
-def market_context(
-    symbol: str, members: Mapping[str, Candles], leader: str, at_ms: int, params: ContextParams | None = None
-) -> ContextResult:
-    """Breadth, leader state and correlation of `members` (symbol -> candles) at `at_ms`."""
-    p = params or ContextParams()
-    if symbol not in members:
-        raise TheoryError(f"context: the symbol {symbol!r} is not among the members")
-    interval = members[symbol].interval_ms
-    cut = {s: c if not len(c) or c.last_close_time <= at_ms else c.closed_by(at_ms) for s, c in members.items()}
+@dataclass(frozen=True)
+class _CrossSection:
+    """What the context says of the universe as a whole at one time: the same for every symbol in it."""
+
+    eligible: tuple[str, ...]
+    n_members: int
+    error: str | None = None  # why the universe gives no context (raised for every symbol in it)
+    n_above: int = 0
+    n: int = 0
+    names_c: tuple[str, ...] = ()
+    common: int = 0
+    avg_corr: float = 0.0
+    corr: np.ndarray | None = None
+    lead: LeaderState | None = None
+
+
+def _cross_section(cut: Mapping[str, Candles], interval: int, leader: str, at_ms: int,
+                   p: ContextParams) -> _CrossSection:
     eligible = {
         s: c for s, c in cut.items()
         if c.interval_ms == interval and len(c) >= p.trend_span
         and c.last_close_time >= at_ms - p.max_stale_bars * interval
     }
-    if symbol not in eligible:
-        raise TheoryError(f"context: the symbol itself has too little recent data (needs {p.trend_span} candles)")
     if len(eligible) < 2:
-        raise TheoryError("context needs a universe of at least 2 symbols with recent data; only the symbol has it")
+        return _CrossSection(tuple(eligible), len(cut), error=(
+            "context needs a universe of at least 2 symbols with recent data; only the symbol has it"))
     names = list(eligible)
     n_above, n = breadth([eligible[s].close for s in names], p.trend_span)
 
@@ -241,25 +251,57 @@ def market_context(
     ]
     times, matrix = align([windows[s] for s in names_c]) if names_c else (np.empty(0), np.empty((0, 0)))
     if len(names_c) < 2 or len(times) < p.min_common_returns:
-        raise TheoryError(
+        return _CrossSection(tuple(eligible), len(cut), error=(
             f"context: {len(names_c)} symbols share {len(times)} return times in the last {p.corr_lookback} bars; "
             f"correlation needs 2 symbols and {p.min_common_returns} times"
-        )
+        ))
     avg_corr, corr = average_correlation(matrix)
+    lead = leader_state(eligible[leader], p) if leader in eligible else None
+    return _CrossSection(tuple(eligible), len(cut), n_above=n_above, n=n, names_c=tuple(names_c),
+                         common=len(times), avg_corr=avg_corr, corr=corr, lead=lead)
+
+
+def market_context(
+    symbol: str, members: Mapping[str, Candles], leader: str, at_ms: int, params: ContextParams | None = None,
+    *, cache: FitCache | None = None,
+) -> ContextResult:
+    """Breadth, leader state and correlation of `members` (symbol -> candles) at `at_ms`.
+
+    Everything but the symbol's own correlation with the leader describes the universe, and is the
+    same for each of its symbols at one time: with `cache`, it is computed once per time and universe
+    (keyed by the digest of the candles it reads), not once per symbol.
+    """
+    p = params or ContextParams()
+    if symbol not in members:
+        raise TheoryError(f"context: the symbol {symbol!r} is not among the members")
+    interval = members[symbol].interval_ms
+    cut = {s: c if not len(c) or c.last_close_time <= at_ms else c.closed_by(at_ms) for s, c in members.items()}
+    if cache is None:
+        cs = _cross_section(cut, interval, leader, at_ms, p)
+    else:
+        read = max(10 * p.trend_span, p.corr_lookback + 1, p.leader_window)  # the most bars any part reads
+        data = tuple((s, c.interval_ms, len(c), c.last_close_time if len(c) else None, fingerprint(c.tail(read)))
+                     for s, c in cut.items())
+        key = ("context", at_ms, interval, leader, p, data)
+        cs = cache.get_or_fit(key, lambda: _cross_section(cut, interval, leader, at_ms, p))
+    if symbol not in cs.eligible:
+        raise TheoryError(f"context: the symbol itself has too little recent data (needs {p.trend_span} candles)")
+    if cs.error is not None:
+        raise TheoryError(cs.error)
 
     is_leader = symbol == leader
     own_corr = None
-    if not is_leader and symbol in names_c and leader in names_c:
-        own_corr = float(corr[names_c.index(symbol), names_c.index(leader)])
-    lead = leader_state(eligible[leader], p) if leader in eligible else None
+    if not is_leader and symbol in cs.names_c and leader in cs.names_c:
+        own_corr = float(cs.corr[cs.names_c.index(symbol), cs.names_c.index(leader)])
+    lead = cs.lead
     return ContextResult(
-        breadth=n_above / n,
-        n_above=n_above,
-        n_symbols=n,
-        n_excluded=len(members) - len(eligible),
-        avg_correlation=avg_corr,
-        n_correlated=len(names_c),
-        common_returns=len(times),
+        breadth=cs.n_above / cs.n,
+        n_above=cs.n_above,
+        n_symbols=cs.n,
+        n_excluded=cs.n_members - len(cs.eligible),
+        avg_correlation=cs.avg_corr,
+        n_correlated=len(cs.names_c),
+        common_returns=cs.common,
         symbol_is_leader=is_leader,
         symbol_leader_correlation=own_corr,
         leader_above_trend=None if lead is None else lead.above_trend,
@@ -268,14 +310,14 @@ def market_context(
         leader_trend_score=None if lead is None else lead.trend_score,
         leader_vol_percentile=None if lead is None else lead.vol_percentile,
         leader_regime=None if lead is None else lead.regime,
-        label=_label(n_above, n, avg_corr, lead, p),
+        label=_label(cs.n_above, cs.n, cs.avg_corr, lead, p),
     )
 
 
 def _run(ctx: TheoryContext, params: ContextParams) -> ContextResult:
     members = dict(ctx.universe)
     members.setdefault(ctx.symbol, ctx.history)
-    return market_context(ctx.symbol, members, ctx.leader, ctx.at_ms, params)
+    return market_context(ctx.symbol, members, ctx.leader, ctx.at_ms, params, cache=ctx.cache)
 
 
 THEORY = Theory(

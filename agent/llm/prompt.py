@@ -12,6 +12,7 @@ Token counts: providers report the real count and it is recorded with each call.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -139,8 +140,13 @@ def messages_hash(messages: Sequence[dict[str, str]]) -> str:
     return hashlib.sha256(json.dumps(list(messages), sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+@functools.cache
 def fields_text() -> str:
-    """One line per Signal field: name, JSON type, meaning (the prompt's compact copy of the schema)."""
+    """One line per Signal field: name, JSON type, meaning (the prompt's compact copy of the schema).
+
+    Computed once: the Signal model is fixed at import, and generating its JSON schema costs
+    milliseconds, which every decision of a replay would otherwise pay.
+    """
     schema = Signal.model_json_schema()["properties"]
     lines = []
     for name, prop in schema.items():

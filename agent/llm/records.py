@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import event, func
+from sqlalchemy import bindparam, event, func, insert
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from agent.llm.base import Reply
@@ -47,6 +47,17 @@ class LLMCall(SQLModel, table=True):
         return Reply.model_validate_json(self.reply_json) if self.reply_json else None
 
 
+_T = LLMCall.__table__
+_INSERT = insert(_T)  # built once: statements are parameters apart the same on every call
+_FIND_REPLY = (
+    select(_T)
+    .where(_T.c.request_key == bindparam("key"))
+    .where(_T.c.reply_json.is_not(None), _T.c.answered_by.is_(None))
+    .order_by(_T.c.id)
+    .limit(1)
+)
+
+
 class CallRecords:
     """The store of LLM calls at `path` (a SQLite file, created with its folder when missing)."""
 
@@ -58,23 +69,22 @@ class CallRecords:
         SQLModel.metadata.create_all(self.engine, tables=[LLMCall.__table__])
 
     def add(self, call: LLMCall) -> LLMCall:
-        with Session(self.engine, expire_on_commit=False) as session:
-            session.add(call)
-            session.commit()
-            session.refresh(call)
+        """Insert the call (one short transaction); the call gets its row id."""
+        # A plain INSERT rather than an ORM session: this runs once per decision in a replay, and the
+        # session's unit of work and the refresh after commit cost more than the write itself.
+        values = call.model_dump(exclude={"id"} if call.id is None else set())
+        with self.engine.begin() as conn:
+            result = conn.execute(_INSERT, values)
+        if call.id is None:
+            call.id = int(result.inserted_primary_key[0])
         return call
 
     def find_reply(self, request_key: str) -> LLMCall | None:
         """The first recorded call with this key that holds a server's reply (not a reuse, not a failure)."""
-        with Session(self.engine) as session:
-            stmt = (
-                select(LLMCall)
-                .where(LLMCall.request_key == request_key)
-                .where(LLMCall.reply_json.is_not(None), LLMCall.answered_by.is_(None))
-                .order_by(LLMCall.id)
-                .limit(1)
-            )
-            return session.exec(stmt).first()
+        # Core, not an ORM session: asked once per decision, and in a replay it is nearly always a miss
+        with self.engine.connect() as conn:
+            row = conn.execute(_FIND_REPLY, {"key": request_key}).mappings().first()
+        return None if row is None else LLMCall.model_validate(dict(row))
 
     def spent_since(self, since_ms: int) -> float:
         """USD spent on calls started at or after `since_ms`."""

@@ -11,6 +11,7 @@ strict mode a miss raises `ReplayMissError`, so an eval can never silently diffe
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -77,6 +78,17 @@ class Decision(BaseModel):
     llm_used: bool
 
 
+@functools.cache
+def _schema_json() -> str:
+    """The provider schema as JSON, generated once (pydantic's schema generation costs milliseconds)."""
+    return json.dumps(signal_json_schema())
+
+
+def provider_schema() -> dict:
+    """A fresh copy of `signal_json_schema()` for one decision (a provider may not change the shared one)."""
+    return json.loads(_schema_json())
+
+
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -109,7 +121,7 @@ class Synthesiser:
         prompt = render(self.template, snapshot, self.rules, positions, outcomes, anonymise=self.anonymise)
         shown = snapshot.anonymised_copy() if self.anonymise else snapshot
         facts = SnapshotFacts.of(shown)
-        schema = signal_json_schema()
+        schema = provider_schema()
         messages = prompt.messages
         self._summaries = []
         reason = "no call was made"

@@ -21,8 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, event, func
-from sqlalchemy.engine import Engine
+from sqlalchemy import bindparam, case, delete, event, func, insert, update
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from agent.brokers.base import AccountSnapshot, ClosedTrade, Fill, Mismatch, OrderState, Position
@@ -138,11 +138,13 @@ class Store:
 
     @staticmethod
     def _put_state(s: Session, states: Mapping[str, Any], cycle_id: str, now_ms: int) -> None:
+        # UPDATE, and INSERT only when no row changed: the old value (a broker's memory can be large)
+        # is never read back through the ORM just to be overwritten; two portable statements at most
+        conn = s.connection()
         for key, value in states.items():
-            row = s.get(StateRow, key) or StateRow(key=key, value_json="", cycle_id=cycle_id, updated_ms=now_ms)
-            row.value_json = json.dumps(value, sort_keys=True)
-            row.cycle_id, row.updated_ms = cycle_id, now_ms
-            s.add(row)
+            values = {"value_json": json.dumps(value, sort_keys=True), "cycle_id": cycle_id, "updated_ms": now_ms}
+            if conn.execute(_STATE_UPDATE, {"k": key, **values}).rowcount == 0:
+                conn.execute(_STATE_INSERT, {"key": key, **values})
 
     # --- the two transactional writes ---------------------------------------------------------
 
@@ -216,14 +218,14 @@ class Store:
         if not rows or not isinstance(rows[0], DecisionRow):
             raise StoreError("record_decision: the first row must be the DecisionRow")
         with self.session() as s:
-            if s.get(DecisionRow, rows[0].decision_id) is not None:
+            conn = s.connection()
+            if conn.execute(_DECISION_EXISTS, {"d": rows[0].decision_id}).first() is not None:
                 raise StoreError(f"decision {rows[0].decision_id!r} is already stored")
-            s.add(rows[0])
-            s.flush()  # the decision first: every other row references it
-            for r in rows[1:]:
-                s.add(r)
-                if isinstance(r, OrderRow):
-                    s.flush()  # the order before rows that reference it
+            # plain INSERTs in the given order (the decision first: every other row references it, an
+            # order before the rows that reference it): a decision is written once per symbol per cycle
+            # per variant in a replay, and the ORM's unit of work costs several times the writes
+            for r in rows:
+                _insert_row(conn, r)
             self._put_state(s, states, cycle_id, now_ms)
             s.commit()
 
@@ -240,42 +242,75 @@ class Store:
 
     def trade_history(self, variant: str, symbol: str, regime: str | None) -> TradeHistory:
         """Closed-trade wins/losses of the variant, of it on this symbol, and of it in this regime."""
-        with self.session() as s:
-            trades = list(s.exec(select(ClosedTradeRow).where(ClosedTradeRow.variant == variant)).all())
-
-        def count(ts: Iterable[ClosedTradeRow]) -> WinCount:
-            ts = list(ts)
-            wins = sum(1 for t in ts if t.r_multiple > 0)
-            return WinCount(wins=wins, losses=len(ts) - wins)
-
+        # counted in SQL: asked before every decision, and a year's replay closes thousands of trades
+        with self.engine.connect() as conn:
+            total, wins, sym, sym_wins, reg, reg_wins = conn.execute(
+                _TRADE_COUNTS, {"variant": variant, "symbol": symbol, "regime": regime}).one()
         return TradeHistory(
-            variant=count(trades),
-            symbol=count(t for t in trades if t.symbol == symbol),
-            regime=count(t for t in trades if regime is not None and t.regime == regime),
+            variant=WinCount(wins=wins, losses=total - wins),
+            symbol=WinCount(wins=sym_wins, losses=sym - sym_wins),
+            regime=WinCount(wins=reg_wins, losses=reg - reg_wins),
         )
 
     def recent_outcomes(self, symbol: str, limit: int = 20) -> list[float]:
         """R multiples of the symbol's last closed trades, oldest first (for the prompt and theories.bayes)."""
-        with self.session() as s:
-            stmt = (select(ClosedTradeRow.r_multiple).where(ClosedTradeRow.symbol == symbol)
-                    .order_by(ClosedTradeRow.closed_ms.desc()).limit(limit))
-            return list(reversed(s.exec(stmt).all()))
+        with self.engine.connect() as conn:
+            return list(reversed(conn.execute(_RECENT_OUTCOMES, {"symbol": symbol, "n": limit}).scalars().all()))
 
     def signal_times(self, run: str, since_ms: int, until_ms: int) -> list[int]:
         """Decision times of approved trades of a run in (since, until]: what counts against the hourly limit."""
-        with self.session() as s:
-            stmt = (
-                select(DecisionRow.decision_ms)
-                .join(GateDecisionRow, GateDecisionRow.decision_id == DecisionRow.decision_id)
-                .join(CycleRow, CycleRow.cycle_id == DecisionRow.cycle_id)
-                .where(CycleRow.run == run, GateDecisionRow.status == "approved")
-                .where(DecisionRow.decision_ms > since_ms, DecisionRow.decision_ms <= until_ms)
-            )
-            return list(s.exec(stmt).all())
+        with self.engine.connect() as conn:
+            return list(conn.execute(_SIGNAL_TIMES, {"run": run, "since": since_ms, "until": until_ms}).scalars())
 
     def signal_of(self, decision_id: str) -> SignalRow | None:
         with self.session() as s:
             return s.get(SignalRow, decision_id)
+
+
+# --- statements of the per-decision path, built once (SQLAlchemy caches their compiled form) ---------
+
+_ST, _DT, _GT, _CT, _TT = (StateRow.__table__, DecisionRow.__table__, GateDecisionRow.__table__,
+                           CycleRow.__table__, ClosedTradeRow.__table__)
+_STATE_UPDATE = update(_ST).where(_ST.c.key == bindparam("k")).values(
+    value_json=bindparam("value_json"), cycle_id=bindparam("cycle_id"), updated_ms=bindparam("updated_ms"))
+_STATE_INSERT = insert(_ST)
+_DECISION_EXISTS = select(_DT.c.decision_id).where(_DT.c.decision_id == bindparam("d"))
+
+
+def _count(cond: Any) -> Any:
+    return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+
+_WIN = _TT.c.r_multiple > 0
+_ON_SYMBOL = _TT.c.symbol == bindparam("symbol")
+_IN_REGIME = _TT.c.regime == bindparam("regime")  # NULL = NULL is not true: no regime counts nothing
+_TRADE_COUNTS = select(func.count(), _count(_WIN), _count(_ON_SYMBOL), _count(_ON_SYMBOL & _WIN),
+                       _count(_IN_REGIME), _count(_IN_REGIME & _WIN)).where(_TT.c.variant == bindparam("variant"))
+_RECENT_OUTCOMES = (select(_TT.c.r_multiple).where(_TT.c.symbol == bindparam("symbol"))
+                    .order_by(_TT.c.closed_ms.desc()).limit(bindparam("n")))
+_SIGNAL_TIMES = (
+    select(_DT.c.decision_ms)
+    .join(_GT, _GT.c.decision_id == _DT.c.decision_id)
+    .join(_CT, _CT.c.cycle_id == _DT.c.cycle_id)
+    .where(_CT.c.run == bindparam("run"), _GT.c.status == "approved")
+    .where(_DT.c.decision_ms > bindparam("since"), _DT.c.decision_ms <= bindparam("until"))
+)
+_INSERTS: dict[str, Any] = {}
+
+
+def _insert_row(conn: Connection, row: SQLModel) -> None:
+    """INSERT one table row; a None autoincrement key is left to the database and read back onto the row."""
+    table = row.__table__
+    stmt = _INSERTS.get(table.name)
+    if stmt is None:
+        stmt = _INSERTS[table.name] = insert(table)
+    values = {c.key: getattr(row, c.key) for c in table.columns}
+    auto = [c.key for c in table.primary_key.columns if values[c.key] is None]
+    for key in auto:
+        del values[key]
+    result = conn.execute(stmt, values)
+    if len(auto) == 1:
+        setattr(row, auto[0], result.inserted_primary_key[0])
 
 
 def _update_order(row: OrderRow, o: OrderState) -> None:
