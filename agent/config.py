@@ -6,7 +6,8 @@ Where the settings come from, highest priority first:
    (`SIGNAL_AGENT_BUDGET__DAILY_USD=2`, `SIGNAL_AGENT_LLM__OPENAI__API_KEY=...`);
 2. the same variables in a `.env` file (the current directory's, unless another is named);
 3. the LLM clients' own conventions, from the environment or the `.env` file: `OLLAMA_HOST`,
-   `OPENAI_BASE_URL`, `OPENAI_API_KEY`;
+   `OPENAI_BASE_URL`, `OPENAI_API_KEY`; and Telegram's: `TELEGRAM_BOT_TOKEN`, `TELEGRAM_CHAT_ID`,
+   `TELEGRAM_API_URL`; and the webhook's shared secret `WEBHOOK_SECRET`;
 4. the TOML file: `--config PATH`, else `$SIGNAL_AGENT_CONFIG`, else
    `$XDG_CONFIG_HOME/signal-agent/config.toml` (`~/.config/signal-agent/config.toml`); only the
    default location may be absent;
@@ -45,11 +46,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from agent.alerts.settings import TelegramSettings
 from agent.brokers.live_settings import LiveBrokerSettings
 from agent.brokers.paper import PaperSettings
 from agent.cycle_settings import CycleSettings
 from agent.signal import SignalRules
 from agent.store.settings import StoreSettings
+from agent.webhook.settings import WebhookSettings
 from risk.config import RiskConfig
 
 ENV_PREFIX = "SIGNAL_AGENT_"
@@ -134,6 +137,48 @@ class BudgetSettings(_Section):
     per_cycle_usd: float = Field(0.5, ge=0, description="LLM spend per decision cycle.")
 
 
+class PromotionThresholds(_Section):
+    """What `signal-agent evals gate` demands of a variant's out-of-sample results (config `[evals.gate]`).
+
+    Defaults are the issue's: most variants fail them, and that is the normal outcome.
+    """
+
+    min_trades: int = Field(500, ge=1, description="Closed trades out of sample, at least.")
+    min_years: float = Field(2.0, gt=0, description="Out-of-sample span in 365-day years, at least.")
+    min_win_rate: float = Field(0.55, ge=0, le=1, description="Winning trades / trades, at least (fraction).")
+    min_profit_factor: float = Field(1.4, ge=0, description="Gross profit / gross loss, at least.")
+    max_drawdown: float = Field(0.15, gt=0, le=1, description="Largest peak-to-trough equity fall, strictly below.")
+    min_sharpe: float = Field(1.0, description="Annualised Sharpe ratio of the equity curve, strictly above.")
+    dsr_confidence: float = Field(
+        0.95, gt=0, lt=1, description="Deflated Sharpe ratio (a probability) at least this: significant at 95%."
+    )
+
+
+class EvalsSettings(_Section):
+    """Config section `[evals]`: where eval runs live, LLM concurrency, the statistics and the promotion gate."""
+
+    runs_dir: Path = Field(Path("./evals-runs"), description="Folder of eval runs, one sub-folder per run id.")
+    llm_concurrency: int = Field(2, ge=1, le=64, description="LLM calls in flight at once during a replay.")
+    confidence_level: float = Field(0.95, gt=0.5, lt=1, description="Level of the comparison intervals.")
+    bootstrap_samples: int = Field(2000, ge=200, description="Resamples of each block bootstrap.")
+    seed: int = Field(0, description="Seed of the bootstraps and the trade-order reshuffles (reproducible).")
+    gate: PromotionThresholds = PromotionThresholds()
+
+
+class ReviewSettings(_Section):
+    """Config section `[review]`: how `signal-agent review` (and the daily report) compares paper with evals."""
+
+    tolerance: float = Field(
+        0.10, gt=0, lt=1,
+        description="Paper win rate, average R and profit factor must lie within this fraction of the "
+        "out-of-sample eval's value (0.10 = +/-10% of it) to count as consistent.",
+    )
+    min_trades: int = Field(50, ge=1, description="Closed paper trades of a variant before it is compared at all.")
+    runs_dir: Path | None = Field(
+        None, description="Folder of eval runs searched for gate results; unset: [evals] runs_dir."
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of the product. Build it with `load_settings`, the one loader."""
 
@@ -153,6 +198,10 @@ class Settings(BaseSettings):
     paper: PaperSettings = PaperSettings()
     store: StoreSettings = StoreSettings()
     live: LiveBrokerSettings = LiveBrokerSettings()
+    telegram: TelegramSettings = TelegramSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    evals: EvalsSettings = EvalsSettings()
+    review: ReviewSettings = ReviewSettings()
 
     @field_validator("prices")
     @classmethod
@@ -180,16 +229,25 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # `load_settings` passes the TOML file's contents as init values: they rank below the env.
-        return env_settings, dotenv_settings, ClientEnvSource(settings_cls, dotenv_settings), init_settings
+        return (env_settings, dotenv_settings, ClientEnvSource(settings_cls, dotenv_settings), init_settings)
 
 
 class ClientEnvSource(PydanticBaseSettingsSource):
-    """`OLLAMA_HOST`, `OPENAI_BASE_URL`, `OPENAI_API_KEY`: the clients' own conventions keep working."""
+    """Variables named by other programs' conventions, from the environment or the `.env` file.
 
-    MAP: ClassVar[dict[str, tuple[str, str]]] = {
-        "OLLAMA_HOST": ("ollama", "host"),
-        "OPENAI_BASE_URL": ("openai", "base_url"),
-        "OPENAI_API_KEY": ("openai", "api_key"),
+    `OLLAMA_HOST`, `OPENAI_BASE_URL`, `OPENAI_API_KEY` (the LLM clients' own), the Telegram bot's
+    `TELEGRAM_BOT_TOKEN` / `TELEGRAM_CHAT_ID` / `TELEGRAM_API_URL`, and the webhook's
+    `WEBHOOK_SECRET`. `MAP` gives each one's place in the settings.
+    """
+
+    MAP: ClassVar[dict[str, tuple[str, ...]]] = {
+        "OLLAMA_HOST": ("llm", "ollama", "host"),
+        "OPENAI_BASE_URL": ("llm", "openai", "base_url"),
+        "OPENAI_API_KEY": ("llm", "openai", "api_key"),
+        "TELEGRAM_BOT_TOKEN": ("telegram", "bot_token"),
+        "TELEGRAM_CHAT_ID": ("telegram", "chat_id"),
+        "TELEGRAM_API_URL": ("telegram", "api_url"),
+        "WEBHOOK_SECRET": ("webhook", "secret"),
     }
 
     def __init__(self, settings_cls: type[BaseSettings], dotenv_source: PydanticBaseSettingsSource) -> None:
@@ -206,11 +264,14 @@ class ClientEnvSource(PydanticBaseSettingsSource):
             if Path(file).is_file():
                 found.update({k: v for k, v in dotenv_values(file).items() if k in self.MAP and v})
         found.update({k: v for k, v in os.environ.items() if k in self.MAP and v})
-        llm: dict[str, dict[str, str]] = {}
+        out: dict[str, Any] = {}
         for name, value in found.items():
-            section, key = self.MAP[name]
-            llm.setdefault(section, {})[key] = value
-        return {"llm": llm} if llm else {}
+            *parents, key = self.MAP[name]
+            node = out
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[key] = value
+        return out
 
 
 def load_settings(config: str | Path | None = None, env_file: str | Path | None = ".env") -> Settings:

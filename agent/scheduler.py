@@ -259,6 +259,7 @@ class LoopReport:
     failures: int
     abandoned: bool
     stopped_by_signal: bool
+    paused: int = 0  # fires skipped because the run was paused (/pause)
 
 
 def run_loop(
@@ -271,17 +272,31 @@ def run_loop(
     until_ms: int | None = None,
     run_first_now: bool = True,
     on_error: Callable[[int, Exception], None] = lambda _at, _exc: None,
+    paused: Callable[[], bool] | None = None,
+    on_paused: Callable[[int], None] = lambda _at: None,
 ) -> LoopReport:
     """Call `tick(now_ms)` at each fire of `trigger` until a signal, `max_cycles` ticks or `until_ms`.
 
     `run_first_now`: tick once at start (catching up after a restart), then on the schedule. A
     tick that raises is reported to `on_error` and the loop goes on: a bad hour must not end
     the service. `CycleAbandoned` ends the loop (the cycle rolled back its open decision).
+    `paused` (agent.alerts.control.is_paused for the run) is asked before each tick: while it says
+    yes the fire is skipped (reported to `on_paused`, not counted as a cycle), and the loop waits
+    for the next one; a question that fails counts as not paused, so a store hiccup cannot stop trading
+    management silently.
     """
-    cycles = failures = 0
+    cycles = failures = skipped = 0
 
     def one(at_ms: int) -> bool:
-        nonlocal cycles, failures
+        nonlocal cycles, failures, skipped
+        try:
+            held = paused is not None and paused()
+        except Exception:  # the cycle itself will meet (and report) whatever broke the store
+            held = False
+        if held:
+            skipped += 1
+            on_paused(at_ms)  # a skipped fire counts toward max_cycles: `--once` while paused ends, saying so
+            return not shutdown.stop.is_set() and (max_cycles is None or cycles + skipped < max_cycles)
         try:
             with shutdown.cycle():
                 tick(at_ms)
@@ -291,7 +306,7 @@ def run_loop(
             failures += 1
             on_error(at_ms, exc)
         cycles += 1
-        return not shutdown.stop.is_set() and (max_cycles is None or cycles < max_cycles)
+        return not shutdown.stop.is_set() and (max_cycles is None or cycles + skipped < max_cycles)
 
     going = True
     if run_first_now and (max_cycles is None or max_cycles > 0) and not shutdown.stop.is_set():
@@ -303,4 +318,4 @@ def run_loop(
             if not one(at):
                 break
     return LoopReport(cycles=cycles, failures=failures, abandoned=shutdown.abandoned,
-                      stopped_by_signal=shutdown.stop.is_set())
+                      stopped_by_signal=shutdown.stop.is_set(), paused=skipped)

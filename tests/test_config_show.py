@@ -93,3 +93,13 @@ def test_config_example_prints_the_documented_defaults(capsys):
     assert command.run(parse("example")) == 0
     out = capsys.readouterr().out
     assert out == command.example_text() and "[live.retry]" in out
+
+
+def test_sources_name_the_variable_each_secret_came_from(tmp_path):
+    """Telegram and webhook secrets set by their own conventional names are traced to them."""
+    env = {"TELEGRAM_BOT_TOKEN": "123:abc", "WEBHOOK_SECRET": "s" * 20, "OLLAMA_HOST": "http://127.0.0.1:1"}
+    found = command.sources(None, env_file=tmp_path / "none.env", environ=env)
+    assert found[("telegram", "bot_token")] == "environment TELEGRAM_BOT_TOKEN"
+    assert found[("webhook", "secret")] == "environment WEBHOOK_SECRET"
+    assert found[("llm", "ollama", "host")] == "environment OLLAMA_HOST"
+    assert ("telegram", "chat_id") not in found

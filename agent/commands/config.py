@@ -83,9 +83,9 @@ def sources(config_file: Path | None, env_file: str | Path = ".env",
             pass
     dotenv = {k: v for k, v in dotenv_values(env_file).items() if v} if Path(env_file).is_file() else {}
     for origin, values in ((f"{env_file}", dotenv), ("environment", env)):
-        for name, (section, key) in ClientEnvSource.MAP.items():
+        for name, path in ClientEnvSource.MAP.items():
             if values.get(name):
-                found[("llm", section, key)] = f"{origin} {name}"
+                found[path] = f"{origin} {name}"
     for origin, values in ((f"{env_file}", dotenv), ("environment", env)):
         for name in values:
             if name.upper().startswith(ENV_PREFIX) and name.upper() != CONFIG_ENV and values[name]:
@@ -186,9 +186,10 @@ signal-agent configuration: every key, at its default, with its meaning.
 Copy to ~/.config/signal-agent/config.toml (or pass --config PATH, or set SIGNAL_AGENT_CONFIG)
 and keep only the keys you change. Every key can also be set in the environment or in a .env
 file: SIGNAL_AGENT_ + the key path joined by "__", e.g. SIGNAL_AGENT_BUDGET__DAILY_USD=2.
-Secrets never go in this file: OPENAI_API_KEY (or SIGNAL_AGENT_LLM__OPENAI__API_KEY) and the
-exchange keys SIGNAL_AGENT_EXCHANGE_API_KEY / SIGNAL_AGENT_EXCHANGE_API_SECRET come from the
-environment or .env. Keys shown as "(unset)" have no value by default; TOML has no null.
+Secrets never go in this file: OPENAI_API_KEY (or SIGNAL_AGENT_LLM__OPENAI__API_KEY), the
+exchange keys SIGNAL_AGENT_EXCHANGE_API_KEY / SIGNAL_AGENT_EXCHANGE_API_SECRET,
+TELEGRAM_BOT_TOKEN / TELEGRAM_CHAT_ID and WEBHOOK_SECRET come from the environment or .env.
+Keys shown as "(unset)" have no value by default; TOML has no null.
 Maps replace their default as a whole: the [cycle.theories.*] tables you write ARE the theory set
 (an empty table: the theory with its default parameters), and [risk.regime.policies.*] must
 name all six regimes.

@@ -17,9 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
+from agent.alerts.answers import expire_tickets
+from agent.alerts.monitor import cycle_events, manual_position_events, store_events
+from agent.alerts.outbox import enqueue, outbox_rows
 from agent.brokers.base import Broker, BrokerError
+from agent.brokers.manual import ManualBroker
 from agent.brokers.paper import PaperBroker, PaperSettings
 from agent.commands import UsageError
 from agent.commands.analyze import parse_time
@@ -32,6 +37,7 @@ from agent.llm.records import CallRecords
 from agent.llm.synthesis import ReplayMissError, Synthesiser
 from agent.market import parse_symbols
 from agent.store import Store, StoreError, StoreSettings
+from agent.store.tables import PositionRow
 from risk import RiskConfig, RiskGate
 from theories.candles import CandleDataError, iso
 
@@ -54,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", metavar="NAME", help="run name: its cycles share one paper account (default: paper)")
     parser.add_argument("--json", action="store_true", help="print the cycle result as JSON")
     add_live_arguments(parser)
+    parser.add_argument("--manual", action="store_true",
+                        help="you execute the trades: approved ones become Telegram tickets (the manual broker); "
+                             "run name 'manual' unless one is chosen")
 
 
 def add_live_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +97,8 @@ def run_name(args: argparse.Namespace, configured: CycleSettings) -> str:
         return args.run
     if getattr(args, "live", False) and "run" not in configured.model_fields_set:
         return "live"
+    if getattr(args, "manual", False) and "run" not in configured.model_fields_set:
+        return "manual"
     return configured.run
 
 
@@ -148,8 +159,11 @@ def execute(
             when = "" if at_ms is None else f" closed by {iso(at_ms)}"
             raise UsageError(f"no symbol has readable candles{when}")
         decision_ms = found
+    manual = getattr(args, "manual", False)
+    if manual and (getattr(args, "live", False) or getattr(args, "production", False)):
+        raise UsageError("--manual and --live exclude each other: a person or the exchange executes, not both")
     if broker is None:
-        broker = live_broker(args, settings)
+        broker = ManualBroker(paper.initial_cash) if manual else live_broker(args, settings)
     risk = risk.with_environment(os.environ)  # SIGNAL_AGENT_KILL_SWITCH can only switch trading off
     if risk.sizing.fee_rate == 0:  # size with the fee the paper broker will charge
         risk = risk.model_copy(update={"sizing": risk.sizing.model_copy(update={"fee_rate": paper.taker_fee})})
@@ -167,16 +181,58 @@ def execute(
         records=records, anonymise=llm.anonymise, repair_retries=llm.repair_retries, cache=llm.cache,
         max_output_tokens=max_output_tokens(provider, llm),
     )
+    telegram = getattr(settings, "telegram", None)
+    alerts_on = telegram is not None and telegram.configured
     deps = CycleDeps(store=store, broker=broker or PaperBroker(paper), synthesiser=synth, gate=RiskGate(risk),
-                     data=data, settings=cycle_settings)
+                     data=data, settings=cycle_settings,
+                     # the ticket and the decision's alerts commit in the decision's own transaction
+                     decision_rows=(lambda event: outbox_rows(event, telegram)) if alerts_on else None)
     try:
-        return run_cycle(decision_ms, deps)
+        if alerts_on:  # unanswered tickets past their expiry: withdraw their orders before deciding anew
+            expire_tickets(store, decision_ms, initial_cash=paper.initial_cash)
+        result = run_cycle(decision_ms, deps)
+        if alerts_on:
+            queue_cycle_alerts(store, result, data, risk, telegram)
+        return result
     except ReplayMissError as exc:
         raise UsageError(f"replay: {exc}") from None
     except (CycleError, BrokerError) as exc:
         raise UsageError(str(exc)) from None
     finally:
         records.close()
+        store.close()
+
+
+def queue_cycle_alerts(store: Store, result: CycleResult, data: MarketData, risk: RiskConfig, telegram) -> int:
+    """Queue what the cycle's result and the store now say (position events, mismatches, stale data,
+    limits). Never fails the cycle: an alert that cannot be queued is reported on stderr."""
+    try:
+        candles = {}
+        for symbol in {p.symbol for p in store.rows(PositionRow)}:
+            try:
+                candles[symbol] = data.candles(symbol, result.decision_ms)
+            except (CandleDataError, OSError, ValueError):
+                continue
+        found = [*store_events(store, result.run, result.decision_ms),
+                 *manual_position_events(store, result.run, candles, result.decision_ms),
+                 *cycle_events(result, store, risk, telegram.near_limit)]
+        return enqueue(store, found, result.run, _wall_ms())
+    except Exception as exc:  # the decisions are stored; an alert problem must not undo the cycle's success
+        print(f"signal-agent: could not queue the cycle's alerts: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 0
+
+
+def flush_alerts(args: argparse.Namespace, settings: Settings, timeout_s: float = 10.0) -> str | None:
+    """Send the queued alerts for up to `timeout_s` (None when Telegram is not configured)."""
+    telegram = getattr(settings, "telegram", None)
+    if telegram is None or not telegram.configured:
+        return None
+    from agent.alerts.sender import flush
+
+    store = Store(args.store or settings.store.resolved_url(settings.data_dir))
+    try:
+        return flush(telegram, store, run_name(args, settings.cycle), timeout_s).line()
+    finally:
         store.close()
 
 
@@ -223,5 +279,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.model_dump(mode="json"), indent=2, sort_keys=True))
     else:
-        print(render(result, "live" if args.live else "paper"))
+        print(render(result, "live" if args.live else "manual" if getattr(args, "manual", False) else "paper"))
+    sent = flush_alerts(args, settings)
+    if sent is not None:
+        print(sent, file=sys.stderr if args.json else sys.stdout)
     return 0

@@ -19,7 +19,12 @@ import argparse
 import os
 import re
 import sys
+import threading
+from typing import TYPE_CHECKING
 
+from agent.alerts.control import is_paused
+from agent.alerts.monitor import crash_alert
+from agent.alerts.outbox import enqueue
 from agent.commands import UsageError
 from agent.commands import cycle as cycle_command
 from agent.commands.analyze import parse_time
@@ -38,6 +43,9 @@ from agent.scheduler import (
 )
 from agent.store import Store, StoreError
 from theories.candles import CandleDataError, iso
+
+if TYPE_CHECKING:
+    from agent.alerts.service import ServiceThread
 
 NAME = "run"
 HELP = "the service: a decision cycle at every candle close (plus a delay) until SIGINT/SIGTERM"
@@ -139,6 +147,11 @@ def run(args: argparse.Namespace) -> int:
     except LockHeldError as exc:
         raise UsageError(str(exc)) from None
     shutdown = Shutdown(grace_s=grace_s, say=_say_from_handler)
+    run_as = cycle_command.run_name(args, settings.cycle)
+    # One lock around each cycle and each Telegram answer: both read, change and write the broker's memory.
+    broker_lock = threading.Lock()
+    alerts: ServiceThread | None = None
+    control_store: Store | None = None
     try:
         if stale is not None:
             _say(f"recovered a stale lock left by pid {stale}, which is no longer running")
@@ -146,28 +159,60 @@ def run(args: argparse.Namespace) -> int:
         _say(f"signal-agent run: pid {os.getpid()}, a cycle every {every_s:g}s at +{delay_s:g}s after each close"
              + (f", simulated clock from {iso(clock.now_ms())}" if simulated else "")
              + f"; lock {lock.path}")
+        try:
+            control_store = Store(args.store or settings.store.resolved_url(settings.data_dir))
+        except StoreError as exc:
+            raise UsageError(str(exc)) from None
+        service = None
+        if settings.telegram.configured:  # python-telegram-bot is imported only when it is used
+            from agent.alerts.service import ServiceThread, build_alert_service
+
+            service = build_alert_service(settings, control_store, run=run_as, lock=broker_lock)
+        if service is not None:
+            alerts = ServiceThread(service).start()
+            _say(f"Telegram alerts on for run {run_as!r}: tickets, position events, commands from the configured chat")
         shutdown.install()
 
         def tick(at_ms: int) -> CycleResult:
             # A fresh data source each time on the wall clock: the files grow as candles close.
             source = data if simulated else FileMarketData(args.data)
-            result = cycle_command.execute(args, settings, at_ms=at_ms, broker=broker, data=source)
+            with broker_lock:
+                result = cycle_command.execute(args, settings, at_ms=at_ms, broker=broker, data=source)
+            if alerts is not None:
+                alerts.wake()
             if result.results and all(r.resumed for r in result.results):
                 _say(f"{iso(at_ms)}: cycle {result.cycle_id} was already completed; waiting for the next close")
             else:
-                _say(cycle_command.render(result, "live" if broker is not None else "paper"))
+                kind = "live" if broker is not None else "manual" if getattr(args, "manual", False) else "paper"
+                _say(cycle_command.render(result, kind))
             return result
 
         def failed(at_ms: int, exc: Exception) -> None:
             print(f"signal-agent run: the cycle at {iso(at_ms)} failed: {exc}", file=sys.stderr, flush=True)
+            if alerts is not None and control_store is not None:
+                try:
+                    enqueue(control_store, [crash_alert(run_as, at_ms, exc)], run_as, clock.now_ms())
+                    alerts.wake()
+                except Exception as err:  # the failure is printed above; the alert is a courtesy on top
+                    print(f"signal-agent run: could not queue the crash alert: {err}", file=sys.stderr, flush=True)
 
-        report = run_loop(tick, trigger, clock, shutdown, max_cycles=max_cycles, until_ms=until_ms, on_error=failed)
+        def held(at_ms: int) -> None:
+            _say(f"{iso(at_ms)}: run {run_as!r} is paused (/pause); no cycle until /resume")
+
+        report = run_loop(tick, trigger, clock, shutdown, max_cycles=max_cycles, until_ms=until_ms, on_error=failed,
+                          paused=(lambda: is_paused(control_store, run_as)) if control_store is not None else None,
+                          on_paused=held)
     finally:
         shutdown.uninstall()
+        if alerts is not None:
+            alerts.stop()
+        if control_store is not None:
+            control_store.close()
         lock.release()
     how = ("the cycle in progress was abandoned (its open decision rolled back; the next start resumes it)"
            if report.abandoned else "stopped by signal" if report.stopped_by_signal else "done")
-    _say(f"signal-agent run: {report.cycles} cycle(s), {report.failures} failed; {how}")
+    paused = f", {report.paused} skipped while paused" if report.paused else ""
+    _say(f"signal-agent run: {report.cycles} cycle(s), {report.failures} failed{paused}; {how}")
     bounded = max_cycles is not None or until_ms is not None
     return 1 if bounded and report.failures and not report.stopped_by_signal else 0
 

@@ -263,7 +263,115 @@ class StateRow(SQLModel, table=True):
     updated_ms: int
 
 
+class OutboxRow(SQLModel, table=True):
+    """An alert waiting for (or done with) delivery to Telegram: written with what caused it, sent once.
+
+    `key` is the idempotency key (e.g. 'signal:<decision id>'): a second alert with the same key is
+    never queued. The sender takes the oldest due row first (by `id`), and marks it sent together
+    with Telegram's message id in one transaction.
+    """
+
+    __tablename__ = "alert_outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, description="Idempotency key: one alert per key, ever.")
+    run: str = Field(default="", index=True)
+    level: str = Field(description="INFO (digest) | WARNING (at once) | CRITICAL (at once) | TRADE (tickets, "
+                                   "position events); `silent` says whether it rings")
+    kind: str = Field(description="signal | position | warning | critical | report | info ...")
+    text: str = Field(description="The message, Telegram HTML.")
+    buttons_json: str = Field(default="[]", description="Inline keyboard: rows of [label, callback data].")
+    silent: bool = Field(default=False, description="Sent with disable_notification (no sound).")
+    decision_id: str | None = Field(default=None, index=True)
+    ticket_id: str | None = Field(default=None, index=True)
+    created_ms: int
+    attempts: int = Field(default=0, description="Send attempts so far.")
+    next_attempt_ms: int = Field(default=0, index=True, description="Not before this time (backoff, retry_after).")
+    last_error: str = ""
+    status: str = Field(default="pending", index=True, description="pending | sent | failed (refused by Telegram)")
+    sent_ms: int | None = None
+    message_id: int | None = Field(default=None, description="Telegram's message id once sent.")
+
+
+class TicketRow(SQLModel, table=True):
+    """A manual-execution ticket: the short id its buttons carry, and the person's answer."""
+
+    __tablename__ = "alert_tickets"
+
+    ticket_id: str = Field(primary_key=True, description="Short id in callback data (Telegram allows 64 bytes).")
+    decision_id: str = Field(unique=True)
+    client_order_id: str = Field(index=True)
+    run: str = Field(index=True)
+    symbol: str
+    side: str
+    entry: float
+    stop: float
+    target: float
+    quantity: float
+    created_ms: int
+    expires_ms: int = Field(description="After this the ticket is stale: Executed is refused, the order withdrawn.")
+    status: str = Field(default="open", index=True,
+                        description="open | executed | skipped | expired | closed")
+    fill_price: float | None = None
+    exit_price: float | None = None
+    answered_ms: int | None = None
+    prompt_message_id: int | None = Field(default=None, index=True,
+                                          description="The 'reply with the price' message the person answers.")
+    prompt_action: str | None = Field(default=None, description="executed | closed: what the price reply means.")
+
+
+class WebhookAlertRow(SQLModel, table=True):
+    """A signed TradingView alert received by the webhook, with the verdict it got and what it triggered.
+
+    Only requests whose signature verified are stored, one row per distinct signature: an
+    unauthenticated sender can never write to the store (bad signatures and oversize bodies are
+    logged and counted, not kept), and a replayed request is the row already there.
+    """
+
+    __tablename__ = "webhook_alerts"
+
+    alert_id: str = Field(primary_key=True, description="'tv-' + the first 20 hex digits of the signature.")
+    signature: str = Field(unique=True, description="HMAC-SHA256 of the raw body, hex.")
+    received_ms: int = Field(index=True)
+    body: str = Field(description="The raw body as received (bounded by the size limit), UTF-8.")
+    verdict: str = Field(index=True, description="accepted | invalid_payload | stale | future | forbidden_symbol "
+                                                 "| cooldown | busy")
+    http_status: int
+    detail: str = Field(default="", description="Why, for a refusal; what happens next, for an accepted alert.")
+    strategy: str | None = Field(default=None, index=True)
+    action: str | None = Field(default=None, description="entry | exit")
+    direction: str | None = Field(default=None, description="LONG | SHORT")
+    symbol: str | None = Field(default=None, index=True, description="The alert's symbol resolved to ours.")
+    symbol_sent: str | None = Field(default=None, description="The symbol as the alert wrote it.")
+    price: float | None = None
+    alert_ms: int | None = Field(default=None, description="The alert's own timestamp, UTC epoch ms.")
+    run: str = Field(default="", index=True, description="The run whose account the triggered cycle trades.")
+    status: str = Field(default="refused", index=True,
+                        description="refused | recorded (exit) | paused | queued | running | done | failed | expired")
+    decision_ms: int | None = Field(default=None, description="Decision time of the triggered cycle.")
+    cycle_id: str | None = Field(default=None, index=True)
+    decision_id: str | None = None
+    outcome: str | None = Field(default=None, description="The symbol's decision outcome (hold, ordered, ...).")
+    finished_ms: int | None = None
+
+
+class WebhookSignatureRow(SQLModel, table=True):
+    """A signature already seen: inserting it is the replay check (the primary key refuses a second one).
+
+    Kept until the alert's timestamp has left the accepted window, after which the timestamp
+    check alone refuses the body; then it may be pruned.
+    """
+
+    __tablename__ = "webhook_signatures"
+
+    signature: str = Field(primary_key=True)
+    seen_ms: int
+    expires_ms: int = Field(index=True, description="The alert's timestamp plus the window: prunable after.")
+
+
 TABLES = (
     CycleRow, DecisionRow, SnapshotRow, DecisionCallRow, SignalRow, GateDecisionRow, OrderRow, FillRow,
     PositionRow, ClosedTradeRow, AccountSnapshotRow, BreakerEventRow, MismatchRow, StateRow,
+    OutboxRow, TicketRow,
+    WebhookAlertRow, WebhookSignatureRow,
 )
