@@ -10,11 +10,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from agent.commands import UsageError, analyze, book, config, cycle, run, signal
+from agent.commands import UsageError, alerts, analyze, book, config, cycle, evals, review, run, serve, signal
 from theories.candles import CandleDataError
 from theories.funding import FundingDataError
 
-COMMANDS = (cycle, run, analyze, signal, book, config)
+COMMANDS = (cycle, run, analyze, signal, book, config, evals, review, serve, alerts)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,825 @@
+"""The evals replay engine: walk history forward through THE cycle, once per variant, resumably and in parallel.
+
+`run_evals(config_path, runs_dir)` reads a variants file (evals.variants), creates or resumes
+the run folder (layout: contracts section 2) and runs four phases:
+
+1. Features: every decidable (symbol, decision time) of every theory set the variants use is
+   analysed once (evals.features) in worker processes, one symbol at a time chronologically so
+   the scheduled model fits are made once and reused until their refit time.
+2. Cost: an LLM variant that may spend money shows its estimated cost (tokens x the configured
+   price) and needs confirmation (`yes=True` skips it); the configured budget applies to every
+   call as in live cycles.
+3. Replay: each variant walks the decision times through `agent.cycle.run_cycle` (the same
+   code as live cycles) with a data source that only hands over candles closed by the decision
+   time (evals.lookahead.GuardedMarketData), the paper broker filling on later candles, and its
+   own store (`variants/<name>/store.sqlite`, run = the variant's name). Variants run in
+   parallel processes; a variant's cycles are sequential (one account). LLM calls go through the
+   run's call records (`calls.sqlite`): an identical request is answered from them at no cost,
+   and the number of calls in flight across processes is bounded.
+4. Baselines and audit: buy-and-hold curves (`baselines/<name>.json`, evals.baselines) and the
+   lookahead audit (evals.lookahead), whose verdict goes into the manifest.
+
+Resuming: cycles completed in a variant's store are skipped without being touched; a cycle
+interrupted half way is resumed by `run_cycle` itself (deterministic ids: nothing is decided or
+ordered twice); features already cached are not recomputed. The manifest (`manifest.json`)
+tracks progress and is rewritten atomically.
+
+Determinism: inside a replay the store's wall-clock columns hold the simulated decision time,
+so two runs of the same file on the same call records write byte-identical stores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import queue as queue_mod
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent.brokers.paper import PaperBroker, PaperSettings
+from agent.config import ConfigError, Settings, load_settings
+from agent.cycle import CycleDeps, CycleSettings, FileMarketData, compute_snapshot, run_cycle
+from agent.llm.budget import CostBudget, utc_day_start
+from agent.llm.prompt import PromptError, PromptTemplate, render
+from agent.llm.providers import make_provider, max_output_tokens
+from agent.llm.records import CallRecords
+from agent.llm.synthesis import ReplayMissError, Synthesiser
+from agent.market import parse_symbols
+from agent.snapshot import FeatureSnapshot
+from agent.store import Store
+from agent.store.tables import CycleRow
+from evals.features import (
+    OUTCOME_THEORIES,
+    CachedSnapshotSource,
+    FeatureCache,
+    compute_features,
+    decidable,
+    set_fingerprint,
+)
+from evals.lookahead import GuardedMarketData, _differences, audit_prefix_invariance, merge_guard
+from evals.variants import (
+    BaselineCurveSpec,
+    BaselineManifest,
+    DataFile,
+    EvalConfig,
+    EvalManifest,
+    LookaheadAudit,
+    VariantManifest,
+    VariantsError,
+    VariantSpec,
+    canonical,
+    load_variants,
+    sha256_text,
+    with_baselines,
+)
+from risk import RiskGate
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+VARIANTS_COPY = "variants.toml"
+FEATURES = "features.sqlite"
+CALLS = "calls.sqlite"
+
+
+class EvalsError(RuntimeError):
+    """The run cannot go on as asked (the message says why)."""
+
+
+class CostNotConfirmed(EvalsError):
+    """A run that would spend money was not confirmed (pass yes=True, or answer the prompt)."""
+
+
+# --- the plan every worker receives (picklable) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    run_dir: str
+    config: EvalConfig
+    universe: tuple[str, ...]
+    times: tuple[int, ...]
+    data_factory: Callable[[EvalConfig], Any] | None = None
+    guard: bool = True
+
+
+@dataclass
+class VariantOutcome:
+    name: str
+    status: str
+    cycles_done: int = 0
+    decisions_done: int = 0
+    seconds: float = 0.0
+    reused: int = 0
+    misses: int = 0
+    guard_violations: int = 0
+    guard_examples: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+_DATA: dict[Any, Any] = {}  # per process: the candle files are read once, whatever the number of tasks
+
+
+def market_data(plan: Plan) -> Any:
+    """The plan's raw data source (files read once per process)."""
+    key = (plan.config.data, plan.config.funding, plan.data_factory)
+    if key not in _DATA:
+        _DATA[key] = plan.data_factory(plan.config) if plan.data_factory else FileMarketData(
+            plan.config.data, plan.config.funding)
+    return _DATA[key]
+
+
+def _settings(config: EvalConfig) -> Settings:
+    try:
+        return load_settings(config.settings)
+    except ConfigError as exc:
+        raise VariantsError(str(exc)) from None
+
+
+def cycle_settings(plan: Plan, spec: VariantSpec) -> CycleSettings:
+    return CycleSettings(run=spec.name, symbols=plan.universe, window=plan.config.window,
+                         theories=spec.resolved_theories(), leader=plan.config.leader)
+
+
+class _Reporter:
+    """Progress from a worker: through a multiprocessing queue, or a direct callback in-process."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+
+    def __call__(self, *message: Any) -> None:
+        if self.sink is None:
+            return
+        if callable(self.sink):
+            self.sink(message)
+        else:
+            self.sink.put(message)
+
+
+class BoundedProvider:
+    """A provider whose live calls hold a (cross-process) semaphore: LLM concurrency is bounded."""
+
+    def __init__(self, inner: Any, semaphore: Any) -> None:
+        self.inner, self.semaphore = inner, semaphore
+        self.name, self.model = inner.name, inner.model
+        self.is_llm, self.is_replay = inner.is_llm, getattr(inner, "is_replay", False)
+
+    def parameters(self) -> dict[str, Any]:
+        return self.inner.parameters()
+
+    def complete(self, messages, schema, snapshot):
+        with self.semaphore:
+            return self.inner.complete(messages, schema, snapshot)
+
+
+# --- phase 1: features ------------------------------------------------------------------------------
+
+
+def _features_task(plan: Plan, spec: VariantSpec, symbols: Sequence[str], sink: Any) -> tuple[int, float, int, list]:
+    report = _Reporter(sink)
+    raw = market_data(plan)
+    data = GuardedMarketData(raw) if plan.guard else raw
+    cs = cycle_settings(plan, spec)
+
+    class _TimedData:  # the guard cuts funding at each decision time, as in the replay
+        def __init__(self) -> None:
+            self.symbols = data.symbols
+
+        def candles(self, symbol: str, at_ms: int):
+            if isinstance(data, GuardedMarketData):
+                data.now_ms = at_ms
+            return data.candles(symbol, at_ms)
+
+        def funding_rates(self):
+            return data.funding_rates() if hasattr(data, "funding_rates") else {}
+
+    computed, seconds = compute_features(Path(plan.run_dir) / FEATURES, _TimedData(), plan.universe, symbols,
+                                         plan.times, cs, progress=lambda n: report("features", n))
+    guard = data if isinstance(data, GuardedMarketData) else None
+    return computed, seconds, guard.violations if guard else 0, guard.examples if guard else []
+
+
+# --- phase 3: one variant's replay ------------------------------------------------------------------
+
+
+def _completed_times(store: Store, run: str) -> set[int]:
+    from sqlmodel import select
+
+    with store.session() as s:
+        rows = s.exec(select(CycleRow.decision_ms).where(CycleRow.run == run, CycleRow.status == "completed"))
+        return set(rows.all())
+
+
+def replay_variant(plan: Plan, spec: VariantSpec, sink: Any = None, semaphore: Any = None,
+                   stop_after: int | None = None) -> VariantOutcome:
+    """Walk one variant through every decision time not yet completed. Never raises: failures are the outcome.
+
+    `stop_after` (tests) ends the walk after that many cycles, as an interruption would.
+    """
+    report = _Reporter(sink)
+    started = time.perf_counter()
+    out = VariantOutcome(name=spec.name, status="running")
+    store = records = data = features = None
+    try:
+        config = plan.config
+        settings = _settings(config)
+        run_dir = Path(plan.run_dir)
+        provider = make_provider(spec.provider, settings.llm)
+        if provider.is_llm and not getattr(provider, "is_replay", False) and semaphore is not None:
+            provider = BoundedProvider(provider, semaphore)
+        template = PromptTemplate.load(spec.prompt)
+        cs = cycle_settings(plan, spec)
+        store = Store.at(run_dir / "variants" / spec.name / "store.sqlite")
+        # only model calls go to the records (the cache and the budget's ledger); a rule provider's
+        # answer is recomputed for free and its call summary is still in the variant's store
+        records = CallRecords(run_dir / CALLS) if provider.is_llm else None
+        clock = {"now": plan.times[0] if plan.times else 0}
+        synth = Synthesiser(
+            provider=provider, template=template, rules=settings.signal,
+            price=settings.price_for(provider.name, provider.model),
+            budget=CostBudget(daily_usd=settings.budget.daily_usd, per_cycle_usd=settings.budget.per_cycle_usd),
+            records=records, anonymise=spec.anonymised, repair_retries=settings.llm.repair_retries, cache=True,
+            max_output_tokens=max_output_tokens(provider, settings.llm),
+        )
+        raw = market_data(plan)
+        data = GuardedMarketData(raw) if plan.guard else raw
+        features = FeatureCache(run_dir / FEATURES)
+        source = CachedSnapshotSource(features, cs)
+        deps = CycleDeps(store=store, broker=PaperBroker(config.paper_for(spec)), synthesiser=synth,
+                         gate=RiskGate(config.risk_for(spec)), data=data, settings=cs,
+                         wall_ms=lambda: clock["now"], snapshot_source=source)
+        done = _completed_times(store, spec.name)
+        out.cycles_done = len(done)
+        out.decisions_done = len(done) * len(plan.universe)
+        report("replay-start", spec.name, len(done), out.decisions_done)
+        product_spend = 0.0
+        if provider.is_llm:
+            product_spend = CallRecords(settings.records_path).spent_since(utc_day_start(_wall_ms()))
+        ran = 0
+        for t in plan.times:
+            if t in done:
+                continue
+            clock["now"] = t
+            if isinstance(data, GuardedMarketData):
+                data.now_ms = t
+            synth.budget.spent_cycle_usd = 0.0
+            if records is not None:
+                synth.budget.spent_today_usd = product_spend + records.spent_since(utc_day_start(_wall_ms()))
+            result = run_cycle(t, deps)
+            out.cycles_done += 1
+            out.decisions_done += len(result.results)
+            report("replay", spec.name, 1, len(result.results))
+            ran += 1
+            if stop_after is not None and ran >= stop_after:
+                break
+        out.reused, out.misses = source.reused, source.misses
+        out.status = "completed" if out.cycles_done >= len(plan.times) else "running"
+    except ReplayMissError as exc:
+        out.status, out.error = "failed", f"replay: {exc}"
+    except Exception as exc:  # one variant's failure must not stop the others; it is recorded, with its cause
+        log.exception("variant %s failed", spec.name)
+        out.status, out.error = "failed", f"{type(exc).__name__}: {exc}"
+    finally:
+        if isinstance(data, GuardedMarketData):
+            out.guard_violations, out.guard_examples = data.violations, list(data.examples)
+        for resource in (features, records, store):
+            if resource is not None:
+                resource.close()
+        out.seconds = time.perf_counter() - started
+    return out
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# --- phase 4: baselines and the audit ---------------------------------------------------------------
+
+
+def write_baseline(plan: Plan, spec: BaselineCurveSpec) -> BaselineManifest:
+    """A passive benchmark on the decision grid, as baselines/<name>.json (evals.baselines.BaselineCurve)."""
+    from evals import baselines
+
+    rel = f"baselines/{spec.name}.json"
+    entry = BaselineManifest(name=spec.name, kind=spec.kind, symbols=spec.symbols, path=rel)
+    try:
+        config = plan.config
+        paper = PaperSettings.model_validate({"initial_cash": config.initial_cash, **config.paper})
+        b = baselines.BaselineSpec(name=spec.name, kind=spec.kind, spec=f"{spec.kind}:{'+'.join(spec.symbols)}",
+                                   provider=None, symbols=spec.symbols)
+        curve = baselines.baseline_curve(b, market_data(plan), plan.times, paper, config.initial_cash)
+        path = Path(plan.run_dir) / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, curve.model_dump_json())
+        entry.status = "completed"
+    except Exception as exc:  # a benchmark that cannot be built is reported, the run goes on
+        entry.status, entry.error = "failed", f"{type(exc).__name__}: {exc}"
+    return entry
+
+
+def _audit_task(plan: Plan, spec: VariantSpec, samples: int, k_bars: int) -> LookaheadAudit:
+    cs = cycle_settings(plan, spec)
+    raw = market_data(plan)
+    features = FeatureCache(Path(plan.run_dir) / FEATURES)
+    fp = set_fingerprint(cs)
+    try:
+        def cached(symbol: str, t: int) -> FeatureSnapshot | None:
+            text = features.get(fp, cs.window, symbol, t)
+            return None if text is None else FeatureSnapshot.model_validate_json(text)
+
+        def shared_diff(hit: FeatureSnapshot, fresh: FeatureSnapshot) -> set[str]:
+            return _differences(hit, fresh) - OUTCOME_THEORIES
+
+        return audit_prefix_invariance(
+            compute_snapshot, raw, plan.universe, plan.times, cs, k_bars=k_bars, samples=samples, cached=cached,
+            compare_cached=shared_diff,
+            eligible=lambda u, s, t: decidable(u, s, t, cs.data, cs.window))
+    finally:
+        features.close()
+
+
+# --- the run ----------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1],
+                             capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("crypto-signal-agent")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _data_files(data: Any, universe: Sequence[str]) -> list[DataFile]:
+    files: list[Path] = []
+    table = getattr(data, "_files", {})
+    files += [Path(table[s]) for s in universe if s in table]
+    funding = getattr(data, "_funding_path", None)
+    if funding is not None and Path(funding).exists():
+        root = Path(funding)
+        files += sorted(p for p in root.iterdir() if p.is_file()) if root.is_dir() else [root]
+    return [DataFile(path=str(p), sha256=_sha256_file(p), bytes=p.stat().st_size) for p in files]
+
+
+def _variant_manifest(plan: Plan, spec: VariantSpec, settings: Settings) -> VariantManifest:
+    try:
+        provider = make_provider(spec.provider, settings.llm)
+        template = PromptTemplate.load(spec.prompt)
+    except (ValueError, PromptError) as exc:
+        raise VariantsError(f"variant {spec.name!r}, field 'provider'/'prompt': {exc}") from None
+    cs = cycle_settings(plan, spec)
+    risk = plan.config.risk_for(spec).model_dump(mode="json")
+    return VariantManifest(
+        name=spec.name, signature=f"{provider.name}:{provider.model}:{template.variant}", provider_spec=spec.provider,
+        provider=provider.name, model=provider.model, provider_parameters=provider.parameters(),
+        prompt_variant=template.variant, prompt_version=template.version, prompt_sha256=template.sha256,
+        theories=dict(cs.theories), theory_fingerprint=set_fingerprint(cs), window=cs.window,
+        anonymise=spec.anonymised, risk=risk, risk_sha256=sha256_text(canonical(risk)),
+        paper=plan.config.paper_for(spec).model_dump(mode="json"), baseline=spec.baseline,
+        llm=bool(provider.is_llm), store=f"variants/{spec.name}/store.sqlite",
+        cycles_total=len(plan.times), decisions_total=len(plan.times) * len(plan.universe),
+    )
+
+
+def _new_run_id(config_path: Path) -> str:
+    return f"{config_path.stem}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+
+
+class _Progress:
+    """tqdm bars on stderr, fed by worker messages; keeps the manifest's counters up to date."""
+
+    def __init__(self, enabled: bool, manifest: EvalManifest, save: Callable[[], None]) -> None:
+        self.enabled, self.manifest, self.save = enabled, manifest, save
+        self.bar = None
+        self.last_save = time.monotonic()
+
+    def start(self, desc: str, total: int, initial: int = 0) -> None:
+        self.close()
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="dec" if desc == "replay" else "snap",
+                            file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
+
+    def handle(self, message: tuple) -> None:
+        """("features", n) | ("replay-start", variant, cycles done, decisions done) | ("replay", variant, 1, n)."""
+        kind = message[0]
+        if kind == "features":
+            step = message[1]
+        else:
+            _, name, cycles, decisions = message
+            v = self.manifest.variant(name)
+            v.status = "running"
+            if kind == "replay-start":
+                v.cycles_done, v.decisions_done = cycles, decisions
+            else:
+                v.cycles_done += cycles
+                v.decisions_done += decisions
+            step = decisions
+        if self.bar is not None:
+            self.bar.update(step)
+        if time.monotonic() - self.last_save > 2.0:
+            self.save()
+            self.last_save = time.monotonic()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | None = None, workers: int = 2,
+              progress: bool = True, yes: bool = False, confirm: Callable[[str], bool] | None = None,
+              audit_samples: int = 12, audit_k_bars: int = 3, data_factory: Callable[[EvalConfig], Any] | None = None,
+              guard: bool = True, only: Sequence[str] | None = None, stop_after: int | None = None,
+              calls_from: str | Path | None = None) -> EvalManifest:
+    """Run (or resume) the eval a variants file declares; returns the final manifest.
+
+    `run_id` names the run folder under `runs_dir` (default: the file's stem and the UTC time);
+    an existing folder is resumed, provided its copy of the variants file is the same. `workers`
+    processes share the work (1: everything in this process). `yes` skips the cost confirmation;
+    `confirm(message)` asks it otherwise (default: a y/N prompt on a terminal, CostNotConfirmed
+    when there is none). `audit_samples`/`audit_k_bars` size the lookahead audit (0 samples: no
+    audit). `data_factory(config)` replaces the candle files (tests); `guard=False` removes the
+    lookahead guard (only the canary test does that); `only` limits the replay to some variants;
+    `stop_after` (tests) interrupts each variant after that many cycles. `calls_from` seeds a new
+    run's call records with an earlier run's `calls.sqlite`, so its LLM requests are answered from
+    them (a `replay:` provider answers from nothing else).
+    """
+    t_setup = time.perf_counter()
+    config_path = Path(config_path)
+    config = load_variants(config_path)
+    text = config_path.read_text(encoding="utf-8")
+    settings = _settings(config)
+    run_id = run_id or _new_run_id(config_path)
+    if not _valid_name(run_id):
+        raise EvalsError(f"run id {run_id!r}: use letters, digits, '.', '_' or '-'")
+    run_dir = Path(runs_dir) / run_id
+    manifest_path = run_dir / MANIFEST
+    previous: EvalManifest | None = None
+    if manifest_path.is_file():
+        previous = EvalManifest.model_validate_json(manifest_path.read_text(encoding="utf-8"))
+        if previous.config_sha256 != sha256_text(text):
+            raise EvalsError(f"run {run_id} was started from a different variants file; "
+                             "start a new run (another run id) to evaluate this one")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / VARIANTS_COPY).exists():
+        _atomic_write(run_dir / VARIANTS_COPY, text)
+    if calls_from is not None and not (run_dir / CALLS).exists():
+        if not Path(calls_from).is_file():
+            raise EvalsError(f"no call records at {calls_from}")
+        _copy_sqlite(Path(calls_from), run_dir / CALLS)
+
+    probe = Plan(str(run_dir), config, (), (), data_factory, guard)
+    data = market_data(probe)
+    try:
+        universe = tuple(parse_symbols(config.universe, data.symbols()) if config.universe else data.symbols())
+    except KeyError as exc:
+        raise VariantsError(f"{config_path}: field 'universe': {exc.args[0]}") from None
+    times = tuple(config.decision_times())
+    if not times:
+        raise VariantsError(f"{config_path}: no decision time on the {config.cadence} grid in [start, end)")
+    plan = Plan(str(run_dir), config, universe, times, data_factory, guard)
+
+    variants, curves = with_baselines(config, list(universe))
+    entries: list[VariantManifest] = []
+    replayed: list[VariantSpec] = []
+    skipped: dict[str, str] = {}
+    for spec in variants:
+        try:
+            entries.append(_variant_manifest(plan, spec, settings))
+            replayed.append(spec)
+        except VariantsError as exc:
+            if not spec.baseline:
+                raise VariantsError(f"{config_path}: {exc}") from None
+            skipped[spec.name] = str(exc)
+    now = _wall_ms()
+    manifest = EvalManifest(
+        run_id=run_id, created_ms=previous.created_ms if previous else now, updated_ms=now,
+        config_sha256=sha256_text(text), period_start_ms=config.start, period_end_ms=config.end,
+        cadence=config.cadence, cadence_ms=config.cadence_ms, decision_times=len(times), universe=universe,
+        in_sample_until_ms=config.in_sample_until, initial_cash=config.initial_cash,
+        data_dir=str(getattr(data, "root", config.data or "")), funding_dir=_funding_dir(data),
+        data_files=_data_files(data, universe), package_version=_package_version(), git_commit=_git_commit(),
+        python=platform.python_version(), variants=entries, skipped_baselines=skipped,
+        baselines=[BaselineManifest(name=c.name, kind=c.kind, symbols=c.symbols, path=f"baselines/{c.name}.json")
+                   for c in curves],
+    )
+    if previous is not None:
+        for v in manifest.variants:
+            with contextlib.suppress(KeyError):
+                old = previous.variant(v.name)
+                v.cycles_done, v.decisions_done, v.seconds = old.cycles_done, old.decisions_done, old.seconds
+        manifest.features = previous.features
+    selected = [s for s in replayed if only is None or s.name in only]
+
+    save_lock = threading.Lock()  # the progress thread saves too
+
+    def save() -> None:
+        with save_lock:
+            manifest.updated_ms = _wall_ms()
+            _atomic_write(manifest_path, manifest.model_dump_json(indent=2))
+
+    save()
+    manifest.phases_s["setup"] = round(time.perf_counter() - t_setup, 3)
+    bars = _Progress(progress, manifest, save)
+    pool: ProcessPoolExecutor | None = None
+    sink: Any = bars.handle
+    drain: threading.Thread | None = None
+    stop_drain = threading.Event()
+    if workers > 1:
+        # forkserver: one clean process imports the stack once and forks the workers from it
+        # (fast start, no threads inherited); the progress queue and the LLM semaphore reach the
+        # workers at their start (initargs), the only way multiprocessing shares them
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["evals.replay"])
+        queue = ctx.Queue()
+        semaphore = ctx.BoundedSemaphore(config.llm_concurrency)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(queue, semaphore))
+
+        def pump() -> None:
+            while not stop_drain.is_set():
+                try:
+                    bars.handle(queue.get(timeout=0.2))
+                except queue_mod.Empty:
+                    continue
+                except (EOFError, OSError, ValueError):
+                    return
+
+        drain = threading.Thread(target=pump, daemon=True)
+        drain.start()
+    else:
+        semaphore = threading.BoundedSemaphore(config.llm_concurrency)
+    try:
+        # phase 1: shared features, one task per (theory set, symbol)
+        t1 = time.perf_counter()
+        sets: dict[str, VariantSpec] = {}
+        for spec in selected:
+            sets.setdefault(set_fingerprint(cycle_settings(plan, spec)), spec)
+        guard_violations, guard_examples = 0, []
+        bars.start("features", len(sets) * len(universe) * len(times))
+        tasks = [(spec, [s]) for spec in sets.values() for s in universe]
+        results = (_map(pool, _features_in_worker, [(plan, spec, syms) for spec, syms in tasks]) if pool else
+                   [_features_task(plan, spec, syms, sink) for spec, syms in tasks])
+        for computed, _seconds, violations, examples in results:
+            manifest.features.computed += computed
+            guard_violations += violations
+            guard_examples += examples
+        bars.close()
+        with contextlib.closing(FeatureCache(run_dir / FEATURES)) as fc:
+            manifest.features.cached = fc.count()
+        manifest.features.seconds = round(manifest.features.seconds + time.perf_counter() - t1, 3)
+        manifest.phases_s["features"] = round(time.perf_counter() - t1, 3)
+        save()
+
+        # phase 2: what it may cost
+        estimate, lines = estimate_cost(plan, selected, manifest, settings)
+        manifest.cost_estimate_usd = round(estimate, 6)
+        save()
+        if estimate > 0 and not yes:
+            message = "\n".join(lines) + f"\nEstimated LLM cost of this run: up to ${estimate:.2f}. Proceed?"
+            if not (confirm or _ask)(message):
+                raise CostNotConfirmed(f"not confirmed: the run could spend up to ${estimate:.2f} "
+                                       "(pass yes=True / --yes to run it)")
+
+        # phase 3: the replays (and the audit alongside them)
+        t3 = time.perf_counter()
+        bars.start("replay", sum(len(times) * len(universe) for _ in selected))
+        for spec in selected:
+            manifest.variant(spec.name).status = "running"
+        save()
+        audit_spec = next((s for s in selected if not s.baseline), selected[0] if selected else None)
+        audit_future: Future | None = None
+        audit: LookaheadAudit | None = None
+        if pool is not None and audit_spec is not None and audit_samples > 0:
+            audit_future = pool.submit(_audit_task, plan, audit_spec, audit_samples, audit_k_bars)
+        outcomes = (_map(pool, _replay_in_worker, [(plan, spec, stop_after) for spec in selected], unordered=True)
+                    if pool else [replay_variant(plan, spec, sink, semaphore, stop_after) for spec in selected])
+        if drain is not None:  # every progress message in, before the outcomes set the final counts
+            stop_drain.set()
+            drain.join(timeout=10)
+            with contextlib.suppress(queue_mod.Empty, EOFError, OSError, ValueError):
+                while True:
+                    bars.handle(queue.get_nowait())
+        for out in outcomes:
+            v = manifest.variant(out.name)
+            v.status, v.error = out.status, out.error  # type: ignore[assignment]
+            v.cycles_done, v.decisions_done = out.cycles_done, out.decisions_done
+            v.seconds = round(v.seconds + out.seconds, 3)
+            manifest.features.reused += out.reused
+            manifest.features.misses += out.misses
+            guard_violations += out.guard_violations
+            guard_examples += out.guard_examples
+            save()
+        bars.close()
+        manifest.phases_s["replay"] = round(time.perf_counter() - t3, 3)
+
+        # phase 4: baselines and the audit
+        t4 = time.perf_counter()
+        manifest.baselines = [write_baseline(plan, c) for c in curves]
+        manifest.phases_s["baselines"] = round(time.perf_counter() - t4, 3)
+        t5 = time.perf_counter()
+        if audit_future is not None:
+            audit = audit_future.result()
+        elif audit_spec is not None and audit_samples > 0:
+            audit = _audit_task(plan, audit_spec, audit_samples, audit_k_bars)
+        manifest.phases_s["audit"] = round(time.perf_counter() - t5, 3)
+        manifest.lookahead = merge_guard(audit or LookaheadAudit(k_bars=audit_k_bars), guard_violations,
+                                         guard_examples)
+        with contextlib.closing(FeatureCache(run_dir / FEATURES)) as fc:
+            manifest.features.cached = fc.count()
+        manifest.status = "completed" if all(v.status == "completed" for v in manifest.variants
+                                             if only is None or v.name in only) else "running"
+        if any(v.status == "failed" for v in manifest.variants):
+            manifest.status = "failed"
+        save()
+        return manifest
+    finally:
+        bars.close()
+        stop_drain.set()
+        if drain is not None:
+            drain.join(timeout=2)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _copy_sqlite(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite database (the backup API: it includes what is still in the WAL)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(source)) as src, contextlib.closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
+
+
+def _funding_dir(data: Any) -> str | None:
+    path = getattr(data, "_funding_path", None)
+    return None if path is None else str(path)
+
+
+def _valid_name(name: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[A-Za-z0-9_.-]+", name) is not None
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(queue: Any, semaphore: Any) -> None:
+    _WORKER["sink"], _WORKER["semaphore"] = queue, semaphore
+
+
+def _features_in_worker(plan: Plan, spec: VariantSpec, symbols: Sequence[str]) -> tuple[int, float, int, list]:
+    return _features_task(plan, spec, symbols, _WORKER.get("sink"))
+
+
+def _replay_in_worker(plan: Plan, spec: VariantSpec, stop_after: int | None) -> VariantOutcome:
+    return replay_variant(plan, spec, _WORKER.get("sink"), _WORKER.get("semaphore"), stop_after)
+
+
+def _map(pool: ProcessPoolExecutor | None, fn: Callable, arg_tuples: Sequence[tuple], unordered: bool = False) -> list:
+    """Run fn over the argument tuples: in the pool's processes, or here one after the other."""
+    if pool is None:
+        return [fn(*args) for args in arg_tuples]
+    futures = [pool.submit(fn, *args) for args in arg_tuples]
+    if unordered:
+        return [f.result() for f in as_completed(futures)]
+    return [f.result() for f in futures]
+
+
+def _ask(message: str) -> bool:
+    if not sys.stdin or not sys.stdin.isatty():
+        raise CostNotConfirmed(message.splitlines()[-1].removesuffix(" Proceed?")
+                               + " No terminal to confirm on: pass yes=True (--yes) to run it.")
+    print(message + " [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def estimate_cost(plan: Plan, specs: Sequence[VariantSpec], manifest: EvalManifest,
+                  settings: Settings) -> tuple[float, list[str]]:
+    """Upper-bound USD of the LLM calls still to make: decisions left x (estimated prompt tokens x the input
+    price + the output-token cap x the output price). Calls already in the records cost nothing and repairs
+    add at most one call per decision (shown separately). Providers without a price are refused early."""
+    total, lines = 0.0, []
+    sample: FeatureSnapshot | None = None
+    for spec in specs:
+        provider = make_provider(spec.provider, settings.llm)
+        if not provider.is_llm or getattr(provider, "is_replay", False):
+            continue
+        price = settings.price_for(provider.name, provider.model)
+        if price is None:
+            raise VariantsError(f"variant {spec.name!r}: no price for {provider.name}:{provider.model} in the "
+                                "settings' [prices] table; an unknown cost cannot be budgeted")
+        if sample is None:
+            sample = _sample_snapshot(plan, spec)
+        template = PromptTemplate.load(spec.prompt)
+        tokens_in = (render(template, sample, settings.signal, [], [], anonymise=spec.anonymised).estimated_tokens
+                     if sample is not None else 1500)
+        out_cap = max_output_tokens(provider, settings.llm)
+        v = manifest.variant(spec.name)
+        left = max(v.decisions_total - v.decisions_done, 0)
+        per_call = price.cost(tokens_in, out_cap)
+        cost = left * per_call
+        total += cost
+        lines.append(f"{spec.name}: {left} decisions x ({tokens_in} tokens in, up to {out_cap} out) at "
+                     f"{provider.name}:{provider.model} prices = up to ${cost:.2f} (${2 * cost:.2f} if every "
+                     "reply needed its repair call)")
+    return total, lines
+
+
+def _sample_snapshot(plan: Plan, spec: VariantSpec) -> FeatureSnapshot | None:
+    cs = cycle_settings(plan, spec)
+    with contextlib.closing(FeatureCache(Path(plan.run_dir) / FEATURES)) as fc:
+        found = fc.get_range(set_fingerprint(cs), cs.window, plan.times[0], plan.times[-1] + 1)
+    if not found:
+        return None
+    return FeatureSnapshot.model_validate_json(next(iter(found.values())))
+
+
+# --- reading a run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalRun:
+    """A run folder opened for reading: its manifest, each variant's store and the baseline curves."""
+
+    run_dir: Path
+    manifest: EvalManifest
+    stores: dict[str, Store]
+    baselines: dict[str, dict[str, Any]]
+
+    def close(self) -> None:
+        for store in self.stores.values():
+            store.close()
+
+    def __enter__(self) -> EvalRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_run(run_dir: str | Path) -> EvalRun:
+    """Open a run folder: EvalsError naming the folder when it holds no manifest."""
+    run_dir = Path(run_dir)
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        raise EvalsError(f"{run_dir}: not an eval run (no {MANIFEST})")
+    manifest = EvalManifest.model_validate_json(path.read_text(encoding="utf-8"))
+    stores = {v.name: Store.at(run_dir / v.store) for v in manifest.variants if (run_dir / v.store).is_file()}
+    curves: dict[str, dict[str, Any]] = {}
+    for b in manifest.baselines:
+        p = run_dir / b.path
+        if p.is_file():
+            curves[b.name] = json.loads(p.read_text(encoding="utf-8"))
+    return EvalRun(run_dir=run_dir, manifest=manifest, stores=stores, baselines=curves)
+
+
+def remove_run(run_dir: str | Path) -> None:
+    """Delete a run folder (only one holding a manifest)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / MANIFEST).is_file():
+        raise EvalsError(f"{run_dir}: not an eval run (no {MANIFEST}); not deleting it")
+    shutil.rmtree(run_dir)
+
+
+__all__ = ["CostNotConfirmed", "EvalRun", "EvalsError", "Plan", "estimate_cost", "load_run", "replay_variant",
+           "run_evals"]

@@ -1,0 +1,314 @@
+"""The evals replay engine end to end on the bundled sample: a real replay through the cycle, shared features
+computed once, resuming after an interruption (a hook and a SIGKILL), and re-runs that are byte-identical."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import evals.features as features_mod
+from agent.cycle import FileMarketData, compute_snapshot
+from agent.store.tables import DecisionRow, FillRow, OrderRow
+from evals.features import CachedSnapshotSource, FeatureCache, decidable, shared_snapshot
+from evals.replay import CostNotConfirmed, EvalsError, Plan, cycle_settings, load_run, run_evals
+from evals.variants import load_variants
+from tests.llm_servers import ollama_chat, serve
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_SET = '["montecarlo", "context", "bayes", "rsi_bollinger", "momentum", "atr_breakout", "vwap_reversion", ' \
+            '"funding_extremes"]'
+CONFIG = f"""
+start = 2025-11-13T12:00:00Z
+end = 2025-11-14T12:00:00Z
+cadence = "4h"
+universe = ["BTC", "ETH"]
+baseline_theories = {SMALL_SET}
+settings = "settings.toml"
+# the small theory set has no regime theory (its Markov fits would cost the tests seconds)
+risk = {{ regime = {{ require_regime = false }} }}
+
+[[variant]]
+name = "heur-small"
+provider = "heuristic"
+theories = {SMALL_SET}
+
+[[variant]]
+name = "qwen"
+provider = "ollama:qwen3:8b"
+theories = {SMALL_SET}
+risk = {{ sizing = {{ max_risk_per_trade = 0.005 }} }}
+"""
+CYCLES, SYMBOLS = 6, 2
+VARIANTS = 7  # two declared + five seed strategies (the heuristic is declared)
+# wall-clock-free comparison: latency is the only measured time in a decision's rows
+VOLATILE = {"decision_llm_calls": {"latency_ms", "id", "record_id"}}
+SOME = ["qwen", "heur-small"]  # the tests that run again replay these two only (time)
+
+
+def write_config(folder: Path, text: str = CONFIG, settings: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "settings.toml").write_text(f'data_dir = "{folder / "data"}"\n{settings}', encoding="utf-8")
+    path = folder / "variants.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def dump(store: Path, volatile: dict[str, set[str]] = VOLATILE) -> dict[str, list[tuple]]:
+    """Every row of every table, in a stable order, without the columns that hold measured times."""
+    out = {}
+    with sqlite3.connect(store) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        for table in tables:
+            cols = [r[1] for r in db.execute(f"PRAGMA table_info({table})") if r[1] not in volatile.get(table, set())]
+            rows = db.execute(f"SELECT {', '.join(f'[{c}]' for c in cols)} FROM [{table}]").fetchall()
+            out[table] = sorted(rows, key=repr)
+    return out
+
+
+def dump_run(run_dir: Path, only: list[str] | None = None, **kw) -> dict[str, dict]:
+    return {p.parent.name: dump(p, **kw) for p in sorted((run_dir / "variants").glob("*/store.sqlite"))
+            if only is None or p.parent.name in only}
+
+
+def long_reply(body: dict):
+    """The scripted model: always LONG at the (anonymised, rebased to 100) last close, 1.5% stop, 2 R target."""
+    return ollama_chat(json.dumps({
+        "symbol": "ASSET", "direction": "LONG", "confidence": 0.7, "entry": 100.0, "stop": 98.5, "target": 103.0,
+        "horizon_hours": 8, "reasoning": "Scripted test model: always long.", "theories": ["montecarlo"],
+    }))
+
+
+@pytest.fixture(scope="module")
+def llm_server():
+    with serve("/api/chat") as server:
+        server.push(*[long_reply] * 10_000)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, llm_server):
+    """One uninterrupted run, counting every snapshot computation."""
+    folder = tmp_path_factory.mktemp("evals")
+    config = write_config(folder, CONFIG, f'[llm.ollama]\nhost = "{llm_server.url}"\n')
+    calls = []
+    real = features_mod.build_snapshot
+
+    def counting(symbol, universe, at_ms=None, *args, **kw):
+        calls.append((symbol, at_ms))
+        return real(symbol, universe, at_ms, *args, **kw)
+
+    features_mod.build_snapshot = counting
+    try:
+        manifest = run_evals(config, folder / "runs", run_id="first", workers=1, progress=False, audit_samples=2)
+    finally:
+        features_mod.build_snapshot = real
+    return config, folder, manifest, calls
+
+
+def test_a_small_replay_runs_every_variant_through_the_cycle_and_records_what_it_ran_with(first_run):
+    config, folder, m, _ = first_run
+    assert m.status == "completed", [(v.name, v.error) for v in m.variants]
+    assert len(m.variants) == VARIANTS and not m.skipped_baselines
+    assert {v.name for v in m.variants} >= {"heur-small", "qwen", "strategy.momentum"}
+    assert m.decision_times == CYCLES and m.universe == ("BTC/USDT", "ETH/USDT")
+    run = load_run(folder / "runs" / "first")
+    with run:
+        for v in m.variants:
+            assert (v.status, v.cycles_done, v.decisions_done) == ("completed", CYCLES, CYCLES * SYMBOLS)
+            decisions = run.stores[v.name].rows(DecisionRow)
+            assert len(decisions) == CYCLES * SYMBOLS
+            assert {d.cycle_id.split("@")[0] for d in decisions} == {v.name}  # run name = variant name
+            analysed = [d for d in decisions if d.outcome != "skipped"]
+            assert analysed and all(d.variant == v.signature for d in analysed)
+            # the decision time is the simulated clock: a replay's rows carry no wall-clock time
+            assert all(d.created_ms == d.decision_ms for d in decisions)
+        assert set(run.baselines) == {"buy_and_hold.BTC_USDT", "buy_and_hold.ETH_USDT", "equal_weight.BTC_ETH"}
+        curve = run.baselines["equal_weight.BTC_ETH"]["curve"]
+        assert curve["equity"][0] == 10_000 and len(curve["time_ms"]) == len(curve["equity"]) == CYCLES
+    heur = m.variant("heur-small")
+    assert heur.signature == "heuristic:rules-v1:baseline" and heur.anonymise is False
+    from agent.llm.prompt import PromptTemplate
+
+    assert heur.prompt_sha256 == PromptTemplate.load("baseline").sha256
+    assert list(heur.theories) == json.loads(SMALL_SET) and heur.theories["montecarlo"]["n_paths"] == 10000
+    qwen = m.variant("qwen")
+    assert qwen.risk["sizing"]["max_risk_per_trade"] == 0.005 and qwen.risk_sha256 != heur.risk_sha256
+    assert (qwen.signature, qwen.anonymise, qwen.llm) == ("ollama:qwen3:8b:baseline", True, True)
+    # the scripted model trades: orders filled on later candles by the paper broker
+    with load_run(folder / "runs" / "first") as run:
+        orders = run.stores["qwen"].rows(OrderRow)
+        fills = run.stores["qwen"].rows(FillRow)
+    created = {o.client_order_id: o.created_ms for o in orders}
+    assert orders and fills and all(f.time_ms >= created[f.client_order_id] for f in fills)
+    files = {Path(f.path).name for f in m.data_files}
+    assert {"BTC_USDT.csv.gz", "ETH_USDT.csv.gz"} <= files and all(len(f.sha256) == 64 for f in m.data_files)
+    assert (folder / "runs" / "first" / "variants.toml").read_text() == config.read_text()
+    assert m.lookahead is not None and m.lookahead.passed and m.lookahead.samples >= 1
+
+
+def test_shared_features_are_computed_once_and_read_by_every_variant(first_run):
+    _config, _folder, m, calls = first_run
+    # every variant uses the same set: one computation per decidable (symbol, time), none repeated
+    assert len(calls) == len(set(calls)) == m.features.computed == m.features.cached
+    assert 0 < m.features.computed <= CYCLES * SYMBOLS
+    assert m.features.misses == 0
+    assert m.features.reused == VARIANTS * m.features.computed
+
+
+def test_the_cached_source_gives_exactly_the_snapshot_build_snapshot_gives_with_the_variants_own_outcomes(first_run):
+    config, folder, m, _ = first_run
+    c = load_variants(config)
+    data = FileMarketData()
+    plan = Plan(str(folder / "runs" / "first"), c, m.universe, tuple(c.decision_times()))
+    cs = cycle_settings(plan, c.variants[0])
+    t = c.decision_times()[-1]
+    universe = {s: data.candles(s, t) for s in m.universe}
+    assert decidable(universe, "ETH/USDT", t, cs.data, cs.window)
+    outcomes = [1.2, -1.0, 2.0, -1.0]  # this variant's own closed trades: bayes must see them
+    cache = FeatureCache(Path(plan.run_dir) / "features.sqlite")
+    try:
+        got = CachedSnapshotSource(cache, cs)("ETH/USDT", universe, t, cs, outcomes=outcomes,
+                                               funding=data.funding_rates(), cache=None)
+    finally:
+        cache.close()
+    fresh = compute_snapshot("ETH/USDT", universe, t, cs, outcomes=outcomes, funding=data.funding_rates(), cache=None)
+    assert got.model_dump_json() == fresh.model_dump_json()
+    assert got.to_prompt_text() == fresh.to_prompt_text()
+    assert "bayes" in got.theories and "bayes" not in shared_snapshot(
+        "ETH/USDT", universe, t, cs, funding=data.funding_rates(), cache=None).theories
+
+
+def test_a_rerun_is_byte_identical(first_run, tmp_path):
+    config, folder, _m, _ = first_run
+    again = run_evals(config, tmp_path / "runs", run_id="again", workers=1, progress=False, audit_samples=0,
+                      only=SOME)
+    assert again.status == "completed"
+    assert dump_run(tmp_path / "runs" / "again") == dump_run(folder / "runs" / "first", SOME)
+
+
+def test_resuming_a_finished_run_redoes_nothing(first_run):
+    config, folder, m, _ = first_run
+    before = dump_run(folder / "runs" / "first", volatile={})
+    again = run_evals(config, folder / "runs", run_id="first", workers=1, progress=False, audit_samples=0)
+    assert again.status == "completed" and again.features.computed == m.features.computed
+    assert dump_run(folder / "runs" / "first", volatile={}) == before  # not one row added or changed
+
+
+def test_an_interrupted_run_resumes_without_duplicates_and_ends_as_an_uninterrupted_one(first_run, tmp_path):
+    config, folder, _m, _ = first_run
+    part = run_evals(config, tmp_path / "runs", run_id="cut", workers=1, progress=False, audit_samples=0,
+                     stop_after=2, only=SOME)
+    assert part.status == "running"
+    assert all(part.variant(n).status == "running" and part.variant(n).cycles_done == 2 for n in SOME)
+    done = run_evals(config, tmp_path / "runs", run_id="cut", workers=1, progress=False, audit_samples=0, only=SOME)
+    assert done.status == "completed" and all(done.variant(n).cycles_done == CYCLES for n in SOME)
+    assert dump_run(tmp_path / "runs" / "cut") == dump_run(folder / "runs" / "first", SOME)
+
+
+def test_a_run_killed_mid_way_resumes_without_duplicates(first_run, tmp_path):
+    config, folder, _m, _ = first_run
+    runs = tmp_path / "runs"
+    script = ("import sys; from evals.replay import run_evals; "
+              "run_evals(sys.argv[1], sys.argv[2], run_id='killed', workers=1, progress=False, audit_samples=0, "
+              "only=['qwen'])")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(config), str(runs)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = runs / "killed" / "variants" / "qwen" / "store.sqlite"
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if store.exists():
+                try:
+                    with sqlite3.connect(store, timeout=1) as db:
+                        if db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] >= 3:
+                            break
+                except sqlite3.OperationalError:
+                    pass
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=10)
+    manifest = json.loads((runs / "killed" / "manifest.json").read_text())
+    assert manifest["status"] == "running"
+    done = run_evals(config, runs, run_id="killed", workers=1, progress=False, audit_samples=0, only=["qwen"])
+    assert done.status == "completed"
+    # A cycle killed half way is resumed by run_cycle: it counts a second attempt and records the
+    # broker sync of that attempt again (a second 'sync' account snapshot, same numbers); every
+    # decision, order, fill, trade and end-of-cycle account is the same as in an uninterrupted run.
+    # A reply recorded just before the kill answers the resumed decision from the records (cache hit, no cost).
+    resumed = {"decision_llm_calls": {"latency_ms", "id", "record_id", "cache_hit", "cost_usd"},
+               "cycles": {"attempts"}, "account_snapshots": {"id"}}
+    got, want = dump_run(runs / "killed", **{"volatile": resumed}), dump_run(folder / "runs" / "first", ["qwen"],
+                                                                              volatile=resumed)
+    for stores in (got, want):
+        for tables in stores.values():
+            tables["account_snapshots"] = sorted(set(tables["account_snapshots"]))
+    assert got == want
+    with sqlite3.connect(runs / "killed" / "variants" / "qwen" / "store.sqlite") as db:
+        ends = db.execute("SELECT cycle_id, COUNT(*) FROM account_snapshots WHERE stage='end' GROUP BY cycle_id")
+        assert sorted(n for _, n in ends) == [1] * CYCLES
+
+
+def test_a_run_id_cannot_be_reused_for_another_variants_file(first_run, tmp_path):
+    _config, folder, _m, _ = first_run
+    other = write_config(tmp_path / "other", CONFIG.replace("0.005", "0.006"))
+    with pytest.raises(EvalsError, match="different variants file"):
+        run_evals(other, folder / "runs", run_id="first", workers=1, progress=False)
+
+
+def test_two_worker_processes_give_the_same_stores_as_one(first_run, tmp_path):
+    config, folder, m, _ = first_run
+    got = run_evals(config, tmp_path / "runs", run_id="parallel", workers=2, progress=False, audit_samples=2,
+                    only=SOME)
+    assert got.status == "completed" and got.features.computed == m.features.computed
+    assert got.lookahead is not None and got.lookahead.passed
+    assert dump_run(tmp_path / "runs" / "parallel") == dump_run(folder / "runs" / "first", SOME)
+
+
+def test_llm_calls_go_through_the_records_anonymised_and_a_rerun_from_them_costs_nothing_and_matches(
+        first_run, llm_server, tmp_path):
+    config, folder, _m, _ = first_run
+    asked = len(llm_server.requests)
+    assert asked >= 1
+    text = json.dumps(llm_server.requests)
+    assert "BTC" not in text and "ETH" not in text and "2025-11" not in text  # anonymised prompts
+    rerun = run_evals(config, tmp_path / "runs", run_id="from-cache", workers=1, progress=False,
+                      audit_samples=0, only=["qwen"], calls_from=folder / "runs" / "first" / "calls.sqlite")
+    assert rerun.variant("qwen").status == "completed"
+    assert len(llm_server.requests) == asked  # every request answered from the records: nothing spent
+    volatile = {"decision_llm_calls": {"latency_ms", "id", "record_id", "cache_hit", "cost_usd"}}
+    a = dump(folder / "runs" / "first" / "variants" / "qwen" / "store.sqlite", volatile)
+    b = dump(tmp_path / "runs" / "from-cache" / "variants" / "qwen" / "store.sqlite", volatile)
+    assert a == b and a["fills"]
+    with sqlite3.connect(tmp_path / "runs" / "from-cache" / "variants" / "qwen" / "store.sqlite") as db:
+        assert {r[0] for r in db.execute("SELECT cache_hit FROM decision_llm_calls")} == {1}
+        assert {r[0] for r in db.execute("SELECT direction FROM signals")} == {"LONG"}
+
+
+def test_a_run_that_would_spend_money_needs_confirmation(tmp_path):
+    text = CONFIG.split("[[variant]]")[0] + f"""
+[[variant]]
+name = "gpt"
+provider = "openai:gpt-4o-mini"
+theories = {SMALL_SET}
+"""
+    settings = ('[llm.openai]\nbase_url = "http://127.0.0.1:9/v1"\napi_key = "test-key"\n'
+                '[prices."openai:gpt-4o-mini"]\ninput_per_million = 0.15\noutput_per_million = 0.60\n')
+    config = write_config(tmp_path / "cfg", text, settings)
+    asked: list[str] = []  # (no server: the run must stop before any call)
+    with pytest.raises(CostNotConfirmed, match=r"\$"):
+        run_evals(config, tmp_path / "runs", run_id="paid", workers=1, progress=False, audit_samples=0,
+                  only=["gpt"], confirm=lambda message: asked.append(message) or False)
+    assert "gpt: 12 decisions" in asked[0] and "Estimated LLM cost of this run: up to $" in asked[0]
+    manifest = json.loads((tmp_path / "runs" / "paid" / "manifest.json").read_text())
+    assert manifest["cost_estimate_usd"] > 0
+    assert not (tmp_path / "runs" / "paid" / "variants" / "gpt").exists()  # nothing was replayed
