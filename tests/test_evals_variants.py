@@ -158,3 +158,20 @@ def test_load_resolves_data_folders_against_the_file_and_names_a_missing_file(tm
     assert isinstance(c, EvalConfig) and c.data == str((tmp_path / "candles").resolve())
     with pytest.raises(VariantsError, match=r"nope\.toml: cannot read"):
         load_variants(tmp_path / "nope.toml")
+
+
+def test_the_example_variants_file_runs_on_the_bundled_sample():
+    """The README's example: it parses, its period lies inside the bundled sample, and the
+    baselines join its one declared variant."""
+    from agent.cycle import FileMarketData
+
+    example = Path(__file__).resolve().parents[1] / "evals" / "examples" / "sample.toml"
+    c = load_variants(example)
+    data = FileMarketData()
+    for symbol in c.universe:
+        candles = data.candles(symbol, 2**62)
+        assert int(candles.time[0]) + c.window * candles.interval_ms <= c.start  # a full analysis window before it
+        assert c.end <= candles.last_close_time
+    variants, curves = with_baselines(c, list(c.universe))
+    assert [v.name for v in variants][:2] == ["momentum-gate-sized", "heuristic"]
+    assert len(curves) == 3
