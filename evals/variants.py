@@ -41,9 +41,9 @@ import re
 import tomllib
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.brokers.paper import PaperSettings
 from agent.snapshot import DEFAULT_WINDOW
@@ -136,6 +136,27 @@ def theory_fingerprint(theories: dict[str, dict[str, Any]], window: int, leader:
     return sha256_text(canonical({"theories": list(theories.items()), "window": window, "leader": leader}))[:24]
 
 
+def _known_theories(value: Any) -> Any:
+    resolve_theories(value)
+    return value
+
+
+def _valid_risk(value: dict[str, Any]) -> dict[str, Any]:
+    RiskConfig.model_validate(deep_merge(RiskConfig().model_dump(mode="json"), value))
+    return value
+
+
+def _valid_paper(value: dict[str, Any]) -> dict[str, Any]:
+    PaperSettings.model_validate(value)
+    return value
+
+
+# The checks a variant and the run-wide defaults share: known theories, overrides that make a valid config.
+TheorySetSpec = Annotated[list[str] | dict[str, dict[str, Any] | None] | None, AfterValidator(_known_theories)]
+RiskOverrides = Annotated[dict[str, Any], AfterValidator(_valid_risk)]
+PaperOverrides = Annotated[dict[str, Any], AfterValidator(_valid_paper)]
+
+
 class VariantSpec(BaseModel):
     """One `[[variant]]` table."""
 
@@ -145,32 +166,14 @@ class VariantSpec(BaseModel):
     provider: str = Field(min_length=1, description="heuristic | strategy:NAME | ollama:MODEL | openai:MODEL | "
                                                     "replay:PROVIDER:MODEL")
     prompt: str = Field("baseline", pattern=NAME_PATTERN, description="Prompt template: prompts/<prompt>.txt.")
-    theories: list[str] | dict[str, dict[str, Any] | None] | None = Field(
+    theories: TheorySetSpec = Field(
         None, description="Theory set: names, or name -> parameters; None: the product's default set.")
     anonymise: bool | Literal["named"] | None = Field(
         None, description="true: no ticker, dates or absolute prices in the prompt; false or 'named': shown; "
                           "None: true for LLM providers, false otherwise.")
-    risk: dict[str, Any] = Field(default_factory=dict, description="Overrides merged onto the run's RiskConfig.")
-    paper: dict[str, Any] = Field(default_factory=dict, description="Overrides of the run's paper-broker settings.")
+    risk: RiskOverrides = Field(default_factory=dict, description="Overrides merged onto the run's RiskConfig.")
+    paper: PaperOverrides = Field(default_factory=dict, description="Overrides of the run's paper-broker settings.")
     baseline: bool = Field(False, description="Added by the run as a baseline (not declared in the file).")
-
-    @field_validator("theories")
-    @classmethod
-    def _known_theories(cls, value: Any) -> Any:
-        resolve_theories(value)
-        return value
-
-    @field_validator("risk")
-    @classmethod
-    def _valid_risk(cls, value: dict[str, Any]) -> dict[str, Any]:
-        RiskConfig.model_validate(deep_merge(RiskConfig().model_dump(mode="json"), value))
-        return value
-
-    @field_validator("paper")
-    @classmethod
-    def _valid_paper(cls, value: dict[str, Any]) -> dict[str, Any]:
-        PaperSettings.model_validate(value)
-        return value
 
     @property
     def is_llm(self) -> bool:
@@ -216,9 +219,9 @@ class EvalConfig(BaseModel):
     window: int = Field(DEFAULT_WINDOW, ge=50, description="Candles in each snapshot's analysis window.")
     leader: str = Field("BTC/USDT", description="The market leader for the context theory.")
     llm_concurrency: int = Field(2, ge=1, le=64, description="LLM calls in flight at once across all variants.")
-    risk: dict[str, Any] = Field(default_factory=dict, description="Run-wide overrides of the RiskConfig.")
-    paper: dict[str, Any] = Field(default_factory=dict, description="Run-wide paper-broker settings.")
-    baseline_theories: list[str] | dict[str, dict[str, Any] | None] | None = Field(
+    risk: RiskOverrides = Field(default_factory=dict, description="Run-wide overrides of the RiskConfig.")
+    paper: PaperOverrides = Field(default_factory=dict, description="Run-wide paper-broker settings.")
+    baseline_theories: TheorySetSpec = Field(
         None, description="Theory set of the added heuristic and strategy baselines; None: the product's set "
                           "(which holds every seed strategy and montecarlo, whose bracket the strategies use).")
     settings: str | None = Field(None, description="Settings file for LLM hosts, prices and budget "
@@ -230,28 +233,10 @@ class EvalConfig(BaseModel):
     def _time(cls, value: Any) -> Any:
         return None if value is None else to_ms(value)
 
-    @field_validator("baseline_theories")
-    @classmethod
-    def _known_theories(cls, value: Any) -> Any:
-        resolve_theories(value)
-        return value
-
     @field_validator("cadence")
     @classmethod
     def _cadence(cls, value: str) -> str:
         parse_cadence(value)
-        return value
-
-    @field_validator("risk")
-    @classmethod
-    def _valid_risk(cls, value: dict[str, Any]) -> dict[str, Any]:
-        RiskConfig.model_validate(deep_merge(RiskConfig().model_dump(mode="json"), value))
-        return value
-
-    @field_validator("paper")
-    @classmethod
-    def _valid_paper(cls, value: dict[str, Any]) -> dict[str, Any]:
-        PaperSettings.model_validate(value)
         return value
 
     @model_validator(mode="after")
