@@ -571,7 +571,7 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["evals.replay"])
         queue = ctx.Queue()
-        semaphore = ctx.BoundedSemaphore(config.llm_concurrency)
+        semaphore = ctx.BoundedSemaphore(config.llm_concurrency or settings.evals.llm_concurrency)
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                                    initargs=(queue, semaphore))
 
@@ -587,7 +587,7 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
         drain = threading.Thread(target=pump, daemon=True)
         drain.start()
     else:
-        semaphore = threading.BoundedSemaphore(config.llm_concurrency)
+        semaphore = threading.BoundedSemaphore(config.llm_concurrency or settings.evals.llm_concurrency)
     try:
         # phase 1: shared features, one task per (theory set, symbol)
         t1 = time.perf_counter()

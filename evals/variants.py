@@ -218,7 +218,8 @@ class EvalConfig(BaseModel):
     initial_cash: float = Field(10_000.0, gt=0, description="Starting balance of every variant, quote currency.")
     window: int = Field(DEFAULT_WINDOW, ge=50, description="Candles in each snapshot's analysis window.")
     leader: str = Field("BTC/USDT", description="The market leader for the context theory.")
-    llm_concurrency: int = Field(2, ge=1, le=64, description="LLM calls in flight at once across all variants.")
+    llm_concurrency: int | None = Field(None, ge=1, le=64, description="LLM calls in flight at once across all "
+                                        "variants; None: the settings' [evals] llm_concurrency.")
     risk: RiskOverrides = Field(default_factory=dict, description="Run-wide overrides of the RiskConfig.")
     paper: PaperOverrides = Field(default_factory=dict, description="Run-wide paper-broker settings.")
     baseline_theories: TheorySetSpec = Field(
