@@ -190,3 +190,22 @@ def test_heuristic_holds_when_the_votes_are_mixed(btc):
     s = heuristic_signal(snap)
     assert votes(snap)["kalman"] == 1
     assert s["direction"] == "HOLD" and "net vote -1 is short of 2" in s["reasoning"]
+
+
+def test_a_tradingview_entry_alert_is_one_vote_for_its_direction_and_an_exit_alert_none(btc):
+    """BTC's sample is SHORT by three votes: a LONG entry alert cuts the net vote to -2 (still the
+    minimum for a trade), a SHORT entry alert makes it -4, an exit alert changes nothing."""
+    from agent.webhook.theory import tradingview_result
+
+    def with_alert(action: str, direction: str):
+        alert = tradingview_result(alert_id="a1", strategy="s", action=action, direction=direction,
+                                   price=btc.last_price, alert_time_ms=btc.time + 1000, received_ms=btc.time + 2000,
+                                   last_close=btc.last_price, last_close_time_ms=btc.time, interval_ms=3_600_000)
+        return btc.model_copy(update={"theories": {**btc.theories, "tradingview": alert}})
+
+    short, long_, exit_ = with_alert("entry", "SHORT"), with_alert("entry", "LONG"), with_alert("exit", "LONG")
+    assert (votes(short)["tradingview"], votes(long_)["tradingview"], votes(exit_)["tradingview"]) == (-1, 1, 0)
+    assert "net vote -4" in heuristic_signal(short)["reasoning"]
+    assert "tradingview" in heuristic_signal(short)["theories"]
+    assert "net vote -2" in heuristic_signal(long_)["reasoning"]
+    assert "net vote -3" in heuristic_signal(exit_)["reasoning"]

@@ -5,7 +5,7 @@ It is the offline default and the baseline every LLM variant must beat. The rule
 1. Levels come from the `montecarlo` theory's neutral ATR bracket for the chosen side (entry at
    the last close, its stop and target, its horizon); without `montecarlo` there are no levels
    and the answer is HOLD.
-2. Five votes, each +1 (long), -1 (short) or 0:
+2. Up to six votes, each +1 (long), -1 (short) or 0:
    - montecarlo: the side whose expected R is positive in both the closed form and the bootstrap,
      by at least 0.05 R;
    - kalman: trend velocity at least 1 standard deviation from zero;
@@ -13,7 +13,10 @@ It is the offline default and the baseline every LLM variant must beat. The rule
    - forest: only with a proven out-of-sample edge (accuracy above the base rate):
      P(up) >= 0.55 (+1) or <= 0.45 (-1);
    - context: breadth >= 60% with the leader above its trend (+1), breadth <= 40% with the
-     leader below it (-1).
+     leader below it (-1);
+   - tradingview (only in a cycle a signed TradingView alert triggered): an entry alert votes for
+     its direction, an exit alert votes 0. It is one vote among the others, so an alert alone
+     never makes a trade.
 3. Trade when the votes net to at least 2 in one direction AND the montecarlo expected R of that
    side is positive (never trade into a negative expectancy); otherwise HOLD.
 4. Confidence is the closed-form P(target before stop) of that side: a probability the theory
@@ -78,6 +81,9 @@ def votes(snapshot: FeatureSnapshot) -> dict[str, int]:
             v["context"] = -1
         else:
             v["context"] = 0
+    if "tradingview" in snapshot.theories:
+        action, direction = _get(snapshot, "tradingview", "action"), _get(snapshot, "tradingview", "direction")
+        v["tradingview"] = 0 if action != "entry" else 1 if direction == "LONG" else -1
     return v
 
 
