@@ -299,6 +299,8 @@ def run_loop(
             return not shutdown.stop.is_set() and (max_cycles is None or cycles + skipped < max_cycles)
         try:
             with shutdown.cycle():
+                if shutdown.stop.is_set():  # the signal landed between cycles and said "stopping": start none
+                    return False
                 tick(at_ms)
         except CycleAbandoned:
             return False

@@ -9,8 +9,10 @@ heuristic trades SOL in these hours: resumption then has an open paper position 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -77,6 +79,24 @@ def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 60) ->
     raise AssertionError(f"{marker!r} not printed in time; got {lines[-5:]} / {proc.stderr.read()[-500:]}")
 
 
+def wait_until_running(path: Path, decision_ms: int, timeout: float = 60) -> None:
+    """Poll the child's store (read-only) until the cycle at `decision_ms` is recorded as running.
+
+    Signalling right after the previous cycle's line raced the gap between two cycles (the
+    child then rightly stops without starting one); the row says the next cycle has begun, and
+    its analysis takes far longer than this poll's 2 ms step.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            row = db.execute("SELECT status FROM cycles WHERE decision_ms = ?", (decision_ms,)).fetchone()
+        if row is not None:
+            assert row[0] == "running", f"the cycle at {decision_ms} was already {row[0]} when first seen"
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"no cycle at {decision_ms} began within {timeout:g} s")
+
+
 def stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.kill()
@@ -95,7 +115,8 @@ def test_sigterm_mid_run_exits_0_with_no_partial_decision_and_a_restart_resumes(
     first = start(env, tmp_path, *args)
     try:
         read_until(first, "Cycle paper@2025-11-15T15:00:00Z")  # the order of 14:00 has filled by now
-        first.send_signal(signal.SIGTERM)  # the simulated clock does not wait: the next cycle is under way
+        wait_until_running(data_dir / "signal_agent.sqlite", 1_763_222_400_000)  # the 16:00 cycle has begun
+        first.send_signal(signal.SIGTERM)
         out, err = first.communicate(timeout=60)
     finally:
         stop(first)

@@ -195,6 +195,26 @@ def test_signals_outside_a_cycle_stop_the_loop_without_abandoning(shutdown):
     assert shutdown.stop.is_set() and not shutdown.abandoned
 
 
+def test_a_signal_between_cycles_starts_no_further_cycle(shutdown):
+    """The gap after a cycle (the pause question, the next fire) is where a signal said "stopping"
+    and a cycle then began anyway; now the loop ends there."""
+    ticks: list[int] = []
+    asked: list[int] = []
+
+    def paused() -> bool:
+        asked.append(1)
+        if len(asked) == 2:  # between the first and the second cycle
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+        return False
+
+    report = run_loop(ticks.append, candle_trigger(3600, 0), SimulatedClock(T0), shutdown, max_cycles=5,
+                      paused=paused)
+    assert ticks == [T0] and report.cycles == 1
+    assert report.stopped_by_signal and not report.abandoned
+    assert shutdown.said == ["SIGTERM: stopping"]
+
+
 def test_the_real_clock_fires_on_the_apscheduler_trigger_and_stops_on_the_event():
     stop = threading.Event()
     fires: list[int] = []
