@@ -159,6 +159,9 @@ class EvalsSettings(_Section):
 
     runs_dir: Path = Field(Path("./evals-runs"), description="Folder of eval runs, one sub-folder per run id.")
     llm_concurrency: int = Field(2, ge=1, le=64, description="LLM calls in flight at once during a replay.")
+    features_cache: str | None = Field(
+        None, description="Shared cache of theory results, reused by every eval run on this machine; unset: "
+        "<data_dir>/evals/features.sqlite; \"off\": each run keeps its own in its folder.")
     confidence_level: float = Field(0.95, gt=0.5, lt=1, description="Level of the comparison intervals.")
     bootstrap_samples: int = Field(2000, ge=200, description="Resamples of each block bootstrap.")
     seed: int = Field(0, description="Seed of the bootstraps and the trade-order reshuffles (reproducible).")

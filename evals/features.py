@@ -1,36 +1,78 @@
-"""The shared theory-results cache of an eval run: each snapshot computed once, read by every variant.
+"""The shared theory-results cache: each snapshot computed once per machine, read by every variant of every run.
 
 A snapshot's theory outputs depend on the candles closed by the decision time, the theory set
 with its parameters, the window and the leader; not on the variant, with one exception: a
 theory that reads the variant's own closed-trade outcomes (`TheoryContext.outcomes`, today only
-`bayes`). So the cache holds, per (symbol, decision time, theory-set fingerprint, window), the
-snapshot of the set WITHOUT the outcome-dependent theories; each variant's cycle adds those from
-its own trades (`CachedSnapshotSource`), in the set's order, so the result equals what
-`build_snapshot` would have produced for that variant (a test checks the equality). Every other
-input of a theory (`TheoryContext`: candles, history, universe, leader, funding, the fit cache)
-is the same for every variant of a run. Anonymisation is applied later, by the synthesiser, so
-one cached snapshot serves named and anonymised variants alike.
+`bayes`). So the cache holds, per (symbol, decision time, cache key), the snapshot of the set
+WITHOUT the outcome-dependent theories; each variant's cycle adds those from its own trades
+(`CachedSnapshotSource`), in the set's order, so the result equals what `build_snapshot` would
+have produced for that variant (a test checks the equality). Every other input of a theory
+(`TheoryContext`: candles, history, universe, leader, funding, the fit cache) is the same for
+every variant of a run. Anonymisation is applied later, by the synthesiser, so one cached
+snapshot serves named and anonymised variants alike.
 
-Storage: one SQLite table (stdlib `sqlite3`, WAL so the two worker processes can write while
-others read), the snapshot as its JSON (`FeatureSnapshot.model_dump_json`, a lossless round
-trip) compressed with zlib level 1 (about 9 KB of JSON per snapshot with every theory on, so a
-1-year hourly 10-symbol run would otherwise hold some 0.8 GB). Reads are batched: a cycle's
-miss loads the next `prefetch_ms` of decision times for every symbol at once, so a replay costs
-one query per block of cycles, not one per decision.
+Across runs. The cache lives in one file per machine (`[evals] features_cache`, default
+`<data_dir>/evals/features.sqlite`), so a second run over the same history, with other prompts
+or models, reads its snapshots instead of computing them. A cached snapshot is reused only when
+it is provably what a fresh computation would give, so its key (`cache_key`) names every input:
+
+- the theory set: names in order, full parameters, window and leader (`set_fingerprint`);
+- the code that computes it (`code_fingerprint`): the sha256 of the source of every module a
+  snapshot's computation runs (`CODE_PATHS`: theories/, orderflow/, the candle and funding
+  loaders, agent/snapshot.py, the cycle's market-data reader, this module and the lookahead
+  guard; a test checks that list against a trace of a real computation) and the versions of
+  Python and of the numerical libraries. Any edit of these files is a miss, even one that
+  changes no number: recomputing is cheap next to a wrong hit;
+- the data (`data_fingerprint`): the universe in order and the sha256 of every candle file of
+  the universe and every funding file (the hashes the run's manifest records anyway). Appending
+  candles to a file changes its hash and so misses the whole file's snapshots, including those
+  before the new candles: a per-prefix hash would keep them, but would cost a hash per decision.
+
+The fit cache (`FitCache`) adds no input: a scheduled fit is keyed by its fit time and trained
+on candles closed by it, so it is the same whichever decision, in whichever run, asks first (a
+test replays a shifted period on a warm cache and compares it with a cold one). Data from any
+source other than plain candle files (a test's factory), or read without the lookahead guard,
+cannot be named this way: such a run keeps its own cache in its folder, as does a run with the
+cache turned off (`features_cache = "off"`, `--features-cache off`).
+
+Storage: SQLite (stdlib `sqlite3`) in WAL mode, so runs and their worker processes fill and read
+it at once; writes take the lock up front (BEGIN IMMEDIATE) and are retried while another
+writer holds it; inserts are idempotent (a snapshot already there is kept: two writers computed
+the same thing). An `entries` row per key describes it (theories, universe, data files, code
+fingerprint, last use) for `signal-agent evals cache`, which shows the file and prunes entries
+no current run can hit. A snapshot is its JSON (`FeatureSnapshot.model_dump_json`, a lossless
+round trip) compressed with zlib level 6 and a preset dictionary: the entry's first snapshot,
+stored once. Snapshots of a set share their keys and labels, and the dictionary halves the size
+(about 1.9 KB a snapshot instead of 3.8 KB with plain zlib, measured on the 10-symbol data with
+every theory on): a 1-year hourly 10-symbol set takes about 170 MB instead of 330 MB. zlib's
+checksum catches a damaged blob, which is then treated as a miss, never used.
+
+A file that is not a features cache (not SQLite, or another program's tables) is refused before
+any work with an error naming it; a features cache of another format version (or the per-run
+cache of earlier versions) is emptied with a warning. Damage met during a run is a warning and a
+miss, never a crash and never a wrong hit. Reads are batched: a cycle's miss loads the next
+`prefetch_ms` of decision times for every symbol at once, so a replay costs one query per block
+of cycles, not one per decision.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import logging
+import platform
 import sqlite3
+import sys
+import time
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.cycle_settings import CycleSettings, DataPolicy
 from agent.snapshot import FeatureSnapshot, build_snapshot
-from evals.variants import theory_fingerprint
+from evals.variants import sha256_text, theory_fingerprint
 from theories.base import FitCache, TheoryContext, TheoryError, TheoryResult
 from theories.candles import CandleDataError, Candles, iso
 from theories.funding import FundingRates
@@ -41,24 +83,44 @@ log = logging.getLogger(__name__)
 # Theories whose output depends on the variant's own trading (TheoryContext.outcomes): never cached.
 OUTCOME_THEORIES = frozenset({"bayes"})
 
+ROOT = Path(__file__).resolve().parents[1]
+# The source a shared snapshot's computation runs, relative to the checkout: folders are taken whole
+# (every .py below them). tests/test_evals_cache.py traces a computation with every theory on and
+# fails when it runs a project file outside this list.
+CODE_PATHS = ("theories", "orderflow", "agent/market", "agent/snapshot.py", "agent/cycle.py",
+              "agent/webhook/theory.py", "evals/features.py", "evals/lookahead.py")
+# Libraries whose version can change a number of a snapshot (or its JSON).
+LIBRARIES = ("numpy", "scipy", "pandas", "pyarrow", "statsmodels", "scikit-learn", "TA-Lib", "pydantic",
+             "pydantic-core", "orjson")
+# The data fingerprint of a source that is not plain candle files: only a run's own cache may use it.
+UNIDENTIFIED = "unidentified"
+
+FORMAT_VERSION = 2  # PRAGMA user_version of a features cache; another value: emptied and rebuilt
+APPLICATION_ID = 0x53414643  # PRAGMA application_id: "SAFC", a signal-agent features cache
+LEVEL = 6
+
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS features (
-    symbol TEXT NOT NULL,
+CREATE TABLE entries (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    code TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    zdict BLOB,
+    created_ms INTEGER NOT NULL,
+    used_ms INTEGER NOT NULL
+);
+CREATE TABLE snapshots (
+    entry INTEGER NOT NULL REFERENCES entries(id) ON DELETE CASCADE,
     time_ms INTEGER NOT NULL,
-    fingerprint TEXT NOT NULL,
-    window INTEGER NOT NULL,
-    snapshot BLOB NOT NULL,
-    PRIMARY KEY (fingerprint, window, time_ms, symbol)
-) WITHOUT ROWID
+    symbol TEXT NOT NULL,
+    blob BLOB NOT NULL,
+    PRIMARY KEY (entry, time_ms, symbol)
+);
 """
 
 
-def _pack(text: str) -> bytes:
-    return zlib.compress(text.encode(), 1)
-
-
-def _unpack(blob: bytes) -> str:
-    return zlib.decompress(blob).decode()
+class FeatureCacheError(RuntimeError):
+    """A features cache file that cannot be used (the message names it and says what to do)."""
 
 
 def shared_theories(theories: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,49 +132,276 @@ def set_fingerprint(settings: CycleSettings) -> str:
     return theory_fingerprint({n: p or {} for n, p in settings.theories.items()}, settings.window, settings.leader)
 
 
-class FeatureCache:
-    """features.sqlite: (symbol, decision time, fingerprint, window) -> shared snapshot JSON."""
+def _code_files() -> list[Path]:
+    files: list[Path] = []
+    for rel in CODE_PATHS:
+        path = ROOT / rel
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return files
 
-    def __init__(self, path: str | Path) -> None:
+
+@functools.cache
+def code_fingerprint() -> str:
+    """sha256 of the snapshot code (CODE_PATHS) and of the versions of Python and the libraries; once per process."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    h = hashlib.sha256()
+    for path in _code_files():
+        h.update(path.relative_to(ROOT).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    versions = {}
+    for lib in LIBRARIES:
+        try:
+            versions[lib] = version(lib)
+        except PackageNotFoundError:
+            versions[lib] = None
+    h.update(json.dumps({"python": sys.version, "machine": platform.machine(), "libraries": versions},
+                        sort_keys=True).encode())
+    return h.hexdigest()[:24]
+
+
+def data_fingerprint(universe: Sequence[str], candles: Mapping[str, str], funding: Mapping[str, str]) -> str:
+    """The identity of the data: the universe in order, each symbol's candle-file sha256, each funding file's."""
+    return sha256_text(json.dumps({"universe": list(universe), "candles": [candles.get(s) for s in universe],
+                                   "funding": sorted(funding.items())}))[:24]
+
+
+def cache_key(settings: CycleSettings, code: str, data: str) -> str:
+    """A cache entry's key: the theory set's fingerprint, the code's and the data's, and the storage format."""
+    return sha256_text(json.dumps([FORMAT_VERSION, set_fingerprint(settings), code, data]))[:32]
+
+
+def resolve_features_cache(setting: str | Path | None, data_dir: str | Path) -> Path | None:
+    """The shared cache file a setting names: unset -> <data_dir>/evals/features.sqlite; "off" -> None (per run)."""
+    if setting is None or str(setting).strip() == "":
+        return Path(data_dir).expanduser() / "evals" / "features.sqlite"
+    if str(setting).strip().lower() == "off":
+        return None
+    return Path(setting).expanduser()
+
+
+T = TypeVar("T")
+
+
+def _retry(action: Callable[[], T], attempts: int = 8) -> T:
+    """Run an SQLite action, again after a pause while another connection holds the lock (SQLITE_BUSY)."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if attempt == attempts - 1 or ("locked" not in text and "busy" not in text):
+                raise
+            time.sleep(0.05 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class FeatureCache:
+    """A features cache file: (cache key, decision time, symbol) -> the shared snapshot's JSON.
+
+    Opening checks the file (FeatureCacheError names a file that is not a features cache). An
+    entry is registered (`register`) before its first snapshot is stored.
+    """
+
+    def __init__(self, path: str | Path, timeout_s: float = 30.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30.0)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE takes the write lock up front,
+        # so a writer waits for another instead of failing when it upgrades a read to a write)
+        self.db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
+        self._ids: dict[str, int] = {}
+        self._zdicts: dict[int, bytes] = {}
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower():
+                raise FeatureCacheError(f"{self.path}: the features cache stayed locked by another process "
+                                        f"for {timeout_s:g} s") from None
+            raise FeatureCacheError(f"{self.path}: not a features cache ({exc}); delete it, or set "
+                                    "[evals] features_cache / --features-cache to another file") from None
+        except FeatureCacheError:
+            self.db.close()
+            raise
+
+    def _open(self) -> None:
+        if _retry(lambda: self.db.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() != "wal":
+            raise FeatureCacheError(f"{self.path}: cannot use this file in WAL mode (a network file system?)")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(_SCHEMA)
-        self.db.commit()
+        self.db.execute("PRAGMA foreign_keys=ON")
+        if self._format() == (APPLICATION_ID, FORMAT_VERSION):
+            return
+        with self._write():  # first use, or another format: decided under the write lock, once
+            app, version = self._format()
+            if (app, version) == (APPLICATION_ID, FORMAT_VERSION):
+                return
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            legacy = app == 0 and tables == {"features"}  # the per-run cache of earlier versions
+            if app == APPLICATION_ID or legacy:
+                log.warning("%s: a features cache of another format (version %s); emptied and rebuilt", self.path,
+                            version if app == APPLICATION_ID else 1)
+                for table in tables:
+                    self.db.execute(f"DROP TABLE [{table}]")
+            elif tables:
+                raise FeatureCacheError(f"{self.path}: not a features cache (it holds the tables "
+                                        f"{sorted(tables)}); delete it, or set [evals] features_cache / "
+                                        "--features-cache to another file")
+            for statement in _SCHEMA.split(";"):  # (not executescript: it would commit the open transaction)
+                if statement.strip():
+                    self.db.execute(statement)
+            self.db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            self.db.execute(f"PRAGMA user_version={FORMAT_VERSION}")
+
+    def _format(self) -> tuple[int, int]:
+        return (self.db.execute("PRAGMA application_id").fetchone()[0],
+                self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    class _Txn:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def __enter__(self) -> None:
+            _retry(lambda: self.db.execute("BEGIN IMMEDIATE"))
+
+        def __exit__(self, kind: Any, *exc: Any) -> None:
+            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+    def _write(self) -> FeatureCache._Txn:
+        return FeatureCache._Txn(self.db)
 
     def close(self) -> None:
         self.db.close()
 
-    def times(self, fingerprint: str, window: int, symbol: str) -> set[int]:
-        rows = self.db.execute("SELECT time_ms FROM features WHERE fingerprint=? AND window=? AND symbol=?",
-                               (fingerprint, window, symbol))
+    # --- entries ---
+
+    def register(self, key: str, meta: Mapping[str, Any], code: str) -> None:
+        """Make sure the entry exists (what it holds: `meta`, shown by `evals cache`) and mark it used now."""
+        now = _now_ms()
+        with self._write():
+            self.db.execute("INSERT OR IGNORE INTO entries (key, code, meta, created_ms, used_ms) "
+                            "VALUES (?, ?, ?, ?, ?)", (key, code, json.dumps(meta, sort_keys=True), now, now))
+            self.db.execute("UPDATE entries SET used_ms=? WHERE key=?", (now, key))
+
+    def _id(self, key: str) -> int | None:
+        if key not in self._ids:
+            row = self.db.execute("SELECT id FROM entries WHERE key=?", (key,)).fetchone()
+            if row is None:
+                return None
+            self._ids[key] = row[0]
+        return self._ids[key]
+
+    def _zdict(self, entry: int) -> bytes | None:
+        if entry not in self._zdicts:
+            row = self.db.execute("SELECT zdict FROM entries WHERE id=?", (entry,)).fetchone()
+            if row is None or row[0] is None:
+                return None
+            self._zdicts[entry] = row[0]  # set once, never changed: kept for the connection's life
+        return self._zdicts[entry]
+
+    def _pack(self, zdict: bytes, text: str) -> bytes:
+        z = zlib.compressobj(LEVEL, zdict=zdict)
+        return z.compress(text.encode()) + z.flush()
+
+    def _unpack(self, entry: int, blob: bytes) -> str:
+        z = zlib.decompressobj(zdict=self._zdict(entry) or b"")
+        return (z.decompress(blob) + z.flush()).decode()
+
+    # --- snapshots ---
+
+    def times(self, key: str, symbol: str) -> set[int]:
+        entry = self._id(key)
+        if entry is None:
+            return set()
+        rows = self.db.execute("SELECT time_ms FROM snapshots WHERE entry=? AND symbol=?", (entry, symbol))
         return {r[0] for r in rows}
 
-    def put_many(self, fingerprint: str, window: int, rows: Iterable[tuple[str, int, str]]) -> int:
+    def put_many(self, key: str, rows: Iterable[tuple[str, int, str]]) -> int:
         """Insert (symbol, time, json) rows in one transaction; rows already there are kept as they are."""
-        rows = [(s, t, fingerprint, window, _pack(j)) for s, t, j in rows]
-        with self.db:
-            self.db.executemany("INSERT OR IGNORE INTO features VALUES (?, ?, ?, ?, ?)", rows)
+        rows = list(rows)
+        if not rows:
+            return 0
+        entry = self._id(key)
+        if entry is None:
+            raise KeyError(f"{self.path}: no entry {key} (register it first)")
+        with self._write():
+            zdict = self._zdict(entry)
+            if zdict is None:  # the entry's first snapshot becomes its dictionary (under the lock: once)
+                zdict = rows[0][2].encode()
+                self.db.execute("UPDATE entries SET zdict=? WHERE id=?", (zdict, entry))
+                self._zdicts[entry] = zdict
+            self.db.executemany("INSERT OR IGNORE INTO snapshots VALUES (?, ?, ?, ?)",
+                                [(entry, t, s, self._pack(zdict, j)) for s, t, j in rows])
         return len(rows)
 
-    def get_range(self, fingerprint: str, window: int, start_ms: int, end_ms: int) -> dict[tuple[str, int], str]:
-        """Every cached snapshot with start <= time < end, by (symbol, time)."""
+    def get_range(self, key: str, start_ms: int, end_ms: int) -> dict[tuple[str, int], str]:
+        """Every cached snapshot with start <= time < end, by (symbol, time); a damaged one is left out (a miss)."""
+        entry = self._id(key)
+        if entry is None:
+            return {}
+        rows = self.db.execute("SELECT symbol, time_ms, blob FROM snapshots WHERE entry=? AND time_ms>=? "
+                               "AND time_ms<?", (entry, start_ms, end_ms))
+        out = {}
+        for s, t, blob in rows:
+            try:
+                out[(s, t)] = self._unpack(entry, blob)
+            except (zlib.error, UnicodeDecodeError):
+                log.warning("%s: the snapshot of %s at %s is damaged; computing it again", self.path, s, iso(t))
+        return out
+
+    def get(self, key: str, symbol: str, time_ms: int) -> str | None:
+        return self.get_range(key, time_ms, time_ms + 1).get((symbol, time_ms))
+
+    def count(self, key: str | None = None, symbols: Sequence[str] | None = None,
+              times: Sequence[int] | None = None) -> int:
+        """Snapshots stored (of one entry; of some symbols; at some decision times)."""
+        if key is None:
+            return self.db.execute("SELECT COUNT(*) FROM snapshots").fetchone()[0]
+        entry = self._id(key)
+        if entry is None:
+            return 0
+        sql, args = "SELECT symbol, time_ms FROM snapshots WHERE entry=?", [entry]
+        if times:
+            sql += " AND time_ms>=? AND time_ms<=?"
+            args += [min(times), max(times)]
+        wanted_t = set(times) if times is not None else None
+        wanted_s = set(symbols) if symbols is not None else None
+        return sum(1 for s, t in self.db.execute(sql, args)
+                   if (wanted_s is None or s in wanted_s) and (wanted_t is None or t in wanted_t))
+
+    # --- what `signal-agent evals cache` shows and prunes ---
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every entry: key, code fingerprint, meta, snapshots, bytes, first/last decision time, created/used."""
+        out = []
         rows = self.db.execute(
-            "SELECT symbol, time_ms, snapshot FROM features WHERE fingerprint=? AND window=? "
-            "AND time_ms>=? AND time_ms<?", (fingerprint, window, start_ms, end_ms))
-        return {(s, t): _unpack(j) for s, t, j in rows}
+            "SELECT e.key, e.code, e.meta, e.created_ms, e.used_ms, COUNT(s.time_ms), "
+            "COALESCE(SUM(LENGTH(s.blob)), 0) + COALESCE(LENGTH(e.zdict), 0), MIN(s.time_ms), MAX(s.time_ms) "
+            "FROM entries e LEFT JOIN snapshots s ON s.entry=e.id GROUP BY e.id ORDER BY e.used_ms DESC")
+        for key, code, meta, created, used, n, size, first, last in rows:
+            out.append({"key": key, "code": code, "meta": json.loads(meta), "created_ms": created, "used_ms": used,
+                        "snapshots": n, "bytes": size, "first_ms": first, "last_ms": last})
+        return out
 
-    def get(self, fingerprint: str, window: int, symbol: str, time_ms: int) -> str | None:
-        row = self.db.execute("SELECT snapshot FROM features WHERE fingerprint=? AND window=? AND symbol=? "
-                              "AND time_ms=?", (fingerprint, window, symbol, time_ms)).fetchone()
-        return None if row is None else _unpack(row[0])
-
-    def count(self, fingerprint: str | None = None) -> int:
-        if fingerprint is None:
-            return self.db.execute("SELECT COUNT(*) FROM features").fetchone()[0]
-        return self.db.execute("SELECT COUNT(*) FROM features WHERE fingerprint=?", (fingerprint,)).fetchone()[0]
+    def prune(self, *, code: str, unused_before_ms: int | None = None) -> tuple[int, int]:
+        """Delete the entries another code made (no run of this code can hit them) and, if given, those not used
+        since `unused_before_ms`; then give the space back. Returns (entries, snapshots) deleted."""
+        with self._write():
+            doomed = [r[0] for r in self.db.execute("SELECT id FROM entries WHERE code!=? OR used_ms<?",
+                                                    (code, unused_before_ms if unused_before_ms is not None
+                                                     else -1))]
+            snaps = 0
+            for entry in doomed:
+                snaps += self.db.execute("DELETE FROM snapshots WHERE entry=?", (entry,)).rowcount
+                self.db.execute("DELETE FROM entries WHERE id=?", (entry,))
+        if doomed:
+            _retry(lambda: self.db.execute("VACUUM"))
+        self._ids.clear()
+        self._zdicts.clear()
+        return len(doomed), snaps
 
 
 def shared_snapshot(symbol: str, universe: Mapping[str, Candles], decision_ms: int, settings: CycleSettings, *,
@@ -158,26 +447,41 @@ def complete_snapshot(shared: FeatureSnapshot, symbol: str, universe: Mapping[st
 class CachedSnapshotSource:
     """A `SnapshotSource` that reads the shared snapshot from the cache and adds the variant's own theories.
 
-    A decision not in the cache (phase 1 skipped it, or the cache was cleared) is computed on
-    the spot, stored for the others and counted as a miss. `computed` counts every snapshot
-    this source had to compute; `reused` every one it read.
+    A decision not in the cache (phase 1 skipped it, the cache was pruned, or its row is
+    damaged) is computed on the spot, stored for the others and counted as a miss; `reused`
+    counts every snapshot read. The cache failing during the run (a damaged file) is logged once
+    and turns every later decision into a miss: the replay goes on with fresh snapshots.
+    `key` is the entry the snapshots are read from and stored to (`cache_key`; default: this
+    code, data `UNIDENTIFIED`, as a run's own cache).
     """
 
-    def __init__(self, cache: FeatureCache, settings: CycleSettings, prefetch_ms: int = 7 * 86_400_000) -> None:
-        self.cache = cache
+    def __init__(self, cache: FeatureCache, settings: CycleSettings, prefetch_ms: int = 7 * 86_400_000, *,
+                 key: str | None = None) -> None:
+        self.cache: FeatureCache | None = cache
         self.fingerprint = set_fingerprint(settings)
-        self.window = settings.window
+        self.key = key or cache_key(settings, code_fingerprint(), UNIDENTIFIED)
         self.prefetch_ms = prefetch_ms
         self._block: dict[tuple[str, int], str] = {}
-        self._block_end = -1
+        self._block_start = self._block_end = -1
         self.reused = 0
         self.misses = 0
         self._checked: CycleSettings | None = None
 
+    def _broken(self, exc: Exception) -> None:
+        log.warning("features cache %s failed (%s: %s); the rest of this replay computes its snapshots",
+                    self.cache.path if self.cache else "?", type(exc).__name__, exc)
+        self.cache = None
+
     def _lookup(self, symbol: str, decision_ms: int) -> str | None:
-        if not (decision_ms < self._block_end and self._block and decision_ms >= self._block_start):
+        if self.cache is None:
+            return None
+        if not (self._block_start <= decision_ms < self._block_end):
             self._block_start, self._block_end = decision_ms, decision_ms + self.prefetch_ms
-            self._block = self.cache.get_range(self.fingerprint, self.window, self._block_start, self._block_end)
+            try:
+                self._block = self.cache.get_range(self.key, self._block_start, self._block_end)
+            except sqlite3.DatabaseError as exc:
+                self._broken(exc)
+                self._block = {}
         return self._block.get((symbol, decision_ms))
 
     def __call__(self, symbol: str, universe: Mapping[str, Candles], decision_ms: int, settings: CycleSettings, *,
@@ -188,13 +492,23 @@ class CachedSnapshotSource:
                 raise ValueError("the cycle's theory set is not the one this feature cache was opened for")
             self._checked = settings
         text = self._lookup(symbol, decision_ms)
+        shared = None
         if text is not None:
+            try:
+                shared = FeatureSnapshot.model_validate_json(text)
+            except ValueError:  # not a snapshot (a foreign writer): a miss, never a guess
+                log.warning("features cache: the snapshot of %s at %s does not parse; computing it again", symbol,
+                            iso(decision_ms))
+        if shared is not None:
             self.reused += 1
-            shared = FeatureSnapshot.model_validate_json(text)
         else:
             self.misses += 1
             shared = shared_snapshot(symbol, universe, decision_ms, settings, funding=funding, cache=cache)
-            self.cache.put_many(self.fingerprint, self.window, [(symbol, decision_ms, shared.model_dump_json())])
+            if self.cache is not None and text is None:
+                try:
+                    self.cache.put_many(self.key, [(symbol, decision_ms, shared.model_dump_json())])
+                except (sqlite3.DatabaseError, KeyError) as exc:
+                    self._broken(exc)
         return complete_snapshot(shared, symbol, universe, decision_ms, settings, outcomes=outcomes, funding=funding,
                                  cache=cache)
 
@@ -219,24 +533,43 @@ def decidable(universe: Mapping[str, Candles], symbol: str, decision_ms: int, po
 
 
 def compute_features(cache_path: str | Path, data: Any, universe_symbols: Sequence[str], symbols: Sequence[str],
-                     times: Sequence[int], settings: CycleSettings, *, batch: int = 200,
+                     times: Sequence[int], settings: CycleSettings, *, key: str | None = None, code: str | None = None,
+                     meta: Mapping[str, Any] | None = None, batch: int = 200,
                      progress: Any = None) -> tuple[int, float]:
     """Phase 1 for some symbols: every decidable (symbol, time) not yet cached, chronologically per symbol.
 
     Chronological order lets the scheduled fits (FitCache, keyed by fit time) be made once and
-    reused until the next refit. Returns (snapshots computed, seconds). `progress`, if given, is
-    called with the number of (symbol, time) pairs dealt with since the last call.
+    reused until the next refit. `key` is the cache entry (default: this code, data
+    `UNIDENTIFIED`), `code` the code fingerprint in it (default: this process's) and `meta`
+    what `evals cache` shows of it. Returns (snapshots computed,
+    seconds). `progress`, if given, is called with the number of (symbol, time) pairs dealt with
+    since the last call. A cache that fails mid-way (a damaged file) is logged and left: the
+    snapshots are computed again by the replay, which never crashes for it either.
     """
-    import time as _time
-
-    start = _time.perf_counter()
-    cache = FeatureCache(cache_path)
-    fp = set_fingerprint(settings)
+    start = time.perf_counter()
+    cache: FeatureCache | None = FeatureCache(cache_path)
+    code = code or code_fingerprint()
+    key = key or cache_key(settings, code, UNIDENTIFIED)
     fits = FitCache()
     computed = 0
+
+    def store(rows: list[tuple[str, int, str]]) -> None:
+        nonlocal cache
+        if cache is None or not rows:
+            return
+        try:
+            cache.put_many(key, rows)
+        except sqlite3.DatabaseError as exc:
+            log.warning("features cache %s failed (%s); phase 1 stops filling it", cache_path, exc)
+            cache.close()
+            cache = None
+
     try:
+        cache.register(key, meta or {"theories": set_fingerprint(settings)}, code)
         for symbol in symbols:
-            done = cache.times(fp, settings.window, symbol)
+            if cache is None:
+                break
+            done = cache.times(key, symbol)
             pending: list[tuple[str, int, str]] = []
             ticked = 0
             for t in times:
@@ -249,20 +582,22 @@ def compute_features(cache_path: str | Path, data: Any, universe_symbols: Sequen
                         pending.append((symbol, t, snap.model_dump_json()))
                         computed += 1
                 if len(pending) >= batch:
-                    cache.put_many(fp, settings.window, pending)
+                    store(pending)
                     pending = []
                 if progress is not None and ticked >= 50:
                     progress(ticked)
                     ticked = 0
-            cache.put_many(fp, settings.window, pending)
+            store(pending)
             if progress is not None and ticked:
                 progress(ticked)
     finally:
-        cache.close()
-    return computed, _time.perf_counter() - start
+        if cache is not None:
+            cache.close()
+    return computed, time.perf_counter() - start
 
 
 __all__ = [
-    "OUTCOME_THEORIES", "CachedSnapshotSource", "FeatureCache", "complete_snapshot", "compute_features",
-    "decidable", "set_fingerprint", "shared_snapshot", "shared_theories", "universe_at",
+    "CODE_PATHS", "OUTCOME_THEORIES", "UNIDENTIFIED", "CachedSnapshotSource", "FeatureCache", "FeatureCacheError",
+    "cache_key", "code_fingerprint", "complete_snapshot", "compute_features", "data_fingerprint", "decidable",
+    "resolve_features_cache", "set_fingerprint", "shared_snapshot", "shared_theories", "universe_at",
 ]

@@ -5,7 +5,13 @@ the run folder (layout: contracts section 2) and runs four phases:
 
 1. Features: every decidable (symbol, decision time) of every theory set the variants use is
    analysed once (evals.features) in worker processes, one symbol at a time chronologically so
-   the scheduled model fits are made once and reused until their refit time.
+   the scheduled model fits are made once and reused until their refit time. The results go to
+   the machine's shared features cache (`[evals] features_cache`, default
+   `<data_dir>/evals/features.sqlite`), keyed by the theory set, the code and the data files'
+   hashes, so a later run over the same history reads them instead (the manifest's `features`
+   says how many came from it and how many this run computed). A run whose data is not plain
+   candle files (`data_factory`), runs without the guard, or has the cache turned off keeps
+   its own `features.sqlite` in its folder.
 2. Cost: an LLM variant that may spend money shows its estimated cost (tokens x the configured
    price) and needs confirmation (`yes=True` skips it); the configured budget applies to every
    call as in live cycles.
@@ -64,10 +70,16 @@ from agent.store import Store
 from agent.store.tables import CycleRow
 from evals.features import (
     OUTCOME_THEORIES,
+    UNIDENTIFIED,
     CachedSnapshotSource,
     FeatureCache,
+    FeatureCacheError,
+    cache_key,
+    code_fingerprint,
     compute_features,
+    data_fingerprint,
     decidable,
+    resolve_features_cache,
     set_fingerprint,
 )
 from evals.lookahead import GuardedMarketData, _differences, audit_prefix_invariance, merge_guard
@@ -115,6 +127,17 @@ class Plan:
     times: tuple[int, ...]
     data_factory: Callable[[EvalConfig], Any] | None = None
     guard: bool = True
+    features: str = ""  # the features cache file (shared, or the run's own); "": the run's own
+    code: str = ""  # evals.features.code_fingerprint() of the process that made the plan
+    data_fingerprint: str = UNIDENTIFIED
+
+    @property
+    def features_path(self) -> Path:
+        return Path(self.features) if self.features else Path(self.run_dir) / FEATURES
+
+    def cache_key(self, settings: CycleSettings) -> str:
+        """The features cache entry of a theory set in this run."""
+        return cache_key(settings, self.code or code_fingerprint(), self.data_fingerprint)
 
 
 @dataclass
@@ -207,8 +230,12 @@ def _features_task(plan: Plan, spec: VariantSpec, symbols: Sequence[str], sink: 
         def funding_rates(self):
             return data.funding_rates() if hasattr(data, "funding_rates") else {}
 
-    computed, seconds = compute_features(Path(plan.run_dir) / FEATURES, _TimedData(), plan.universe, symbols,
-                                         plan.times, cs, progress=lambda n: report("features", n))
+    meta = {"theories": list(cs.theories), "theory_fingerprint": set_fingerprint(cs), "window": cs.window,
+            "leader": cs.leader, "universe": list(plan.universe), "data": plan.config.data or "(bundled sample)",
+            "data_fingerprint": plan.data_fingerprint}
+    computed, seconds = compute_features(plan.features_path, _TimedData(), plan.universe, symbols, plan.times, cs,
+                                         key=plan.cache_key(cs), code=plan.code or None, meta=meta,
+                                         progress=lambda n: report("features", n))
     guard = data if isinstance(data, GuardedMarketData) else None
     return computed, seconds, guard.violations if guard else 0, guard.examples if guard else []
 
@@ -257,8 +284,8 @@ def replay_variant(plan: Plan, spec: VariantSpec, sink: Any = None, semaphore: A
         )
         raw = market_data(plan)
         data = GuardedMarketData(raw) if plan.guard else raw
-        features = FeatureCache(run_dir / FEATURES)
-        source = CachedSnapshotSource(features, cs)
+        features = FeatureCache(plan.features_path)
+        source = CachedSnapshotSource(features, cs, key=plan.cache_key(cs))
         deps = CycleDeps(store=store, broker=PaperBroker(config.paper_for(spec)), synthesiser=synth,
                          gate=RiskGate(config.risk_for(spec)), data=data, settings=cs,
                          wall_ms=lambda: clock["now"], snapshot_source=source)
@@ -334,11 +361,11 @@ def write_baseline(plan: Plan, spec: BaselineCurveSpec) -> BaselineManifest:
 def _audit_task(plan: Plan, spec: VariantSpec, samples: int, k_bars: int) -> LookaheadAudit:
     cs = cycle_settings(plan, spec)
     raw = market_data(plan)
-    features = FeatureCache(Path(plan.run_dir) / FEATURES)
-    fp = set_fingerprint(cs)
+    features = FeatureCache(plan.features_path)
+    key = plan.cache_key(cs)
     try:
         def cached(symbol: str, t: int) -> FeatureSnapshot | None:
-            text = features.get(fp, cs.window, symbol, t)
+            text = features.get(key, symbol, t)
             return None if text is None else FeatureSnapshot.model_validate_json(text)
 
         def shared_diff(hit: FeatureSnapshot, fresh: FeatureSnapshot) -> set[str]:
@@ -469,7 +496,7 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
               progress: bool = True, yes: bool = False, confirm: Callable[[str], bool] | None = None,
               audit_samples: int = 12, audit_k_bars: int = 3, data_factory: Callable[[EvalConfig], Any] | None = None,
               guard: bool = True, only: Sequence[str] | None = None, stop_after: int | None = None,
-              calls_from: str | Path | None = None) -> EvalManifest:
+              calls_from: str | Path | None = None, features_cache: str | Path | None = None) -> EvalManifest:
     """Run (or resume) the eval a variants file declares; returns the final manifest.
 
     `run_id` names the run folder under `runs_dir` (default: the file's stem and the UTC time);
@@ -481,7 +508,8 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
     lookahead guard (only the canary test does that); `only` limits the replay to some variants;
     `stop_after` (tests) interrupts each variant after that many cycles. `calls_from` seeds a new
     run's call records with an earlier run's `calls.sqlite`, so its LLM requests are answered from
-    them (a `replay:` provider answers from nothing else).
+    them (a `replay:` provider answers from nothing else). `features_cache` is the shared theory-results
+    cache file, or "off" for the run's own (default: the settings' `[evals] features_cache`).
     """
     t_setup = time.perf_counter()
     config_path = Path(config_path)
@@ -516,7 +544,11 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
     times = tuple(config.decision_times())
     if not times:
         raise VariantsError(f"{config_path}: no decision time on the {config.cadence} grid in [start, end)")
-    plan = Plan(str(run_dir), config, universe, times, data_factory, guard)
+    files = _data_files(data, universe)
+    features = _features_plan(run_dir, features_cache if features_cache is not None else
+                              settings.evals.features_cache, settings, data, universe, files, data_factory, guard)
+    plan = Plan(str(run_dir), config, universe, times, data_factory, guard, features["path"], features["code"],
+                features["data"])
 
     variants, curves = with_baselines(config, list(universe))
     entries: list[VariantManifest] = []
@@ -537,7 +569,7 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
         cadence=config.cadence, cadence_ms=config.cadence_ms, decision_times=len(times), universe=universe,
         in_sample_until_ms=config.in_sample_until, initial_cash=config.initial_cash,
         data_dir=str(getattr(data, "root", config.data or "")), funding_dir=_funding_dir(data),
-        data_files=_data_files(data, universe), package_version=_package_version(), git_commit=_git_commit(),
+        data_files=files, package_version=_package_version(), git_commit=_git_commit(),
         python=platform.python_version(), variants=entries, skipped_baselines=skipped,
         baselines=[BaselineManifest(name=c.name, kind=c.kind, symbols=c.symbols, path=f"baselines/{c.name}.json")
                    for c in curves],
@@ -549,6 +581,11 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
                 v.cycles_done, v.decisions_done, v.seconds = old.cycles_done, old.decisions_done, old.seconds
         manifest.features = previous.features
     selected = [s for s in replayed if only is None or s.name in only]
+    f = manifest.features
+    f.cache_path, f.shared, f.note = str(plan.features_path), features["shared"], features["note"]
+    f.code_fingerprint, f.data_fingerprint = plan.code, plan.data_fingerprint
+    keys = {set_fingerprint(cs): plan.cache_key(cs) for cs in (cycle_settings(plan, s) for s in selected)}
+    f.keys = keys
 
     save_lock = threading.Lock()  # the progress thread saves too
 
@@ -604,8 +641,9 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
             guard_violations += violations
             guard_examples += examples
         bars.close()
-        with contextlib.closing(FeatureCache(run_dir / FEATURES)) as fc:
-            manifest.features.cached = fc.count()
+        manifest.features.cached = _cached(plan, keys)
+        # what the run needs and did not compute itself came from the cache (an earlier run's work)
+        manifest.features.from_cache = max(manifest.features.cached - manifest.features.computed, 0)
         manifest.features.seconds = round(manifest.features.seconds + time.perf_counter() - t1, 3)
         manifest.phases_s["features"] = round(time.perf_counter() - t1, 3)
         save()
@@ -664,8 +702,7 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
         manifest.phases_s["audit"] = round(time.perf_counter() - t5, 3)
         manifest.lookahead = merge_guard(audit or LookaheadAudit(k_bars=audit_k_bars), guard_violations,
                                          guard_examples)
-        with contextlib.closing(FeatureCache(run_dir / FEATURES)) as fc:
-            manifest.features.cached = fc.count()
+        manifest.features.cached = _cached(plan, keys)
         manifest.status = "completed" if all(v.status == "completed" for v in manifest.variants
                                              if only is None or v.name in only) else "running"
         if any(v.status == "failed" for v in manifest.variants):
@@ -679,6 +716,39 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
             drain.join(timeout=2)
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _features_plan(run_dir: Path, setting: str | Path | None, settings: Settings, data: Any, universe: Sequence[str],
+                   files: Sequence[DataFile], data_factory: Any, guard: bool) -> dict[str, Any]:
+    """Which features cache the run uses (checked now: a file that is not one stops the run before any work)."""
+    code = code_fingerprint()
+    shared = resolve_features_cache(setting, settings.data_dir)
+    note = None
+    if shared is None:
+        note = "the shared features cache is turned off: this run keeps its own"
+    elif data_factory is not None or not guard:
+        note = ("the data is not plain candle files read through the lookahead guard, so it cannot be named: "
+                "this run keeps its own features cache")
+        shared = None
+    fingerprint = UNIDENTIFIED
+    if data_factory is None:
+        # `files` holds the universe's candle files (data._files) and then every funding file
+        by_symbol = {str(p): s for s, p in getattr(data, "_files", {}).items() if s in universe}
+        candles = {by_symbol[f.path]: f.sha256 for f in files if f.path in by_symbol}
+        funding = {Path(f.path).name: f.sha256 for f in files if f.path not in by_symbol}
+        fingerprint = data_fingerprint(universe, candles, funding)
+    path = shared if shared is not None else run_dir / FEATURES
+    try:
+        FeatureCache(path).close()
+    except FeatureCacheError as exc:
+        raise EvalsError(str(exc)) from None
+    return {"path": str(path), "shared": shared is not None, "note": note, "code": code, "data": fingerprint}
+
+
+def _cached(plan: Plan, keys: dict[str, str]) -> int:
+    """Snapshots of the run's theory sets, universe and decision times in the features cache."""
+    with contextlib.closing(FeatureCache(plan.features_path)) as fc:
+        return sum(fc.count(key, plan.universe, plan.times) for key in keys.values())
 
 
 def _copy_sqlite(source: Path, target: Path) -> None:
@@ -767,8 +837,8 @@ def estimate_cost(plan: Plan, specs: Sequence[VariantSpec], manifest: EvalManife
 
 def _sample_snapshot(plan: Plan, spec: VariantSpec) -> FeatureSnapshot | None:
     cs = cycle_settings(plan, spec)
-    with contextlib.closing(FeatureCache(Path(plan.run_dir) / FEATURES)) as fc:
-        found = fc.get_range(set_fingerprint(cs), cs.window, plan.times[0], plan.times[-1] + 1)
+    with contextlib.closing(FeatureCache(plan.features_path)) as fc:
+        found = fc.get_range(plan.cache_key(cs), plan.times[0], plan.times[-1] + 1)
     if not found:
         return None
     return FeatureSnapshot.model_validate_json(next(iter(found.values())))

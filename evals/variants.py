@@ -405,13 +405,29 @@ class BaselineManifest(BaseModel):
 
 
 class FeatureStats(BaseModel):
-    """The shared feature cache: snapshots computed once and reused."""
+    """The shared feature cache: snapshots computed once and reused, by the variants and by later runs."""
 
     computed: int = Field(0, description="Snapshots computed in this run (all attempts).")
-    cached: int = Field(0, description="Snapshots in features.sqlite at the end.")
+    from_cache: int = Field(0, description="Snapshots the run needed that were in the features cache already "
+                                           "(an earlier run's work): the run's snapshots minus those it computed.")
+    cached: int = Field(0, description="Snapshots of the run's theory sets, universe and decision times in the "
+                                       "features cache at the end.")
     reused: int = Field(0, description="Cache reads by the variants' cycles.")
     misses: int = Field(0, description="Cycle snapshots not found in the cache (computed on the spot).")
     seconds: float = 0.0
+    cache_path: str = Field("", description="The features cache file the run used.")
+    shared: bool = Field(False, description="Whether it is the machine's shared cache (else the run's own file).")
+    note: str | None = Field(None, description="Why the run did not use the shared cache, when it did not.")
+    code_fingerprint: str = Field("", description="sha256 of the snapshot code and library versions (cache key part).")
+    data_fingerprint: str = Field("", description="sha256 of the universe and its data files (cache key part).")
+    keys: dict[str, str] = Field(default_factory=dict, description="Theory fingerprint -> the cache entry's key.")
+
+    def summary(self) -> str:
+        """One sentence for the report and the command line."""
+        where = f"the shared cache {self.cache_path}" if self.shared else "the run's own cache"
+        text = (f"Theory results: {self.from_cache} snapshots read from {where}, {self.computed} computed by this "
+                f"run, {self.misses} computed during the replay (misses).")
+        return text + (f" ({self.note}.)" if self.note else "")
 
 
 class LookaheadAudit(BaseModel):

@@ -1,5 +1,6 @@
 """The evals replay engine end to end on the bundled sample: a real replay through the cycle, shared features
-computed once, resuming after an interruption (a hook and a SIGKILL), and re-runs that are byte-identical."""
+computed once, resuming after an interruption (a hook and a SIGKILL), re-runs that are byte-identical, and
+later runs that read the machine's shared features cache (warm) writing exactly what a cold run writes."""
 
 from __future__ import annotations
 
@@ -173,12 +174,14 @@ def test_the_cached_source_gives_exactly_the_snapshot_build_snapshot_gives_with_
     universe = {s: data.candles(s, t) for s in m.universe}
     assert decidable(universe, "ETH/USDT", t, cs.data, cs.window)
     outcomes = [1.2, -1.0, 2.0, -1.0]  # this variant's own closed trades: bayes must see them
-    cache = FeatureCache(Path(plan.run_dir) / "features.sqlite")
+    assert m.features.shared and Path(m.features.cache_path) == folder / "data" / "evals" / "features.sqlite"
+    cache = FeatureCache(m.features.cache_path)
     try:
-        got = CachedSnapshotSource(cache, cs)("ETH/USDT", universe, t, cs, outcomes=outcomes,
-                                               funding=data.funding_rates(), cache=None)
+        source = CachedSnapshotSource(cache, cs, key=m.features.keys[m.variant("qwen").theory_fingerprint])
+        got = source("ETH/USDT", universe, t, cs, outcomes=outcomes, funding=data.funding_rates(), cache=None)
     finally:
         cache.close()
+    assert (source.reused, source.misses) == (1, 0)  # read from the cache, not computed
     fresh = compute_snapshot("ETH/USDT", universe, t, cs, outcomes=outcomes, funding=data.funding_rates(), cache=None)
     assert got.model_dump_json() == fresh.model_dump_json()
     assert got.to_prompt_text() == fresh.to_prompt_text()
@@ -267,9 +270,11 @@ def test_a_run_id_cannot_be_reused_for_another_variants_file(first_run, tmp_path
 
 def test_two_worker_processes_give_the_same_stores_as_one(first_run, tmp_path):
     config, folder, m, _ = first_run
+    cold = tmp_path / "cold.sqlite"  # the workers compute every snapshot again, into a cache of their own
     got = run_evals(config, tmp_path / "runs", run_id="parallel", workers=2, progress=False, audit_samples=2,
-                    only=SOME)
-    assert got.status == "completed" and got.features.computed == m.features.computed
+                    only=SOME, features_cache=cold)
+    assert got.status == "completed" and got.features.computed == m.features.computed == got.features.cached
+    assert got.features.from_cache == 0 and Path(got.features.cache_path) == cold
     assert got.lookahead is not None and got.lookahead.passed
     assert dump_run(tmp_path / "runs" / "parallel") == dump_run(folder / "runs" / "first", SOME)
 
@@ -312,3 +317,45 @@ theories = {SMALL_SET}
     manifest = json.loads((tmp_path / "runs" / "paid" / "manifest.json").read_text())
     assert manifest["cost_estimate_usd"] > 0
     assert not (tmp_path / "runs" / "paid" / "variants" / "gpt").exists()  # nothing was replayed
+
+
+def test_the_first_run_filled_the_shared_cache_and_a_rerun_reads_it_instead_of_computing(first_run, tmp_path):
+    config, folder, m, calls = first_run
+    assert m.features.shared and m.features.from_cache == 0 and m.features.computed == len(calls)
+    again = run_evals(config, tmp_path / "runs", run_id="warm", workers=1, progress=False, audit_samples=2,
+                      only=SOME)
+    assert again.features.cache_path == m.features.cache_path and again.features.keys == m.features.keys
+    assert (again.features.computed, again.features.misses) == (0, 0)
+    assert again.features.from_cache == again.features.cached == m.features.computed
+    assert again.lookahead.passed and again.lookahead.cache_mismatches == 0  # the audit recomputed some: equal
+    assert dump_run(tmp_path / "runs" / "warm") == dump_run(folder / "runs" / "first", SOME)
+
+
+def test_a_warm_cache_gives_a_shifted_period_exactly_what_a_cold_one_gives(first_run, tmp_path):
+    """Another period overlapping the first run's: its overlap comes from the cache, the rest is computed, and
+    every variant store equals a run with its own cold cache (so no snapshot depends on which run made it)."""
+    config, _folder, _m, _ = first_run
+    shifted = config.parent / "shifted.toml"
+    shifted.write_text(config.read_text().replace("start = 2025-11-13T12:00:00Z", "start = 2025-11-13T16:00:00Z")
+                       .replace("end = 2025-11-14T12:00:00Z", "end = 2025-11-14T16:00:00Z"), encoding="utf-8")
+    kw = dict(workers=1, progress=False, audit_samples=0, only=SOME)
+    warm = run_evals(shifted, tmp_path / "runs", run_id="warm", **kw)
+    cold = run_evals(shifted, tmp_path / "runs", run_id="cold", features_cache="off", **kw)
+    assert warm.status == cold.status == "completed"
+    assert warm.features.shared and not cold.features.shared and "turned off" in cold.features.note
+    assert Path(cold.features.cache_path) == tmp_path / "runs" / "cold" / "features.sqlite"
+    assert 0 < warm.features.computed <= SYMBOLS < cold.features.computed  # only the one new decision time
+    assert warm.features.from_cache == cold.features.computed - warm.features.computed > 0
+    assert dump_run(tmp_path / "runs" / "warm") == dump_run(tmp_path / "runs" / "cold")
+
+
+def test_other_code_is_a_miss_never_a_stale_hit(first_run, tmp_path, monkeypatch):
+    config, _folder, m, _ = first_run
+    import evals.replay as replay_mod
+
+    monkeypatch.setattr(replay_mod, "code_fingerprint", lambda: "edited-theories")
+    got = run_evals(config, tmp_path / "runs", run_id="edited", workers=1, progress=False, audit_samples=0,
+                    only=["heur-small"])
+    assert got.features.cache_path == m.features.cache_path and got.features.code_fingerprint == "edited-theories"
+    assert got.features.computed == m.features.computed and got.features.from_cache == 0
+    assert got.features.keys != m.features.keys

@@ -74,7 +74,7 @@ def real_run(tmp_path_factory) -> Path:
         config = root / "variants.toml"
         config.write_text(VARIANTS_TOML, encoding="utf-8")
         manifest = run_evals(config, root, run_id="sample", workers=1, progress=False, yes=True, audit_samples=0,
-                             only=["heuristic", "copy", "half_risk"])
+                             only=["heuristic", "copy", "half_risk"], features_cache="off")
         assert [v.status for v in manifest.variants[:3]] == ["completed"] * 3
         _RUNS["run"] = root / "sample"
     return _RUNS["run"]

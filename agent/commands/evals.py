@@ -6,7 +6,10 @@
 - `evals gate VARIANT [--run RUN]`: the promotion gate on the out-of-sample part; exit 0 pass, 1 fail,
   writes `<run>/gate/<variant>.json`; without --run, the newest run (by manifest update time) that
   has the variant;
-- `evals list`: the runs in the runs dir with their status.
+- `evals list`: the runs in the runs dir with their status;
+- `evals cache [--prune] [--unused-days N]`: the shared features cache (theory results reused across
+  runs; config `[evals].features_cache`): its file, size and entries; `--prune` deletes what no run of
+  this code can hit (entries made by other code) and, with --unused-days, entries unused that long.
 
 Errors the user can fix (no such run, unknown variant, a broken manifest) exit 2 with one line.
 """
@@ -14,6 +17,7 @@ Errors the user can fix (no such run, unknown variant, a broken manifest) exit 2
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from agent.commands import UsageError
@@ -21,12 +25,12 @@ from agent.config import ConfigError, Settings, load_settings
 from theories.candles import iso
 
 NAME = "evals"
-HELP = "replay variants over history and compare them honestly (run, report, gate, list)"
+HELP = "replay variants over history and compare them honestly (run, report, gate, list, cache)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Evals: replay prompt, theory and model variants over history, compare, and gate."
-    sub = parser.add_subparsers(dest="evals_command", required=True, metavar="{run,report,gate,list}")
+    sub = parser.add_subparsers(dest="evals_command", required=True, metavar="{run,report,gate,list,cache}")
 
     run = sub.add_parser("run", help="replay the variants of a TOML file into a new run folder")
     run.add_argument("config", metavar="CONFIG", help="the variants file (TOML)")
@@ -35,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                     "existing run of that id resumes")
     run.add_argument("--workers", type=int, default=2, metavar="N", help="processes replaying in parallel (default 2)")
     run.add_argument("--yes", action="store_true", help="spend money without asking when the estimate is not zero")
+    run.add_argument("--features-cache", metavar="PATH|off",
+                     help="shared theory-results cache file, or 'off' for one in the run's folder "
+                          "(default: [evals].features_cache, else <data_dir>/evals/features.sqlite)")
 
     report = sub.add_parser("report", help="write the Markdown and HTML report of a run")
     report.add_argument("run_dir", metavar="RUN", help="a run folder, or a run id in the runs dir")
@@ -44,12 +51,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gate.add_argument("--run", metavar="RUN", help="a run folder or id (default: the newest run with the variant)")
 
     sub.add_parser("list", help="the runs in the runs dir with their status")
-    for p in (run, report, gate, sub.choices["list"]):
+    cache = sub.add_parser("cache", help="the shared features cache: size and entries; --prune to shrink it")
+    cache.add_argument("--features-cache", metavar="PATH", help="the cache file (default: [evals].features_cache, "
+                                                                "else <data_dir>/evals/features.sqlite)")
+    cache.add_argument("--prune", action="store_true",
+                       help="delete the entries made by other code (no run of this code can hit them)")
+    cache.add_argument("--unused-days", type=float, metavar="N",
+                       help="with --prune: also delete the entries no run has used for N days")
+    for p in (run, report, gate, sub.choices["list"], cache):
         p.add_argument("--settings", metavar="PATH",
                        help="settings file for the [evals] section (default: $SIGNAL_AGENT_CONFIG or ~/.config)"
                        + ("; LLM hosts, prices and budget come from the variants file's `settings` key, else the "
                           "same default" if p is run else ""))
-        if p is not run:
+        if p not in (run, cache):
             p.add_argument("--runs-dir", metavar="DIR", help="where runs are kept (default: [evals].runs_dir)")
 
 
@@ -85,7 +99,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"variants file {config} does not exist")
     root = runs_dir(args, settings)
     try:
-        manifest = run_evals(config, root, run_id=args.run_id, workers=args.workers, progress=True, yes=args.yes)
+        manifest = run_evals(config, root, run_id=args.run_id, workers=args.workers, progress=True, yes=args.yes,
+                             features_cache=features_cache_setting(args, settings))
     except CostNotConfirmed as exc:
         raise UsageError(f"{exc} (pass --yes to spend it)") from None
     except (VariantsError, EvalsError) as exc:
@@ -93,6 +108,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     folder = root / manifest.run_id
     done = sum(v.status == "completed" for v in manifest.variants)
     print(f"Run {manifest.run_id}: {manifest.status}, {done} of {len(manifest.variants)} variants completed.")
+    print(manifest.features.summary())
     print(f"Folder: {folder}")
     print(f"Report: signal-agent evals report {folder}")
     print(f"Gate:   signal-agent evals gate VARIANT --run {folder}")
@@ -193,7 +209,65 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def features_cache_setting(args: argparse.Namespace, settings: Settings) -> str:
+    """--features-cache, else [evals].features_cache resolved against this settings file's data_dir, else 'off'."""
+    from evals.features import resolve_features_cache
+
+    if getattr(args, "features_cache", None):
+        return args.features_cache
+    path = resolve_features_cache(settings.evals.features_cache, settings.data_dir)
+    return "off" if path is None else str(path)
+
+
+def cmd_cache(args: argparse.Namespace, settings: Settings) -> int:
+    from evals.features import FeatureCache, FeatureCacheError, code_fingerprint
+
+    if args.unused_days is not None and not args.prune:
+        raise UsageError("--unused-days goes with --prune")
+    setting = features_cache_setting(args, settings)
+    if setting.strip().lower() == "off":
+        print("The shared features cache is turned off ([evals] features_cache = \"off\"): each run keeps its own.")
+        return 0
+    path = Path(setting).expanduser()
+    if not path.is_file():
+        print(f"No features cache at {path} yet (the first `evals run` makes it).")
+        return 0
+    try:
+        cache = FeatureCache(path)
+    except FeatureCacheError as exc:
+        raise UsageError(str(exc)) from None
+    code = code_fingerprint()
+    try:
+        if args.prune:
+            before = path.stat().st_size
+            cutoff = None
+            if args.unused_days is not None:
+                cutoff = int(time.time() * 1000 - args.unused_days * 86_400_000)
+            entries, snapshots = cache.prune(code=code, unused_before_ms=cutoff)
+            print(f"Pruned {entries} entries ({snapshots} snapshots): {before / 1e6:.1f} MB -> "
+                  f"{path.stat().st_size / 1e6:.1f} MB.")
+        rows = cache.entries()
+    finally:
+        cache.close()
+    wal = path.with_name(path.name + "-wal")
+    size = path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+    print(f"Features cache {path}: {size / 1e6:.1f} MB, {len(rows)} entries, "
+          f"{sum(r['snapshots'] for r in rows)} snapshots.")
+    if rows:
+        print(f"{'key':<12} {'code':<8} {'snapshots':>9} {'MB':>7}  {'decision times':<35} {'last used':<20} theories")
+    for r in rows:
+        span = (f"{iso(r['first_ms'])[:16]} .. {iso(r['last_ms'])[:16]}" if r["first_ms"] is not None else "-")
+        theories = r["meta"].get("theories", [])
+        names = ",".join(theories) if isinstance(theories, list) else str(theories)
+        print(f"{r['key'][:12]:<12} {'current' if r['code'] == code else 'old':<8} {r['snapshots']:>9} "
+              f"{r['bytes'] / 1e6:>7.1f}  {span:<35} {iso(r['used_ms'])[:19]:<20} {names}")
+    if any(r["code"] != code for r in rows):
+        print("Entries of 'old' code can never be hit again: `signal-agent evals cache --prune` deletes them.")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    handler = {"run": cmd_run, "report": cmd_report, "gate": cmd_gate, "list": cmd_list}[args.evals_command]
+    handler = {"run": cmd_run, "report": cmd_report, "gate": cmd_gate, "list": cmd_list,
+               "cache": cmd_cache}[args.evals_command]
     return handler(args, settings)
