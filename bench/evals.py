@@ -8,13 +8,20 @@ shared feature computation serves all six), plus the buy-and-hold curves. The ru
 in `--workers` processes (default 2), through `evals.replay.run_evals` exactly as
 `signal-agent evals run` does. Target: a 1-year, 10-symbol, hourly replay in <= 10 minutes.
 
-Prints a table (phase timings, decisions, decisions per second), then one JSON line with
-`decisions_per_s` (decisions of all replayed variants / whole run wall time) and `replay_total_s`
-(whole run wall time: features, replay, baselines, audit). A shorter period (`--days 7`) also
-prints the full-year figure extrapolated linearly from it, marked as such. Skips cleanly (a JSON
-line with "skipped") when ../shared/data is absent.
+The run is made twice on one shared features cache (`--features-cache`, default a new file in a
+temporary folder): first COLD (every snapshot computed), then WARM (a second run of the same
+file, as when comparing another prompt or model on the same history: every snapshot read from
+the cache). Prints a table per run (phase timings, decisions, decisions per second), then one
+JSON line with the cold run's `decisions_per_s` (decisions of all replayed variants / whole run
+wall time) and `replay_total_s` (whole run wall time: features, replay, baselines, audit), and
+the warm run's `warm_replay_total_s`, `warm_decisions_per_s` and `warm_phases_s`;
+`main_process_cpu_s` / `warm_main_process_cpu_s` are this process's CPU seconds (the whole run's
+with `--workers 1`, where nothing runs elsewhere: the figure to trust on a shared machine). A shorter
+period (`--days 7`) also prints the full-year figure extrapolated linearly from it, marked as
+such. `--no-warm` makes the cold run only. Skips cleanly (a JSON line with "skipped") when
+../shared/data is absent.
 
-    python bench/evals.py [--days 365] [--cadence 1h] [--workers 2] [--symbols BTC,ETH]
+    python bench/evals.py [--days 365] [--cadence 1h] [--workers 2] [--symbols BTC,ETH] [--no-warm]
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audit-samples", type=int, default=6, help="lookahead audit samples (default 6)")
     parser.add_argument("--runs-dir", help="keep the run folder here (default: a temporary folder, deleted)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--features-cache", help="the shared features cache file (default: a new one in a temporary "
+                                                 "folder, so the first run is cold)")
+    parser.add_argument("--no-warm", action="store_true", help="no second (warm-cache) run")
     args = parser.parse_args(argv)
 
     if not CANDLES.is_dir():
@@ -70,15 +80,58 @@ def main(argv: list[str] | None = None) -> int:
         runs = Path(args.runs_dir) if args.runs_dir else Path(tmp) / "runs"
         config = Path(tmp) / "bench-evals.toml"
         config.write_text(text, encoding="utf-8")
-        t0 = time.perf_counter()
-        manifest = run_evals(config, runs, run_id="bench", workers=args.workers, progress=not args.no_progress,
-                             yes=True, audit_samples=args.audit_samples)
-        total = time.perf_counter() - t0
+        cache = args.features_cache or str(Path(tmp) / "features.sqlite")
 
+        def one_run(run_id: str):
+            t0, c0 = time.perf_counter(), time.process_time()
+            m = run_evals(config, runs, run_id=run_id, workers=args.workers, progress=not args.no_progress,
+                          yes=True, audit_samples=args.audit_samples, features_cache=cache)
+            return m, time.perf_counter() - t0, time.process_time() - c0
+
+        stamp = time.strftime("%Y%m%dT%H%M%S")  # new run folders when --runs-dir keeps them
+        manifest, total, cpu = one_run(f"bench-{stamp}")
+        warm = None if args.no_warm else one_run(f"bench-{stamp}-warm")
+
+    decisions = table(manifest, total, args, "COLD" if manifest.features.from_cache == 0 else
+                      "FIRST (the cache already held some snapshots: not cold)")
+    full_year = None
+    if args.days < 365:
+        full_year = total * 365.0 / args.days
+        print(f"\nfull year extrapolated linearly from {args.days:g} days: {full_year:.0f} s "
+              f"(an extrapolation, not a measurement; the model refits are daily, so it scales with days)")
+    target_met = total <= TARGET_S if args.days >= 365 else None
+    print(f"target: 1-year, 10-symbol, hourly replay <= {TARGET_S:.0f} s: "
+          + ("met" if target_met else "NOT met" if target_met is False else "not measured (shorter period)"))
+    result = {
+        "decisions_per_s": round(decisions / total, 2), "replay_total_s": round(total, 2), "decisions": decisions,
+        "cycles": sum(v.cycles_done for v in manifest.variants), "variants": len(manifest.variants),
+        "symbols": len(manifest.universe), "decision_times": manifest.decision_times, "days": args.days,
+        "cadence": args.cadence, "workers": args.workers, "phases_s": manifest.phases_s,
+        "features_computed": manifest.features.computed, "features_from_cache": manifest.features.from_cache,
+        "replay_decisions_per_s": round(decisions / max(manifest.phases_s.get("replay", 0), 1e-9), 2),
+        "full_year_extrapolated_s": None if full_year is None else round(full_year, 1),
+        "target_s": TARGET_S, "target_met": target_met, "main_process_cpu_s": round(cpu, 2),
+    }
+    if warm is not None:
+        wm, wtotal, wcpu = warm
+        print()
+        wdecisions = table(wm, wtotal, args, "WARM (a second run on the same features cache)")
+        print(f"warm vs cold: {wtotal:.1f} s vs {total:.1f} s whole run")
+        result.update({
+            "warm_replay_total_s": round(wtotal, 2), "warm_decisions_per_s": round(wdecisions / wtotal, 2),
+            "warm_phases_s": wm.phases_s, "warm_features_computed": wm.features.computed,
+            "warm_features_from_cache": wm.features.from_cache, "warm_main_process_cpu_s": round(wcpu, 2),
+        })
+    print(json.dumps(result))
+    return 0
+
+
+def table(manifest, total: float, args: argparse.Namespace, label: str) -> int:
+    """Print one run's table; returns its decisions."""
     decisions = sum(v.decisions_done for v in manifest.variants)
     cycles = sum(v.cycles_done for v in manifest.variants)
     phases = manifest.phases_s
-    print(f"evals replay: {len(manifest.variants)} variants x {len(manifest.universe)} symbols x "
+    print(f"{label} evals replay: {len(manifest.variants)} variants x {len(manifest.universe)} symbols x "
           f"{manifest.decision_times} decision times ({args.cadence}, {args.days:g} days to {args.end}), "
           f"{args.workers} worker processes")
     print(f"variants: {', '.join(v.name for v in manifest.variants)}")
@@ -89,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     notes = {
         "setup": "read the variants file, hash the data files",
         "features": f"{manifest.features.computed} shared snapshots computed "
-                    f"({manifest.features.computed / max(phases.get('features', 0), 1e-9):.1f}/s)",
+                    f"({manifest.features.computed / max(phases.get('features', 0), 1e-9):.1f}/s), "
+                    f"{manifest.features.from_cache} read from the shared cache",
         "replay": f"{decisions} decisions in {cycles} cycles "
                   f"({decisions / max(phases.get('replay', 0), 1e-9):.1f} decisions/s; "
                   f"{manifest.features.reused} cached snapshots read, {manifest.features.misses} misses)",
@@ -102,27 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("setup", "features", "replay", "baselines", "audit"):
         print(f"{name:<12} {phases.get(name, 0.0):>9.2f}  {notes[name]}")
     print(f"{'TOTAL':<12} {total:>9.2f}  {decisions / total:.1f} decisions/s end to end")
-    full_year = None
-    if args.days < 365:
-        full_year = total * 365.0 / args.days
-        print(f"\nfull year extrapolated linearly from {args.days:g} days: {full_year:.0f} s "
-              f"(an extrapolation, not a measurement; the model refits are daily, so it scales with days)")
-    target_met = total <= TARGET_S if args.days >= 365 else None
-    print(f"target: 1-year, 10-symbol, hourly replay <= {TARGET_S:.0f} s: "
-          + ("met" if target_met else "NOT met" if target_met is False else "not measured (shorter period)"))
     failed = {v.name: v.error for v in manifest.variants if v.status != "completed"}
     if failed:
         print(f"variants not completed: {failed}")
-    print(json.dumps({
-        "decisions_per_s": round(decisions / total, 2), "replay_total_s": round(total, 2), "decisions": decisions,
-        "cycles": cycles, "variants": len(manifest.variants), "symbols": len(manifest.universe),
-        "decision_times": manifest.decision_times, "days": args.days, "cadence": args.cadence,
-        "workers": args.workers, "phases_s": phases, "features_computed": manifest.features.computed,
-        "replay_decisions_per_s": round(decisions / max(phases.get("replay", 0), 1e-9), 2),
-        "full_year_extrapolated_s": None if full_year is None else round(full_year, 1),
-        "target_s": TARGET_S, "target_met": target_met,
-    }))
-    return 0
+    return decisions
 
 
 if __name__ == "__main__":
