@@ -345,3 +345,18 @@ def test_evals_cache_shows_the_entries_and_prunes_what_this_code_can_never_hit(t
     assert main(["evals", "cache", "--features-cache", str(path), "--prune", "--unused-days", "0"]) == 0
     assert "0 entries, 0 snapshots" in capsys.readouterr().out
     assert main(["evals", "cache", "--unused-days", "3"]) == 2  # only with --prune
+
+
+def test_evals_run_takes_the_cache_from_its_flag_else_the_settings(tmp_path):
+    import argparse
+
+    from agent.commands.evals import features_cache_setting
+    from agent.config import Settings
+
+    default = Settings(data_dir=tmp_path)
+    off = Settings(data_dir=tmp_path, evals={"features_cache": "off"})
+    unset = argparse.Namespace(features_cache=None)
+    assert features_cache_setting(unset, default) == str(tmp_path / "evals" / "features.sqlite")
+    assert features_cache_setting(unset, off) == "off"
+    assert features_cache_setting(argparse.Namespace(features_cache="off"), default) == "off"
+    assert features_cache_setting(argparse.Namespace(features_cache="/x/c.sqlite"), off) == "/x/c.sqlite"
