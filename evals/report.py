@@ -367,7 +367,8 @@ def build_report(run: LoadedRun, comparison: RunComparison, gates: Mapping[str, 
     sections.append(Section(heading="Per symbol, regime and direction", tables=per_group))
     sections.append(Section(heading="Variant versions", tables=[versions_table(m)], paragraphs=[
         f"Package {m.package_version}, git commit {m.git_commit or 'unknown'}, Python {m.python}. Data: {m.data_dir} "
-        f"({len(m.data_files)} files, sha256 each in manifest.json); funding: {m.funding_dir or 'none'}."]))
+        f"({len(m.data_files)} files, sha256 each in manifest.json); funding: {m.funding_dir or 'none'}.",
+        m.features.summary()]))
     if comparison.baselines:
         sections.append(Section(heading="Baselines: buy and hold", tables=[baselines_table(comparison)]))
     sections.append(Section(heading="Method", paragraphs=METHOD))

@@ -112,6 +112,9 @@ def test_the_report_holds_the_comparison_verdicts_gate_audit_and_versions(writte
     for v in run.manifest.variants:  # the exact versions: prompt and risk hashes, theory fingerprint
         assert v.prompt_sha256 in text and v.risk_sha256 in text and v.theory_fingerprint in text
     assert "Lookahead audit" in text and ("PASSED" in text or "FAILED" in text)
+    f = run.manifest.features  # where the theory results came from: read from a cache or computed
+    assert f"Theory results: {f.from_cache} snapshots read from " in text
+    assert f"{f.computed} computed by this run" in text
     summary = " ".join(next(s for s in report.sections if s.heading == "Summary").paragraphs)
     pending = [v.name for v in run.manifest.variants if v.status == "pending"]
     assert len(pending) == 5 and "Without results: " in summary
