@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,7 +71,7 @@ def num(x: float | None, sig: int = 3, sign: bool = False) -> str:
     if "e" in text:  # 4e-05 -> 4e-5
         mant, _, exp = text.partition("e")
         text = f"{mant}e{int(exp)}"
-    return re.sub(r"^([+-]?)0\.", r"\1.", text)
+    return _drop_leading_zero(text)
 
 
 def dec(x: float | None, places: int = 2, sign: bool = False) -> str:
@@ -82,7 +81,20 @@ def dec(x: float | None, places: int = 2, sign: bool = False) -> str:
     if not math.isfinite(x):
         return str(x)
     text = f"{round(x, places) + 0.0:{'+' if sign else ''}.{places}f}"  # + 0.0: no "-0.00"
-    return re.sub(r"^([+-]?)0\.", r"\1.", text)
+    return _drop_leading_zero(text)
+
+
+def _drop_leading_zero(text: str) -> str:
+    """"0.85" -> ".85", "-0.5" -> "-.5", "+0.5" -> "+.5"; anything else as it is.
+
+    Plain string tests rather than a regex substitution: summaries format a few hundred numbers
+    per prompt, and `re.sub` was most of `to_prompt_text`'s time.
+    """
+    if text.startswith("0."):
+        return text[1:]
+    if text.startswith(("-0.", "+0.")):
+        return text[0] + text[2:]
+    return text
 
 
 def pct(x: float | None, sig: int = 2, sign: bool = False) -> str:
