@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import numpy as np
 import pytest
 
-from theories.base import dec, num, pct
+from theories.base import dec, fingerprint, num, pct
+from theories.candles import HOUR_MS, Candles
+
+T0 = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS
 
 
 def _regex_form(text: str) -> str:
@@ -62,3 +66,42 @@ def test_dec_and_pct_known_answers():
     assert dec(0.05) == ".05" and dec(-0.06, sign=True) == "-.06"
     assert dec(-0.001) == ".00" and dec(0.3, sign=True) == "+.30"
     assert pct(0.0027) == ".27%" and pct(0.34) == "34%" and pct(None) == "n/a"
+
+
+def _digest_of_arrays(c: Candles) -> str:
+    """The plain digest: every column's bytes, hashed afresh."""
+    h = hashlib.blake2b(digest_size=12)
+    for arr in (c.time, c.open, c.high, c.low, c.close, c.volume):
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _candles(n: int, seed: int) -> Candles:
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.concatenate(([100.0], close[:-1]))
+    return Candles(T0 + HOUR_MS * np.arange(n), open_, np.maximum(open_, close) * 1.001,
+                   np.minimum(open_, close) * 0.999, close, rng.uniform(1, 5, n), interval_ms=HOUR_MS)
+
+
+def test_fingerprint_of_every_view_equals_a_fresh_digest_of_its_candles():
+    full = _candles(400, 1)
+    twin = _candles(400, 1)  # equal candles, another object
+    other = _candles(400, 2)
+    cuts = [full, full.tail(50), full.closed_by(T0 + 200 * HOUR_MS), full.closed_by(T0 + 300 * HOUR_MS).tail(50),
+            full.tail(120).tail(50), full.closed_by(T0 + 201 * HOUR_MS).tail(50), twin.tail(50), other.tail(50),
+            full.tail(0)]
+    for _ in range(2):  # the second pass answers from the memo
+        for c in cuts:
+            assert fingerprint(c) == _digest_of_arrays(c)
+    # same length, different positions or data: different digests; equal candles: equal digests
+    assert len({fingerprint(c) for c in (full.tail(50), cuts[3], cuts[5], other.tail(50))}) == 4
+    assert fingerprint(twin.tail(50)) == fingerprint(full.tail(50))
+
+
+def test_fingerprint_origin_tracks_nested_cuts():
+    full = _candles(300, 3)
+    c = full.closed_by(T0 + 250 * HOUR_MS).tail(100).tail(30)
+    root, start = c.origin
+    assert root is full and start == 250 - 30
+    np.testing.assert_array_equal(c.close, full.close[start:start + 30])
