@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validat
 from agent.webhook.theory import THEORY_NAME as TRADINGVIEW
 from agent.webhook.theory import TradingViewResult
 from orderflow.snapshot import OrderFlowSnapshot, build_orderflow_snapshot
-from theories.base import PRICE, TIME, VOLUME, FitCache, TheoryContext, TheoryError, TheoryResult, field_unit
+from theories.base import PRICE, TIME, VOLUME, FitCache, TheoryContext, TheoryError, TheoryResult, field_units
 from theories.candles import CandleDataError, Candles, iso
 from theories.funding import FundingRates
 from theories.registry import DEFAULT_SET, THEORIES, resolve
@@ -143,9 +143,8 @@ def scrub_identity(text: str, symbol: str) -> str:
 def _rebase(model: BaseModel, price_factor: float, volume_factor: float) -> BaseModel:
     """Scale PRICE and VOLUME fields, zero TIME fields, recursing into nested models."""
     update: dict[str, Any] = {}
-    for name in type(model).model_fields:
+    for name, u in field_units(type(model)):
         value = getattr(model, name)
-        u = field_unit(type(model), name)
         if u == PRICE and value is not None:
             update[name] = _scale(value, price_factor)
         elif u == VOLUME and value is not None:

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from theories.base import dec, fingerprint, num, pct
+from theories.base import LABEL, dec, field_unit, field_units, fingerprint, num, pct
 from theories.candles import HOUR_MS, Candles
 
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS
@@ -105,3 +105,12 @@ def test_fingerprint_origin_tracks_nested_cuts():
     root, start = c.origin
     assert root is full and start == 250 - 30
     np.testing.assert_array_equal(c.close, full.close[start:start + 30])
+
+
+def test_field_units_lists_every_result_field_with_its_declared_unit():
+    from agent.snapshot import ATTACHED_RESULTS
+    from theories.registry import THEORIES
+
+    for model in [t.result for t in THEORIES.values()] + list(ATTACHED_RESULTS.values()):
+        assert field_units(model) == tuple((name, field_unit(model, name)) for name in model.model_fields)
+    assert ("label", LABEL) in field_units(THEORIES["hurst"].result)

@@ -19,7 +19,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,6 +53,16 @@ def unit(u: str, description: str, **kw: Any) -> Any:
 def field_unit(model: type[BaseModel], name: str) -> str | None:
     extra = model.model_fields[name].json_schema_extra
     return extra.get("unit") if isinstance(extra, dict) else None
+
+
+@cache
+def field_units(model: type[BaseModel]) -> tuple[tuple[str, str | None], ...]:
+    """Every field of `model` with its unit (None without one), in declaration order.
+
+    Read once per class: looking each unit up per instance was most of the time of anonymising a
+    snapshot (~0.7 ms).
+    """
+    return tuple((name, field_unit(model, name)) for name in model.model_fields)
 
 
 def num(x: float | None, sig: int = 3, sign: bool = False) -> str:
