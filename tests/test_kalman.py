@@ -12,6 +12,8 @@ from theories.candles import HOUR_MS, Candles
 from theories.kalman import (
     KalmanParams,
     NoiseFit,
+    filter_gains,
+    filter_last,
     fit_noise,
     kalman_trend,
     local_linear_trend_filter,
@@ -232,3 +234,77 @@ def test_theory_runs_on_real_btc(shared_data):
         assert math.isfinite(getattr(res, name))
     assert res.noise_source in ("mle", "rule")
     assert "->" in res.summary()
+
+
+def one_pass_filter(y, h, ql, qt, kappa=kalman.DIFFUSE_VAR):
+    """Covariance and state in one loop, step by step: the filter as first written, before its
+    data-free half (`filter_gains`) was split out to be computed once per fit."""
+    a0 = a1 = 0.0
+    p00 = p11 = kappa
+    p01 = 0.0
+    det = p00 * p11
+    out = []
+    for yt in y.tolist():
+        v = yt - a0
+        f = p00 + h
+        k1 = p01 / f
+        a0 += p00 / f * v
+        a1 += k1 * v
+        if h > 0.0:
+            g = h / f
+            p00 *= g
+            p01 *= g
+            det *= g
+            p11 = (det + p01 * p01) / p00
+        else:
+            p11 = det / p00
+            p00 = p01 = det = 0.0
+        out.append((a0, a1, p11, v, f))
+        a0 += a1
+        a00 = p00 + 2.0 * p01 + p11
+        det += ql * p11 + qt * a00 + ql * qt
+        p00 = a00 + ql
+        p01 += p11
+        p11 += qt
+    return np.array(out).T
+
+
+def _real_log_closes(shared_data, symbol="ETH_USDT", n=3000):
+    df = pd.read_csv(shared_data / "candles" / "binance-spot-1h" / f"{symbol}.csv.gz").tail(n)
+    return np.log(df.close.to_numpy(dtype=np.float64))
+
+
+@pytest.mark.parametrize("h, ql, qt", [*VARIANCES, (0.0, 1e-5, 1e-9)])
+def test_split_filter_is_bit_identical_to_the_one_pass_filter_on_real_prices(shared_data, h, ql, qt):
+    y = _real_log_closes(shared_data)
+    for start in range(0, 2500, 500):
+        window = y[start : start + 500]
+        kf = local_linear_trend_filter(window, h, ql, qt)
+        got = np.array([kf.level, kf.slope, kf.slope_var, kf.innovation, kf.innovation_var])
+        np.testing.assert_array_equal(got, one_pass_filter(window, h, ql, qt))
+        # the hourly path keeps only the last step: the same numbers
+        level, slope, prev_slope, innovation = filter_last(window, filter_gains(len(window), h, ql, qt))
+        assert (level, slope, prev_slope, innovation) == (kf.level[-1], kf.slope[-1], kf.slope[-2], kf.innovation[-1])
+
+
+def test_memoised_gains_are_a_fresh_computation_and_read_only():
+    cached = filter_gains(300, 1e-5, 2e-5, 1e-8)
+    fresh = filter_gains.__wrapped__(300, 1e-5, 2e-5, 1e-8)
+    assert filter_gains(300, 1e-5, 2e-5, 1e-8) is cached
+    assert cached.level_gain == fresh.level_gain and cached.slope_gain == fresh.slope_gain
+    np.testing.assert_array_equal(cached.slope_var, fresh.slope_var)
+    with pytest.raises(ValueError):
+        cached.slope_var[0] = 1.0
+
+
+def test_kalman_trend_reads_the_full_filters_last_steps(shared_data):
+    close = np.exp(_real_log_closes(shared_data, "BTC_USDT", 700))
+    noise = NoiseFit(2e-6, 3e-5, 1e-12, "mle", "", 500)
+    res = kalman_trend(close, noise)
+    y = np.log(close[-500:])
+    kf = local_linear_trend_filter(y, noise.irregular_var, noise.level_var, noise.trend_var)
+    assert res.level == math.exp(kf.level[-1]) and res.velocity == kf.slope[-1]
+    assert res.acceleration == kf.slope[-1] - kf.slope[-2]
+    assert res.deviation == y[-1] - kf.level[-1]
+    assert res.velocity_sigma == kf.slope[-1] / math.sqrt(kf.slope_var[-1])
+    assert res.deviation_sigma == kf.innovation[-1] / math.sqrt(kf.innovation_var[-1])
