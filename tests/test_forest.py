@@ -14,6 +14,7 @@ from theories.forest import (
     fit_forest,
     forest_features,
     forest_signal,
+    last_feature_row,
     purged_split,
     training_set,
 )
@@ -67,6 +68,29 @@ def test_features_have_their_stated_values():
     assert f[6] == pytest.approx((c.close[-1] - lo) / (hi - lo))
     lv = np.log1p(c.volume[-48:])
     assert f[7] == pytest.approx((lv[-1] - lv.mean()) / lv.std(ddof=1))
+
+
+def _same_row(c: Candles) -> None:
+    want = forest_features(c.high, c.low, c.close, c.volume)[-1]
+    np.testing.assert_array_equal(last_feature_row(c.high, c.low, c.close, c.volume), want)
+
+
+def test_the_last_row_alone_is_bit_identical_to_the_full_matrix_on_real_data(shared_data):
+    for symbol in ("BTC_USDT", "DOGE_USDT", "SOL_USDT"):
+        df = pd.read_csv(shared_data / "candles" / "binance-spot-1h" / f"{symbol}.csv.gz").tail(6000)
+        hist = Candles(df.time, df.open, df.high, df.low, df.close, df.volume, symbol=symbol.replace("_", "/"))
+        for end in range(WARMUP + 1, len(hist), 29):  # the decision's window: WARMUP + 1 bars
+            _same_row(hist.closed_by(int(hist.close_time[end - 1])).tail(WARMUP + 1))
+
+
+def test_the_last_row_alone_keeps_the_flat_cases_of_the_full_matrix():
+    flat = _candles(np.full(WARMUP + 1, np.log(100.0)))  # no spread, no range, constant volume
+    _same_row(flat)
+    row = last_feature_row(flat.high, flat.low, flat.close, flat.volume)
+    assert np.isnan(row[4]) and row[7] == 0.0  # 0 / 0 volatility ratio is undefined; constant volume z is 0
+    _same_row(_noise(60, 5))  # the shortest input whose windows are all full
+    with pytest.raises(ValueError):
+        last_feature_row(*(np.ones(48),) * 4)
 
 
 def test_training_labels_are_the_sign_of_the_next_horizon_return_known_by_the_last_close():

@@ -152,6 +152,39 @@ def forest_features(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume
     return out
 
 
+LAST_ROW_MIN_BARS = 49  # 48 one-bar returns fill every window of the last row
+
+
+def last_feature_row(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray) -> np.ndarray:
+    """`forest_features(...)[-1]`, the row scored at decision time, computed for that row only.
+
+    Bit-identical to the full matrix's last row (tested): the recursive and cumulative parts (EMA,
+    ATR, the SMA's running sum) still run over every bar, as there; only the sliding-window
+    statistics, most of the full matrix's cost, are taken on the last window alone (`np.std` of one
+    window sums in the same order as `rolling_std`'s row of it, without the window view's overhead).
+    """
+    high, low, close, volume = (np.asarray(a, dtype=np.float64) for a in (high, low, close, volume))
+    if len(close) < LAST_ROW_MIN_BARS:
+        raise ValueError(f"the last feature row needs {LAST_ROW_MIN_BARS} bars, got {len(close)}")
+    row = np.full(len(FEATURES), np.nan)
+    lc = np.log(close)
+    for col, k in enumerate((1, 4, 12, 24)):
+        row[col] = lc[-1] - lc[-1 - k]
+    r = np.diff(lc[-49:])  # the last 48 one-bar returns
+    sd12, sd48 = np.std(r[-12:], ddof=1), np.std(r, ddof=1)
+    if sd48 > 0:
+        row[4] = sd12 / sd48
+    a = atr(high, low, close, 14)[-1]
+    if a > 0:
+        row[5] = (close[-1] - ema(close, 48)[-1]) / a
+    lo, hi = low[-48:].min(), high[-48:].max()
+    row[6] = (close[-1] - lo) / (hi - lo) if hi - lo > 0 else 0.5
+    lv = np.log1p(volume)
+    sd = np.std(lv[-48:], ddof=1)
+    row[7] = (lv[-1] - sma(lv, 48)[-1]) / sd if sd > 0 else 0.0
+    return row
+
+
 @dataclass(frozen=True)
 class TrainingSet:
     """Labelled feature rows. `bar` indexes the candles; `label_end_ms` is when each label became known."""
@@ -316,7 +349,7 @@ def forest_signal(fit: ForestFit, candles: Candles, params: ForestParams) -> For
         raise TheoryError(f"forest features need more than {WARMUP} candles, got {len(candles)}")
     # the last WARMUP + 1 bars give the last row with the same seed decay as the earliest training row
     c = candles.tail(WARMUP + 1)
-    x = forest_features(c.high, c.low, c.close, c.volume)[-1]
+    x = last_feature_row(c.high, c.low, c.close, c.volume)
     if not np.isfinite(x).all():
         bad = [f for f, v in zip(FEATURES, x, strict=True) if not np.isfinite(v)]
         raise TheoryError(f"forest features undefined on the last bar: {bad}")
