@@ -1,0 +1,101 @@
+"""The simulation prices a bracket from each block's extremes and a look inside one block; these
+tests read the same paths bar by bar, the plain way, and ask for exactly the same numbers."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from theories.montecarlo import TAIL, BarMoves, SimulatedPaths, estimate_drift, simulate_paths
+
+
+def bar_by_bar_odds(paths: SimulatedPaths, entry: float, stop: float, target: float) -> dict[str, float]:
+    """The exit rules of `SimulatedPaths.odds` on the (bars, paths) running high and low: the first
+    bar whose range reaches a level decides; a gap exits at its open; a bar reaching both is the stop."""
+    long = stop < entry
+    up, down = (math.log(target / entry), math.log(entry / stop)) if long else \
+        (math.log(stop / entry), math.log(entry / target))
+    horizon = paths.horizon
+    t_up = (paths.running_high < up).sum(axis=0)  # bars before the running high reaches the upper level
+    t_down = (paths.running_low > -down).sum(axis=0)
+    t = np.minimum(t_up, t_down)
+    hit = t < horizon
+    open_at = paths.open_at(np.minimum(t, horizon - 1))
+    gap_up, gap_down = open_at >= up, open_at <= -down
+    if long:
+        upper = (t_up < t_down) | gap_up
+        lower = hit & ~upper
+    else:
+        lower = (t_down < t_up) | gap_down
+        upper = hit & ~lower
+    exit_log = np.where(hit, np.where(gap_up | gap_down, open_at, np.where(upper, up, -down)), paths.final)
+    exit_price = entry * np.exp(exit_log)
+    r = exit_price / entry - 1.0 if long else 1.0 - exit_price / entry
+    tail = TAIL * len(r)
+    k = math.ceil(tail)
+    worst = np.sort(r)[:k]
+    p_up, p_down = np.count_nonzero(upper) / len(r), np.count_nonzero(lower) / len(r)
+    return {
+        "p_target": p_up if long else p_down,
+        "p_stop": p_down if long else p_up,
+        "p_neither": 1.0 - p_up - p_down,
+        "expected_return": float(r.mean()),
+        "var95": -float(worst[-1]),
+        "cvar95": -float((worst[:-1].sum() + (tail - (k - 1)) * worst[-1]) / tail),
+    }
+
+
+def brackets(entry: float, scale: float, seed: int, n: int = 12):
+    """Long and short brackets from close to the entry (exits in the first block) to out of reach."""
+    rng = np.random.default_rng(seed)
+    for near, far in rng.uniform(0.2, 12.0, (n, 2)) * scale:
+        yield entry * math.exp(-near), entry * math.exp(far)  # long: stop, target
+        yield entry * math.exp(near), entry * math.exp(-far)  # short
+
+
+@pytest.mark.parametrize(("horizon", "block"), [(24, 6), (22, 6), (5, 8), (30, 1)])
+def test_block_exits_are_the_bar_by_bar_exits_on_real_bars(shared_data, horizon, block):
+    df = pd.read_csv(shared_data / "candles" / "binance-spot-1h" / "ETH_USDT.csv.gz").tail(501)
+    moves = BarMoves.from_ohlc(df.open, df.high, df.low, df.close)
+    drift = estimate_drift(moves.close)
+    paths = simulate_paths(moves, horizon, 10_000, block, seed=3, drift=drift.used)
+    entry = float(df.close.iloc[-1])
+    for stop, target in brackets(entry, drift.volatility, seed=horizon):
+        assert paths.odds(entry, stop, target).model_dump() == bar_by_bar_odds(paths, entry, stop, target)
+
+
+def test_block_exits_are_the_bar_by_bar_exits_with_gaps_and_bars_reaching_both_levels():
+    # wide bars that often gap: opens far from the previous close, ranges wider than the brackets
+    rng = np.random.default_rng(8)
+    n = 300
+    c = rng.normal(0.0, 0.01, n)
+    o = rng.normal(0.0, 0.02, n)
+    h = np.maximum(o, c) + rng.exponential(0.01, n)
+    lo = np.minimum(o, c) - rng.exponential(0.01, n)
+    paths = simulate_paths(BarMoves(o, h, lo, c), 22, 10_000, 6, seed=1)
+    exits = [paths.odds(100.0, s, t) for s, t in brackets(100.0, 0.01, seed=2)]
+    assert any(e.p_stop > 0 and e.p_target > 0 for e in exits)
+    for (stop, target), odds in zip(brackets(100.0, 0.01, seed=2), exits, strict=True):
+        assert odds.model_dump() == bar_by_bar_odds(paths, 100.0, stop, target)
+
+
+def test_bars_given_path_by_path_exit_as_when_read_bar_by_bar():
+    rng = np.random.default_rng(4)
+    close = np.cumsum(rng.normal(0.0, 0.01, (24, 10_000)), axis=0)
+    before = np.vstack([np.zeros((1, 10_000)), close[:-1]])
+    open_level = before + rng.normal(0.0, 0.004, close.shape)
+    high = np.maximum(open_level, close) + rng.exponential(0.004, close.shape)
+    low = np.minimum(open_level, close) - rng.exponential(0.004, close.shape)
+    paths = SimulatedPaths.from_bars(open_level, high, low, close)
+    for stop, target in brackets(100.0, 0.01, seed=5):
+        assert paths.odds(100.0, stop, target).model_dump() == bar_by_bar_odds(paths, 100.0, stop, target)
+
+
+def test_the_cached_draws_are_a_fresh_generators_and_cannot_be_changed():
+    moves = BarMoves(np.zeros(50), np.full(50, 0.01), np.full(50, -0.01), np.zeros(50))
+    a = simulate_paths(moves, 24, 10_000, 6, seed=11)
+    b = simulate_paths(moves, 24, 10_000, 6, seed=11)
+    assert np.array_equal(a.starts, np.random.default_rng(11).integers(0, 50, size=(4, 10_000)))
+    assert a.starts is b.starts and not a.starts.flags.writeable
+    assert not np.array_equal(simulate_paths(moves, 24, 10_000, 6, seed=12).starts, a.starts)
