@@ -405,9 +405,9 @@ class SimulatedPaths:
     The tables and levels are float32, 7 significant digits: a log price of 0.05 is kept to 3e-9,
     far finer than a price tick. `drift` is the drift per bar the paths were built with, when known.
 
-    A bracket's exit is found without a (bars, paths) array: the running high and low at each
+    A bracket's exit is found without (bars, paths) arrays: the running high and low at each
     block's end give the block where a level is first reached, and only that block's bars are
-    looked at (`odds`). For 10,000 paths of 24 bars this costs a fraction of a millisecond.
+    looked at (`odds`); `running_high` and `running_low` are built only when asked for.
     """
 
     def __init__(self, starts: np.ndarray, base: np.ndarray, open_table: np.ndarray, high_table: np.ndarray,
