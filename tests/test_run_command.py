@@ -163,12 +163,15 @@ def test_a_second_instance_is_refused_while_the_first_holds_the_lock(home, tmp_p
         assert err.count("\n") == 1 and f"(pid {first.pid}) is running" in err
         assert str(data_dir / LOCK_FILE) in err
         read_until(first, "Store:")  # its first cycle (as of the sample's last close) is done
-        first.send_signal(signal.SIGTERM)  # idle between fires: stops at once
+        first.send_signal(signal.SIGTERM)  # idle between fires, or still leaving the cycle it has just printed
         out, err = first.communicate(timeout=30)
     finally:
         stop(first)
     assert first.returncode == 0, err
-    assert "SIGTERM: stopping" in out and "stopped by signal" in out
+    # "Store:" is printed inside the cycle, so the signal may land before the loop has left it (seen
+    # under load): either way the run stops without another cycle
+    assert "SIGTERM: stopping" in out or "SIGTERM: finishing the cycle in progress" in out
+    assert "stopped by signal" in out and "1 cycle(s)" in out.splitlines()[-1]
     assert not (data_dir / LOCK_FILE).exists()
 
 
