@@ -25,6 +25,7 @@ Label: "random walk" when |H - 0.5| < `z_noise` * null_sd; otherwise persistent 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -90,7 +91,12 @@ class HurstResult(TheoryResult):
 
 
 def log_scales(n: int, min_scale: int = 10, max_scale_fraction: float = 0.25, n_scales: int = 10) -> np.ndarray:
-    """Distinct integer window sizes, log-spaced from `min_scale` to `max_scale_fraction` * n."""
+    """Distinct integer window sizes, log-spaced from `min_scale` to `max_scale_fraction` * n (read-only)."""
+    return _log_scales(n, min_scale, max_scale_fraction, n_scales)
+
+
+@lru_cache(maxsize=256)
+def _log_scales(n: int, min_scale: int, max_scale_fraction: float, n_scales: int) -> np.ndarray:
     top = int(n * max_scale_fraction)
     if top < MIN_SPAN * min_scale:
         raise TheoryError(
@@ -101,19 +107,79 @@ def log_scales(n: int, min_scale: int = 10, max_scale_fraction: float = 0.25, n_
         raise TheoryError(
             f"only {len(scales)} distinct window sizes between {min_scale} and {top} bars; need {MIN_SCALES}"
         )
+    scales.flags.writeable = False
     return scales
 
 
-def _windows(y: np.ndarray, s: int) -> np.ndarray:
-    """Non-overlapping windows of s points along the last axis, taken from the start and from the end."""
-    n = y.shape[-1]
-    m = n // s
-    lead = y.shape[:-1]
-    forward = y[..., : m * s].reshape(*lead, m, s)
-    if m * s == n:  # the backward windows would repeat the forward ones: every mean is the same
-        return forward
-    backward = y[..., n - m * s :].reshape(*lead, m, s)
-    return np.concatenate((forward, backward), axis=-2)
+@dataclass(frozen=True)
+class _Layout:
+    """Every window of every scale laid end to end, so one pass of numpy calls covers all the scales.
+
+    At each scale s the series is cut into m = n // s windows of s points from the start and, unless
+    they tile it exactly (the backward windows would then repeat the forward ones), m more from the
+    end, so no point is dropped. Window after window, scale after scale, `index` lists the positions
+    of their points in the series. Per-window sums are `np.add.reduceat` over `starts`, per-scale sums
+    over `scale_starts` (they add in another order than a per-scale loop did: the last bits differ).
+    """
+
+    scales: tuple[int, ...]
+    log_scales: np.ndarray  # (K,) log s, the regressor of the Hurst slopes
+    index: np.ndarray  # (E,) position in the series of each laid-out point
+    t: np.ndarray  # (E,) time within the window, centred: k - (s - 1) / 2
+    starts: np.ndarray  # (W,) first point of each window
+    size: np.ndarray  # (W,) s of each window, as float
+    counts: np.ndarray  # (W,) s of each window, as int: np.repeat by it spreads a per-window value over its points
+    tt: np.ndarray  # (W,) sum of t^2 over the window
+    scale_starts: np.ndarray  # (K,) first point of each scale's windows
+    scale_windows: np.ndarray  # (K,) first window of each scale
+    scale_points: np.ndarray  # (K,) points laid out at each scale (windows x s)
+
+
+@lru_cache(maxsize=64)
+def _layout(n: int, scales: tuple[int, ...]) -> _Layout:
+    index, t, starts, size, tt, scale_starts, scale_windows, scale_points = ([] for _ in range(8))
+    points = windows = 0
+    for s in scales:
+        m = n // s
+        firsts = [k * s for k in range(m)]
+        if m * s != n:
+            firsts += [n - m * s + k * s for k in range(m)]
+        ts = np.arange(s) - (s - 1) / 2.0
+        scale_starts.append(points)
+        scale_windows.append(windows)
+        scale_points.append(len(firsts) * s)
+        for first in firsts:
+            index.append(np.arange(first, first + s))
+            t.append(ts)
+            starts.append(points)
+            points += s
+        windows += len(firsts)
+        size += [float(s)] * len(firsts)
+        tt += [float(ts @ ts)] * len(firsts)
+    sizes = np.array(size)
+    layout = _Layout(
+        scales=scales, log_scales=np.log(np.array(scales, dtype=np.float64)), index=np.concatenate(index),
+        t=np.concatenate(t), starts=np.array(starts), size=sizes, counts=sizes.astype(np.int64), tt=np.array(tt),
+        scale_starts=np.array(scale_starts), scale_windows=np.array(scale_windows),
+        scale_points=np.array(scale_points, dtype=np.float64),
+    )
+    for a in vars(layout).values():
+        if isinstance(a, np.ndarray):
+            a.flags.writeable = False
+    return layout
+
+
+def _window_deviations(y: np.ndarray, lay: _Layout) -> np.ndarray:
+    """Each laid-out window of the series `y` minus its own mean."""
+    seg = y[lay.index]
+    return seg - np.repeat(np.add.reduceat(seg, lay.starts) / lay.size, lay.counts)
+
+
+def _dfa_from_deviations(dev: np.ndarray, lay: _Layout) -> np.ndarray:
+    # the residual of each window's line: b = sum(t y') / sum(t^2), then y' - b t
+    b = np.add.reduceat(dev * lay.t, lay.starts) / lay.tt
+    resid = dev - np.repeat(b, lay.counts) * lay.t
+    return np.sqrt(np.add.reduceat(resid * resid, lay.scale_starts) / lay.scale_points)
 
 
 def dfa_fluctuation(x: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -121,27 +187,34 @@ def dfa_fluctuation(x: np.ndarray, scales: np.ndarray) -> np.ndarray:
 
     Each window's line is removed in closed form: with t centred and y' the window minus its mean, the
     slope is b = sum(t y') / sum(t^2) and the residual y' - b t. (The shortcut sum(y'^2) - b^2 sum(t^2)
-    cancels badly when the fit is near perfect, so the residuals are formed.)
+    cancels badly when the fit is near perfect, so the residuals are formed.) All scales at once, on
+    the windows laid out by `_layout`: a dozen numpy calls instead of a dozen per scale.
     """
     x = np.asarray(x, dtype=np.float64)
-    n = x.shape[-1]
+    lay = _layout(x.shape[-1], tuple(int(s) for s in scales))
+    # one series at a time: gathering the windows of a 2-d batch by fancy index measured several times
+    # slower per point than of one series, and batches are only the null simulation (once per length)
+    profile = _profile(x).reshape(-1, x.shape[-1])
+    out = np.array([_dfa_from_deviations(_window_deviations(row, lay), lay) for row in profile])
+    return out.reshape(*x.shape[:-1], len(lay.scales))
+
+
+def _profile(x: np.ndarray) -> np.ndarray:
     # sums over counts rather than .mean(): at these sizes numpy's mean wrapper costs more than the sums
-    profile = np.cumsum(x - x.sum(axis=-1, keepdims=True) / n, axis=-1)
-    out = np.empty((*x.shape[:-1], len(scales)))
-    for j, s in enumerate(scales):
-        seg = _windows(profile, int(s))
-        dev = seg - seg.sum(axis=-1, keepdims=True) / s
-        t = np.arange(s) - (s - 1) / 2.0
-        resid = dev - ((dev @ t) / float(t @ t))[..., None] * t
-        out[..., j] = np.sqrt((resid * resid).sum(axis=(-1, -2)) / (seg.shape[-2] * s))
-    return out
+    return np.cumsum(_demeaned(x), axis=-1)
+
+
+def _demeaned(x: np.ndarray) -> np.ndarray:
+    return x - x.sum(axis=-1, keepdims=True) / x.shape[-1]
 
 
 def _slope(log_x: np.ndarray, log_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """OLS slope of log_y (last axis) on log_x and its standard error."""
-    xc = log_x - log_x.mean()
+    k = log_x.shape[-1]
+    # sums over counts rather than .mean() (the same numbers): the mean wrapper costs more at these sizes
+    xc = log_x - log_x.sum() / k
     sxx = float(xc @ xc)
-    yc = log_y - log_y.mean(axis=-1, keepdims=True)
+    yc = log_y - log_y.sum(axis=-1, keepdims=True) / k
     slope = (yc @ xc) / sxx
     resid = yc - slope[..., None] * xc
     se = np.sqrt((resid * resid).sum(axis=-1) / (len(log_x) - 2) / sxx)
@@ -182,20 +255,26 @@ def rescaled_range(x: np.ndarray, scales: np.ndarray) -> np.ndarray:
     standard deviation (divisor n - 1). That divisor is what `expected_rs` is exact for: the plain
     Anis-Lloyd value is exact for divisor n, and Peters' factor (n - 1/2)/n ~ sqrt((n - 1)/n) converts
     it (checked by simulation: within 0.3% from n = 10). Windows with zero spread are skipped.
+
+    All windows at once (see `_layout`). Y is one running sum over every window laid end to end: each
+    window's Y is then its own plus a constant (the sum of the windows before it, which is ~0 since
+    each sums to ~0), and the constant drops out of max - min.
     """
     x = np.asarray(x, dtype=np.float64)
-    out = np.empty(len(scales))
-    for j, s in enumerate(scales):
-        seg = _windows(x, int(s))
-        dev = seg - seg.sum(axis=-1, keepdims=True) / s
-        y = np.cumsum(dev, axis=-1)
-        r = y.max(axis=-1) - y.min(axis=-1)
-        sd = np.sqrt((dev * dev).sum(axis=-1) / (s - 1))
-        ok = sd > 0
-        if not ok.any():
-            raise TheoryError(f"every {s}-bar window of returns is constant: no rescaled range")
-        out[j] = (r[ok] / sd[ok]).sum() / ok.sum()
-    return out
+    lay = _layout(len(x), tuple(int(s) for s in scales))
+    return _rs_from_deviations(_window_deviations(x, lay), lay, scales)
+
+
+def _rs_from_deviations(dev: np.ndarray, lay: _Layout, scales: np.ndarray) -> np.ndarray:
+    y = np.cumsum(dev)
+    r = np.maximum.reduceat(y, lay.starts) - np.minimum.reduceat(y, lay.starts)
+    sd = np.sqrt(np.add.reduceat(dev * dev, lay.starts) / (lay.size - 1))
+    ok = sd > 0
+    count = np.add.reduceat(ok, lay.scale_windows, dtype=np.int64)
+    if not count.all():
+        s = scales[np.flatnonzero(count == 0)[0]]
+        raise TheoryError(f"every {s}-bar window of returns is constant: no rescaled range")
+    return np.add.reduceat(np.divide(r, sd, out=np.zeros_like(r), where=ok), lay.scale_windows) / count
 
 
 def expected_rs(n: np.ndarray | int) -> np.ndarray:
@@ -246,14 +325,25 @@ def hurst(returns: np.ndarray, params: HurstParams | None = None) -> HurstResult
     """Hurst exponent of the most recent `lookback` returns by DFA-1 and by corrected R/S, labelled."""
     p = params or HurstParams()
     x = np.asarray(returns, dtype=np.float64)[-p.lookback :]
-    if len(x) < 2 or not np.all(np.isfinite(x)):
+    if len(x) < 2 or not np.isfinite(x).all():
         raise TheoryError("Hurst needs finite returns")
-    if x.std() <= 1e-12 * np.abs(x).mean():  # constant up to rounding (np.full(n, c).std() is not exactly 0)
+    # x.std() and np.abs(x).mean() as numpy computes them (the same numbers), sharing the demeaned
+    # returns with the DFA profile: the wrappers cost more than the arithmetic at this size
+    d = _demeaned(x)
+    if math.sqrt((d * d).sum() / len(x)) <= 1e-12 * (np.abs(x).sum() / len(x)):
+        # constant up to rounding (np.full(n, c).std() is not exactly 0)
         raise TheoryError("returns are constant: a Hurst exponent needs returns with non-zero spread")
     scales = log_scales(len(x), p.min_scale, p.max_scale_fraction, p.n_scales)
-    h, se = dfa_hurst(x, scales)
     _, null_sd = dfa_null(len(x), p.min_scale, p.max_scale_fraction, p.n_scales, p.null_reps, p.null_seed)
-    h_al, h_raw = rs_hurst(x, scales)
+    # what dfa_hurst and rs_hurst compute, in one pass: the profile's and the returns' windows are laid
+    # out together, and the three slopes (DFA, raw R/S, corrected R/S) are fitted as one batch
+    lay = _layout(len(x), tuple(int(s) for s in scales))
+    f = _dfa_from_deviations(_window_deviations(np.cumsum(d), lay), lay)
+    if not np.all(f > 0):
+        raise TheoryError("DFA fluctuation is zero at some scale: the returns have no spread to measure")
+    log_f, log_rs = np.log((f, _rs_from_deviations(_window_deviations(x, lay), lay, scales)))
+    slopes, ses = _slope(lay.log_scales, np.stack((log_f, log_rs, log_rs - _log_expected_rs(lay.scales))))
+    h, se, h_raw, h_al = float(slopes[0]), float(ses[0]), float(slopes[1]), 0.5 + float(slopes[2])
     return HurstResult(
         hurst=h, hurst_se=se, null_sd=null_sd, z=(h - 0.5) / null_sd, rs_hurst=h_al, rs_hurst_raw=h_raw,
         n=len(x), min_scale=int(scales[0]), max_scale=int(scales[-1]), n_scales=len(scales),
