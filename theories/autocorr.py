@@ -1,7 +1,9 @@
 """Serial correlation of returns and of squared returns (volatility clustering).
 
-- Sample autocorrelation of log returns up to `nlags` (Box & Jenkins 1976), from
-  `statsmodels.tsa.stattools.acf(r, nlags, fft=True)` (demeaned, normalised by n).
+- Sample autocorrelation of log returns up to `nlags` (Box & Jenkins 1976), as
+  `statsmodels.tsa.stattools.acf(r, nlags, fft=True)` computes it (demeaned, normalised by n):
+  the same FFT steps here, on returns and squared returns in one batch, give the same numbers
+  bit for bit at about half the cost (the tests check they agree).
 - Significant lags: |acf_k| > z / sqrt(n), the white-noise band (z = 1.96 for 5%; not
   Bartlett's wider band for a correlated series). With 20 lags about one lag crosses it by
   chance in white noise, so the label relies on the joint test below, not on single lags.
@@ -24,11 +26,12 @@ momentum (positive) or reversal (negative) when lag 1 is significant.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 from pydantic import Field
 from scipy.special import chdtrc
-from statsmodels.tsa.stattools import acf
+from statsmodels.compat.scipy import _next_regular
 
 from theories.base import (
     BARS,
@@ -83,22 +86,36 @@ class AutocorrResult(TheoryResult):
 
 def ljung_box(acf_values: np.ndarray, n: int) -> tuple[float, float]:
     """Ljung-Box Q and its chi-square p-value from autocorrelations at lags 1..m (Ljung & Box 1978)."""
-    rho = np.asarray(acf_values, dtype=np.float64)
-    m = len(rho)
-    q = float(n * (n + 2) * np.sum(rho * rho / (n - np.arange(1, m + 1))))
-    return q, float(chdtrc(m, q))  # chi-square(m) upper tail; scipy.stats.chi2.sf is ~50x slower
+    q, p = _ljung_box(np.asarray(acf_values, dtype=np.float64), n)
+    return float(q), float(p)
+
+
+def _ljung_box(rho: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    # lags along the last axis, one series per leading index: several series in one set of numpy calls
+    m = rho.shape[-1]
+    q = n * (n + 2) * np.sum(rho * rho / (n - np.arange(1, m + 1)), axis=-1)
+    return q, chdtrc(m, q)  # chi-square(m) upper tail; scipy.stats.chi2.sf is ~50x slower
+
+
+@lru_cache(maxsize=64)
+def _lead_index(n: int, nlags: int) -> np.ndarray:
+    """index[k - 1, t] = t + k: row k of a series padded with nlags zeros, gathered by it, is the series
+    led by k bars (zero past its end)."""
+    index = np.arange(1, nlags + 1)[:, None] + np.arange(n)
+    index.flags.writeable = False
+    return index
 
 
 def robust_portmanteau(x: np.ndarray, nlags: int) -> tuple[float, float, np.ndarray]:
     """Q*, its chi-square(nlags) p-value, and the per-lag robust z (Lobato, Nankervis & Savin 2001)."""
-    d = np.asarray(x, dtype=np.float64) - np.mean(x)
-    n = len(d)
-    gamma = np.empty(nlags)
-    tau = np.empty(nlags)
-    for k in range(1, nlags + 1):
-        prod = d[k:] * d[:-k]
-        gamma[k - 1] = prod.sum() / n
-        tau[k - 1] = (prod * prod).sum() / n
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    d = x - x.sum() / n  # x - np.mean(x), the same numbers without the wrapper's cost
+    # every lag at once: with led[k - 1] = d led by k bars (zero-padded), the cross-products d_t d_{t-k}
+    # are led * d, so gamma and tau are two matrix-vector products (a loop over lags cost ~4x more)
+    led = np.concatenate((d, np.zeros(nlags)))[_lead_index(n, nlags)]
+    gamma = (led @ d) / n
+    tau = ((led * led) @ (d * d)) / n
     if np.any(tau <= 0):
         raise TheoryError("robust portmanteau is undefined when a lag's cross-products are all zero")
     z = gamma / np.sqrt(tau / n)
@@ -106,12 +123,26 @@ def robust_portmanteau(x: np.ndarray, nlags: int) -> tuple[float, float, np.ndar
     return q, float(chdtrc(nlags, q)), z
 
 
-def _acf(x: np.ndarray, nlags: int, what: str) -> np.ndarray:
-    if not np.all(np.isfinite(x)):
+@lru_cache(maxsize=64)
+def _fft_length(n: int) -> int:
+    return _next_regular(2 * n + 1)  # the padded length statsmodels' acovf uses
+
+
+def _acf(xs: np.ndarray, nlags: int) -> np.ndarray:
+    """Autocorrelations at lags 1..nlags of each row of `xs`, by statsmodels' `acf(x, nlags, fft=True)`
+    steps (its `acovf`: demean, FFT to the padded length, |F|^2, inverse FFT, divide by n)."""
+    n = xs.shape[-1]
+    xo = xs - xs.sum(axis=-1, keepdims=True) / n  # x - x.mean(), the same numbers
+    f = np.fft.fft(xo, n=_fft_length(n))
+    acov = (np.fft.ifft(f * np.conjugate(f))[..., :n] / n).real
+    return acov[..., 1 : nlags + 1] / acov[..., :1]
+
+
+def _check(x: np.ndarray, what: str) -> None:
+    if not np.isfinite(x).all():
         raise TheoryError(f"autocorrelation of {what} needs finite values")
     if np.ptp(x) == 0:
         raise TheoryError(f"autocorrelation of {what} is undefined for a constant series")
-    return acf(x, nlags=nlags, fft=True)[1:]
 
 
 def _label(p: AutocorrParams, robust_p: float, lb_sq_p: float, z1: float) -> str:
@@ -133,23 +164,25 @@ def autocorrelation(returns: np.ndarray, params: AutocorrParams | None = None) -
     n = len(r)
     if n < max(2 * p.nlags, 30):
         raise TheoryError(f"autocorrelation with {p.nlags} lags needs at least {max(2 * p.nlags, 30)} returns, got {n}")
-    rho = _acf(r, p.nlags, "returns")
-    rho_sq = _acf(r * r, p.nlags, "squared returns")
+    both = np.stack((r, r * r))
+    if not np.isfinite(both).all() or (both.max(axis=-1) == both.min(axis=-1)).any():
+        _check(both[0], "returns")  # one of them fails: these say which, in the order they were checked
+        _check(both[1], "squared returns")
+    rho = _acf(both, p.nlags)
     band = p.band_z / math.sqrt(n)
-    q, q_p = ljung_box(rho, n)
-    q_sq, q_sq_p = ljung_box(rho_sq, n)
+    (q, q_sq), (q_p, q_sq_p) = _ljung_box(rho, n)
     q_robust, q_robust_p, z = robust_portmanteau(r, p.nlags)
     return AutocorrResult(
-        acf=tuple(float(v) for v in rho[: p.report_lags]),
-        significant_lags=tuple(int(k) + 1 for k in np.flatnonzero(np.abs(z) > p.band_z)),
+        acf=tuple(rho[0, : p.report_lags].tolist()),
+        significant_lags=tuple((np.flatnonzero(np.abs(z) > p.band_z) + 1).tolist()),
         band=band,
-        ljung_box=q,
-        ljung_box_pvalue=q_p,
+        ljung_box=float(q),
+        ljung_box_pvalue=float(q_p),
         robust_q=q_robust,
         robust_pvalue=q_robust_p,
-        acf_squared_1=float(rho_sq[0]),
-        ljung_box_squared=q_sq,
-        ljung_box_squared_pvalue=q_sq_p,
+        acf_squared_1=float(rho[1, 0]),
+        ljung_box_squared=float(q_sq),
+        ljung_box_squared_pvalue=float(q_sq_p),
         nlags=p.nlags,
         n=n,
         label=_label(p, q_robust_p, q_sq_p, float(z[0])),
