@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.stats import beta
@@ -139,7 +140,13 @@ def _label(n: int, p_edge: float, p: BayesParams) -> str:
 def bayes(outcomes: Sequence[float | bool], params: BayesParams | None = None) -> BayesResult:
     """Posterior of the win rate from closed-trade outcomes (oldest first; the order does not matter)."""
     p = params or BayesParams()
-    wins, losses = count_wins(outcomes)
+    return _bayes(*count_wins(outcomes), p)
+
+
+# A replay asks for the same few (wins, losses) every hour, and scipy's Beta quantiles and tail cost
+# ~0.5 ms a call: the result is a pure function of the counts and the (frozen, hashable) parameters.
+@lru_cache(maxsize=1024)
+def _bayes(wins: int, losses: int, p: BayesParams) -> BayesResult:
     post = win_rate_posterior(wins, losses, p.prior_wins, p.prior_losses, p.credible_mass)
     be = break_even_win_rate(p.reward_risk)
     p_edge = post.prob_above(be)
