@@ -21,6 +21,7 @@ read, so they are used as they are rather than filled.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -122,17 +123,31 @@ def variance_ratios(log_price: np.ndarray, lags: tuple[int, ...]) -> tuple[np.nd
     if not np.isfinite(ss) or ss <= 1e-300:
         raise TheoryError("variance ratio needs a log price that moves (the returns have zero variance)")
     sigma_a2 = ss / (nq - 1)
-    delta = np.array([nq * (d2[j:] @ d2[:-j]) / ss**2 for j in range(1, qmax)])
-    vr, z_star, z_homo = (np.empty(len(lags)) for _ in range(3))
+    # delta(j) for every j < qmax at once: row j - 1 of `led` is d^2 led by j bars (zero past the end), so
+    # the sums over k of d_k^2 d_{k-j}^2 are one matrix-vector product (a loop over j cost ~3x more)
+    led = np.lib.stride_tricks.sliding_window_view(np.concatenate((d2, np.zeros(qmax - 1))), nq)[1:]
+    delta = nq * (led @ d2) / ss**2
+    vr = np.empty(len(lags))
     for i, q in enumerate(lags):
         dq = x[q:] - x[:-q] - q * mu
         m = q * (nq - q + 1) * (1 - q / nq)
         vr[i] = (dq @ dq) / m / sigma_a2
-        j = np.arange(1, q)
-        theta = float(((2.0 * (q - j) / q) ** 2) @ delta[: q - 1])
-        z_star[i] = math.sqrt(nq) * (vr[i] - 1) / math.sqrt(theta)
-        z_homo[i] = math.sqrt(nq) * (vr[i] - 1) / math.sqrt(2 * (2 * q - 1) * (q - 1) / (3 * q))
+    weights, homo_var = _vr_weights(lags)
+    theta = weights @ delta
+    z_star = math.sqrt(nq) * (vr - 1) / np.sqrt(theta)
+    z_homo = math.sqrt(nq) * (vr - 1) / np.sqrt(homo_var)
     return vr, z_star, z_homo
+
+
+@lru_cache(maxsize=64)
+def _vr_weights(lags: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per lag q: the weights [2 (q - j) / q]^2 of delta(j), j = 1..max(lags) - 1 (zero from j = q on),
+    whose product with delta is theta(q); and the homoskedastic variance 2 (2q - 1)(q - 1) / (3q)."""
+    j = np.arange(1, max(lags))
+    weights = np.array([np.where(j < q, (2.0 * (q - j) / q) ** 2, 0.0) for q in lags])
+    homo_var = np.array([2 * (2 * q - 1) * (q - 1) / (3 * q) for q in lags])
+    weights.flags.writeable = homo_var.flags.writeable = False
+    return weights, homo_var
 
 
 def chow_denning(z: np.ndarray, alpha: float) -> tuple[float, float]:
@@ -191,7 +206,8 @@ def variance(
     """Variance ratios of log close, realised vol and its percentile, ATR. Arrays oldest first."""
     p = params or VarianceParams()
     close = np.asarray(close, dtype=np.float64)
-    log_price = np.log(close[-p.lookback :])
+    log_close = np.log(close)
+    log_price = log_close[-p.lookback :]
     need = p.min_returns_per_lag * max(p.lags)
     if len(log_price) - 1 < need:
         raise TheoryError(
@@ -199,7 +215,7 @@ def variance(
         )
     vr, z_star, _ = variance_ratios(log_price, p.lags)
     joint_p, critical = chow_denning(z_star, p.alpha)
-    returns = np.diff(np.log(close))
+    returns = np.diff(log_close)
     rv, rv_pct = realised_vol(returns, p.vol_window, p.vol_lookback, bars_per_year)
     if len(close) < p.atr_period + 1:
         raise TheoryError(f"ATR({p.atr_period}) needs more than {p.atr_period} bars, got {len(close)}")
