@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from scipy.stats import chi2
 from statsmodels.stats.diagnostic import acorr_ljungbox
+from statsmodels.tsa.stattools import acf
 
 from theories import autocorr
 from theories.autocorr import AutocorrParams, autocorrelation, ljung_box, robust_portmanteau
@@ -149,3 +150,21 @@ def test_robust_portmanteau_keeps_its_size_under_volatility_clustering():
 def test_robust_portmanteau_still_detects_real_autocorrelation():
     res = autocorrelation(ar1(2000, 0.2, seed=11), AutocorrParams(lookback=2000))
     assert res.robust_pvalue < 1e-4 and 1 in res.significant_lags
+
+
+def test_acf_is_statsmodels_fft_acf_bit_for_bit_and_the_robust_q_its_lag_loop(shared_data):
+    # the batched FFT against statsmodels' acf (fft=True), and the matrix form of Q* against a loop
+    # over lags, on real returns windows
+    close = pd.read_csv(shared_data / "candles" / "binance-spot-1h" / "SOL_USDT.csv.gz").close.to_numpy()
+    r_all = np.diff(np.log(close))
+    for start in range(0, len(r_all) - 499, 4000):
+        r = r_all[start : start + 499]
+        res = autocorrelation(r)
+        assert res.acf == tuple(acf(r, nlags=20, fft=True)[1:6])
+        assert res.acf_squared_1 == acf(r * r, nlags=20, fft=True)[1]
+        d = r - r.mean()
+        gamma = np.array([(d[k:] * d[:-k]).sum() / len(d) for k in range(1, 21)])
+        tau = np.array([((d[k:] * d[:-k]) ** 2).sum() / len(d) for k in range(1, 21)])
+        z = gamma / np.sqrt(tau / len(d))
+        assert res.robust_q == pytest.approx(float(z @ z), rel=1e-12)
+        assert res.significant_lags == tuple(int(k) + 1 for k in np.flatnonzero(np.abs(z) > 1.96))

@@ -119,3 +119,18 @@ def test_theory_runs_on_real_data_context(shared_data):
     assert 0 < res.lower < res.mean < res.upper < 1
     assert res.summary().endswith(res.label)
     assert THEORY(replace(ctx, outcomes=())).label == "no trades: prior only"
+
+
+def test_memoised_results_follow_the_counts_and_every_parameter():
+    # the result is cached per (wins, losses, params): a changed parameter or count must not reuse one
+    outcomes = [1.0] * 6 + [-1.0] * 4
+    base = bayes(outcomes, BayesParams(reward_risk=1.5))
+    assert bayes(list(outcomes), BayesParams(reward_risk=1.5)) == base
+    other = bayes(outcomes, BayesParams(reward_risk=2.0))
+    assert other.break_even == pytest.approx(1 / 3) and other.p_edge > base.p_edge
+    sceptic = bayes(outcomes, BayesParams(reward_risk=1.5, prior_wins=4.0, prior_losses=6.0))
+    assert (sceptic.posterior_a, sceptic.posterior_b) == (10.0, 10.0)
+    strict = bayes(outcomes, BayesParams(reward_risk=1.5, edge_likely=0.99))
+    assert strict.p_edge == base.p_edge and base.label == "edge likely"  # P(edge) is ~0.90 here
+    assert strict.label == "edge uncertain"
+    assert bayes([*outcomes, 1.0], BayesParams(reward_risk=1.5)).wins == 7

@@ -241,3 +241,36 @@ def test_theory_runs_on_real_btc_candles(shared_data):
     assert res.z == pytest.approx((res.hurst - 0.5) / res.null_sd)
     assert res.label == "random walk" or res.label.endswith((" trending", " mean-reverting"))
     assert f"H_dfa {res.hurst:.2f}".replace(" 0.", " .") in res.summary() and res.summary().endswith(res.label)
+
+
+def _naive_rs(x: np.ndarray, s: int) -> float:
+    """Mean R/S over windows of s from the start and from the end, one window at a time."""
+    n = len(x)
+    m = n // s
+    firsts = sorted({k * s for k in range(m)} | {n - m * s + k * s for k in range(m)})
+    ratios = []
+    for a in firsts:
+        w = x[a : a + s]
+        y = np.cumsum(w - w.mean())
+        if w.std(ddof=1) > 0:
+            ratios.append((y.max() - y.min()) / w.std(ddof=1))
+    return float(np.mean(ratios))
+
+
+def test_hurst_matches_per_window_loops_on_real_returns(shared_data):
+    # the all-scales-at-once path against plain per-window loops (polyfit detrending, R/S window by
+    # window) and plain regressions, on real returns windows over the years
+    close = pd.read_csv(shared_data / "candles" / "binance-spot-1h" / "XRP_USDT.csv.gz").close.to_numpy()
+    r_all = np.diff(np.log(close))
+    for start in range(0, len(r_all) - 499, 5000):
+        x = r_all[start : start + 499]
+        scales = log_scales(len(x))
+        res = hurst(x)
+        log_s = np.log(scales.astype(float))
+        log_f = np.log([_naive_dfa(x, int(s)) for s in scales])
+        log_rs = np.log([_naive_rs(x, int(s)) for s in scales])
+        assert rescaled_range(x, scales) == pytest.approx(np.exp(log_rs), rel=1e-12)
+        assert res.hurst == pytest.approx(np.polyfit(log_s, log_f, 1)[0], rel=1e-10)
+        assert res.rs_hurst_raw == pytest.approx(np.polyfit(log_s, log_rs, 1)[0], rel=1e-10)
+        corrected = 0.5 + np.polyfit(log_s, log_rs - np.log(expected_rs(scales)), 1)[0]
+        assert res.rs_hurst == pytest.approx(corrected, rel=1e-10)

@@ -150,3 +150,29 @@ def test_theory_runs_on_real_btc(shared_data):
     assert res.price_verdict in st.VERDICT_WORDS and res.returns_verdict in st.VERDICT_WORDS
     assert 0 <= res.price_kpss_pvalue <= 1 and res.price_kpss_bound in ("=", "<", ">")
     assert "->" in res.summary()
+
+
+def test_the_aic_lag_is_adfullers_own_search_on_real_windows(shared_data):
+    # the fast lag choice against statsmodels' search (one OLS per lag), on price and returns windows
+    # of several coins over the years; where it declines to call (None) adfuller's search decides
+    close = pd.read_csv(shared_data / "candles" / "binance-spot-1h" / "ETH_USDT.csv.gz").close.to_numpy()
+    y = np.log(close)
+    called = 0
+    for start in range(0, len(y) - 500, 2500):
+        for x in (y[start : start + 500], np.diff(y[start : start + 500])):
+            lag = st.adf_aic_lag(x)
+            ref = adfuller(x, regression="c", autolag="AIC", result_object=True)
+            if lag is not None:
+                called += 1
+                assert lag == ref.lags
+            # and the whole ADF result is statsmodels' own, bit for bit
+            assert (series_tests(x).adf_stat, series_tests(x).adf_pvalue) == (ref.statistic, ref.pvalue)
+    assert called >= 10
+
+
+def test_the_aic_lag_declines_a_rank_deficient_regression():
+    # a zigzag: every lagged difference is plus or minus the last one, so the columns are collinear
+    x = np.tile([0.0, 1.0], 100)
+    assert st.adf_aic_lag(x) is None
+    ref = adfuller(x, regression="c", autolag="AIC", result_object=True)
+    assert series_tests(x).adf_lags == ref.lags  # statsmodels' own search decided
