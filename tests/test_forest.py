@@ -203,7 +203,7 @@ def test_training_rows_never_include_labels_ending_after_the_fit_time(monkeypatc
     monkeypatch.setattr(forest, "training_set", spy)
     c = _noise(2600, 10)
     at = int(c.close_time[2410])
-    ft = fit_time(at, DAY_MS)
+    ft = fit_time(at, ForestParams().every_ms)
     THEORY(_ctx(c, at), ForestParams(**FAST))
     assert len(seen) == 1
     assert seen[0].label_end_ms.max() == ft < at  # every label known by the fit time, and all of them used
@@ -213,14 +213,15 @@ def test_the_fit_is_cached_within_its_period_and_refit_after_it():
     c = _noise(2700, 11)
     cache = FitCache()
     p = ForestParams(**FAST)
-    day = fit_time(int(c.close_time[2400]), DAY_MS)
+    period = p.every_ms  # the default schedule
+    day = fit_time(int(c.close_time[2400]), period)
     first = THEORY(_ctx(c, day + 3 * HOUR_MS, cache), p)
     second = THEORY(_ctx(c, day + 9 * HOUR_MS, cache), p)
     assert (cache.misses, cache.hits) == (1, 1)
     assert _fit_fields(first) == _fit_fields(second) and first.fitted_at == day
-    third = THEORY(_ctx(c, day + DAY_MS + HOUR_MS, cache), p)
+    third = THEORY(_ctx(c, day + period + HOUR_MS, cache), p)
     assert (cache.misses, cache.hits) == (2, 1)
-    assert third.fitted_at == day + DAY_MS
+    assert third.fitted_at == day + period
 
 
 def test_too_little_history_is_an_error_and_is_not_refit_on_every_call():
@@ -258,7 +259,7 @@ def test_theory_runs_on_real_hourly_data(shared_data):
     assert res.oos_edge == pytest.approx(res.oos_accuracy - max(res.oos_base_rate, 1 - res.oos_base_rate))
     assert set(res.top_features) <= set(FEATURES) and len(res.top_features) == 4
     assert list(res.top_importances) == sorted(res.top_importances, reverse=True)
-    assert res.fitted_at == fit_time(at, DAY_MS) <= at
+    assert res.fitted_at == fit_time(at, ForestParams().every_ms) <= at
     assert res.train_rows > 1000
     assert "P(up" in res.summary()
 

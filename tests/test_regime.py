@@ -168,8 +168,8 @@ def test_theory_fits_once_per_period_on_candles_closed_by_the_fit_time(simulated
     r, _, _ = simulated
     hist = candles_from_returns(r[:1499])  # 1500 candles from a midnight
     at = hist.last_close_time
-    ft = fit_time(at, DAY_MS)
-    assert T0 < ft < at  # the last day is partly in the data
+    ft = fit_time(at, RegimeParams().refit_every_ms)  # the default schedule
+    assert T0 < ft < at  # the last period is partly in the data
     cache = FitCache()
     first = THEORY(context(hist, cache=cache))
     assert first.markov_status == "ok" and first.fit_time == ft

@@ -125,7 +125,7 @@ def _synthetic_candles(close, start_ms=1_700_000_000_000 - 1_700_000_000_000 % D
 def test_tests_use_the_window_closed_by_the_fit_time_and_are_cached():
     hist = _synthetic_candles(100 * np.exp(0.01 * random_walk(700, 11)))
     at = hist.last_close_time
-    ft = fit_time(at, DAY_MS)
+    ft = fit_time(at, st.StationarityParams().every_ms)  # the default schedule
     closed = hist.closed_by(ft)
     cache = FitCache()
     ctx = TheoryContext(symbol="SIM/USDT", at_ms=at, candles=hist.tail(500), history=hist, cache=cache)
@@ -144,7 +144,7 @@ def test_theory_runs_on_real_btc(shared_data):
         symbol="BTC/USDT", at_ms=hist.last_close_time, candles=hist.tail(500), history=hist, cache=FitCache()
     )
     res = st.THEORY(ctx)
-    assert res.n == 500 and 0 <= res.age_bars < 24
+    assert res.n == 500 and 0 <= res.age_bars < st.StationarityParams().every_ms // HOUR_MS
     # hourly returns of a liquid coin: ADF rejects a unit root in returns beyond doubt
     assert res.returns_adf_pvalue < 0.01
     assert res.price_verdict in st.VERDICT_WORDS and res.returns_verdict in st.VERDICT_WORDS

@@ -17,8 +17,8 @@ Label of bar i: 1 when log(close[i + horizon] / close[i]) > 0, else 0 (a flat mo
 It is known only when bar i + horizon has closed, so at a given time only rows with
 i + horizon <= the last closed bar are labelled; the last `horizon` bars are never trained on.
 
-Walk-forward: the fit runs on a schedule (`every_ms`, default daily) on the last `train_bars`
-candles closed by the fit time, cached by (symbol, fit time, data fingerprint, params).
+Walk-forward: the fit runs on a schedule (`every_ms`, default weekly: `theories.base.REFIT_EVERY_MS`)
+on the last `train_bars` candles closed by the fit time, cached by (symbol, fit time, data fingerprint, params).
 - Validation fold: the last `validation_rows` labelled rows. Its model trains only on rows whose
   label ends at or before the fold's first bar (i + horizon <= first fold bar: the purge gap), so
   no training label overlaps the fold's future. Reported: accuracy on the fold, its size, and its
@@ -49,6 +49,7 @@ from theories.base import (
     FRACTION,
     LABEL,
     PROBABILITY,
+    REFIT_EVERY_MS,
     TIME,
     Theory,
     TheoryContext,
@@ -61,7 +62,7 @@ from theories.base import (
     pct,
     unit,
 )
-from theories.candles import HOUR_MS, Candles
+from theories.candles import Candles
 from theories.indicators import atr, ema, rolling_std, sma
 
 FEATURES: tuple[str, ...] = (
@@ -82,7 +83,7 @@ class ForestParams(TheoryParams):
     train_bars: int = Field(2000, ge=500, description="Latest candles closed by the fit time used for training.")
     validation_rows: int = Field(250, ge=50, description="Labelled rows in the latest validation fold.")
     min_train_rows: int = Field(300, ge=50, description="Fewer training rows than this (either model): an error.")
-    every_ms: int = Field(24 * HOUR_MS, gt=0, description="Refit schedule: a new fit per period of this length.")
+    every_ms: int = Field(REFIT_EVERY_MS, gt=0, description="Refit schedule: a new fit per period of this length.")
     n_estimators: int = Field(100, ge=10, le=500, description="Trees in the forest.")
     max_depth: int = Field(5, ge=1, le=12, description="Depth limit of each tree (keeps it from memorising noise).")
     min_samples_leaf: int = Field(25, ge=1, description="Fewest training rows in a leaf.")

@@ -70,6 +70,7 @@ from theories.base import (
     LABEL,
     LOG_RETURN,
     PRICE,
+    REFIT_EVERY_MS,
     SIGMA,
     Theory,
     TheoryContext,
@@ -83,13 +84,12 @@ from theories.base import (
     unit,
 )
 
-DAY_MS = 86_400_000
 DIFFUSE_VAR = 1e12  # prior variance of level and slope: the exact diffuse limit in double precision
 
 
 class KalmanParams(TheoryParams):
     fit_bars: int = Field(500, ge=100, le=5000, description="Candles closed by the refit time used for the MLE.")
-    fit_every_ms: int = Field(DAY_MS, gt=0, description="Refit schedule for the noise variances, ms.")
+    fit_every_ms: int = Field(REFIT_EVERY_MS, gt=0, description="Refit schedule for the noise variances, ms.")
     lookback: int = Field(500, ge=30, description="Candles filtered, the most recent.")
     trend_sigma: float = Field(
         2.0, gt=0, description="Velocity beyond +/- this many of its standard deviations reads as a trend."

@@ -55,6 +55,7 @@ from theories.base import (
     LOG_RETURN,
     PROBABILITY,
     RATIO,
+    REFIT_EVERY_MS,
     SIGMA,
     TIME,
     Theory,
@@ -88,7 +89,7 @@ class RegimeParams(TheoryParams):
     # (a) Markov switching fit
     fit_window: int = Field(1000, ge=200, le=20_000, description="Most recent candles the Markov fit uses, in bars.")
     min_fit_bars: int = Field(300, ge=100, description="Fewer candles closed by the fit time: no Markov part.")
-    refit_every_ms: int = Field(24 * HOUR_MS, ge=HOUR_MS, description="Refit schedule of the Markov model, ms.")
+    refit_every_ms: int = Field(REFIT_EVERY_MS, ge=HOUR_MS, description="Refit schedule of the Markov model, ms.")
     search_reps: int = Field(10, ge=0, le=100, description="Random start-parameter searches before the MLE.")
     seed: int = Field(0, ge=0, description="Seed of the start-parameter search, so fits are reproducible.")
     # (b) named regimes

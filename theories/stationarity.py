@@ -36,6 +36,7 @@ from theories.base import (
     BARS,
     LABEL,
     PVALUE,
+    REFIT_EVERY_MS,
     STATISTIC,
     Theory,
     TheoryContext,
@@ -48,8 +49,6 @@ from theories.base import (
     unit,
 )
 
-DAY_MS = 86_400_000
-
 VERDICT_WORDS = {
     "stationary": "stationary",
     "unit root": "unit root",
@@ -60,7 +59,7 @@ VERDICT_WORDS = {
 
 class StationarityParams(TheoryParams):
     lookback: int = Field(500, ge=100, le=5000, description="Candles tested, the most recent closed by the fit time.")
-    every_ms: int = Field(DAY_MS, gt=0, description="Schedule on which the tests are recomputed, ms.")
+    every_ms: int = Field(REFIT_EVERY_MS, gt=0, description="Schedule on which the tests are recomputed, ms.")
     alpha: float = Field(
         0.05, ge=0.01, le=0.10, description="Test level; within KPSS's table so its bounds stay decisive."
     )
