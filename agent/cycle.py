@@ -44,7 +44,7 @@ from agent.market.funding import SAMPLE_FUNDING_DIR, load_funding
 from agent.market.loaders import SAMPLE_DIR, SUFFIXES, load_candle_file, symbol_from_path
 from agent.signal import Signal
 from agent.snapshot import FeatureSnapshot, build_snapshot
-from agent.store.store import Store, order_row
+from agent.store.store import RowValues, Store, order_row
 from agent.store.tables import (
     BreakerEventRow,
     CycleRow,
@@ -406,10 +406,9 @@ def run_cycle(decision_ms: int, deps: CycleDeps) -> CycleResult:
         if problem is None:
             problem = data_problem(universe[symbol], decision_ms, cfg.data, cfg.window)
         if problem is not None:
-            row = DecisionRow(decision_id=decision_id, cycle_id=cycle_id, symbol=symbol, decision_ms=decision_ms,
-                              outcome="skipped", reason=problem, created_ms=deps.wall_ms())
+            row = _decision_values(decision_id, cycle_id, symbol, decision_ms, deps.wall_ms(), "skipped", problem)
             t = deps.timer()
-            store.record_decision([row], {}, cycle_id, decision_ms)
+            store.record_decision([RowValues(DecisionRow, row)], {}, cycle_id, decision_ms)
             watch.add("store", t)
             results.append(SymbolResult(symbol=symbol, decision_id=decision_id, outcome="skipped", reason=problem))
             continue
@@ -436,8 +435,8 @@ def _decide(
     """One symbol, recorded in one transaction. Returns its result, the breaker state after it, LLM seconds."""
     cfg, store, broker, synth = deps.settings, deps.store, deps.broker, deps.synthesiser
     now = deps.wall_ms
-    base = DecisionRow(decision_id=decision_id, cycle_id=cycle_id, symbol=symbol, decision_ms=decision_ms,
-                       outcome="error", created_ms=now())
+    # the DecisionRow's values, filled in as the decision goes (plain values: see `RowValues`)
+    base = _decision_values(decision_id, cycle_id, symbol, decision_ms, now(), "error", "")
     t = deps.timer()
     try:
         outcomes = store.recent_outcomes(symbol, cfg.outcomes_shown) if cfg.outcomes_shown else []
@@ -445,14 +444,15 @@ def _decide(
                                         cache=deps.fit_cache)
     except Exception as exc:  # an analysis defect costs this symbol its decision, never the cycle
         watch.add("snapshot", t)
-        base.reason = f"snapshot failed: {type(exc).__name__}: {exc}"
-        store.record_decision([base], {}, cycle_id, decision_ms)
-        return SymbolResult(symbol=symbol, decision_id=decision_id, outcome="error", reason=base.reason), breakers, 0.0
+        base["reason"] = f"snapshot failed: {type(exc).__name__}: {exc}"
+        store.record_decision([RowValues(DecisionRow, base)], {}, cycle_id, decision_ms)
+        return (SymbolResult(symbol=symbol, decision_id=decision_id, outcome="error", reason=base["reason"]),
+                breakers, 0.0)
     t = watch.add("snapshot", t)
 
     candles = universe[symbol]
     view = regime_view(snapshot, candles)
-    base.regime = view.name if view else None
+    base["regime"] = view.name if view else None
     open_positions = broker.positions()
     prompt_positions = [PromptPosition(symbol=p.symbol, direction=p.side, entry=p.entry, stop=p.stop, target=p.target)
                         for p in open_positions if p.symbol == symbol]
@@ -460,7 +460,7 @@ def _decide(
     llm_seconds = sum(c.latency_ms for c in llm.calls) / 1000
     t = watch.add("llm", t)
     signal = llm.signal
-    base.variant = f"{synth.provider.name}:{synth.provider.model}:{llm.prompt.variant}"
+    base["variant"] = f"{synth.provider.name}:{synth.provider.model}:{llm.prompt.variant}"
 
     marks = {s: float(c.close[-1]) for s, c in universe.items() if len(c)}
     account = broker.account(decision_ms, marks)
@@ -477,7 +477,7 @@ def _decide(
         positions=exposure,
         recent_signal_ms=tuple(store.signal_times(cfg.run, decision_ms - HOUR_MS, decision_ms)),
         breakers=breakers,
-        history=store.trade_history(base.variant, symbol, base.regime),
+        history=store.trade_history(base["variant"], symbol, base["regime"]),
         regime=view,
         prices=_price_series(symbol, exposure, universe, deps.gate),
         instrument=deps.instruments.get(symbol, Instrument()),
@@ -486,33 +486,36 @@ def _decide(
     t = watch.add("gate", t)
 
     order: OrderState | None = None
-    rows: list[SQLModel] = []
+    rows: list[SQLModel | RowValues] = []
     if isinstance(verdict, Approved):
         intent = _intent(signal, verdict, decision_id, cycle_id, decision_ms, candles.interval_ms, cfg,
                          book_slippage(deps.books.get(symbol), verdict.direction, verdict.quantity))
         try:
             order = broker.submit(intent, decision_ms)
-            base.outcome, base.reason = "ordered", f"{order.status}: {verdict.quantity:g} {symbol.split('/')[0]}"
+            outcome, reason = "ordered", f"{order.status}: {verdict.quantity:g} {symbol.split('/')[0]}"
             rows.append(order_row(order, broker.name))
         except (BrokerError, ValueError) as exc:
-            base.outcome, base.reason = "order_failed", f"{type(exc).__name__}: {exc}"
+            outcome, reason = "order_failed", f"{type(exc).__name__}: {exc}"
     elif signal.direction == "HOLD":
-        base.outcome, base.reason = "hold", llm.hold_reason or signal.reasoning[:300]
+        outcome, reason = "hold", llm.hold_reason or signal.reasoning[:300]
     else:
-        base.outcome, base.reason = "rejected", ", ".join(r.code for r in verdict.reasons)
+        outcome, reason = "rejected", ", ".join(r.code for r in verdict.reasons)
+    base["outcome"], base["reason"] = outcome, reason
     t = watch.add("broker", t)
 
     approved = isinstance(verdict, Approved)
     result = SymbolResult(
-        symbol=symbol, decision_id=decision_id, outcome=base.outcome, reason=base.reason,
-        last_price=snapshot.last_price, regime=base.regime, highlights=highlights(snapshot),
+        symbol=symbol, decision_id=decision_id, outcome=outcome, reason=reason,
+        last_price=snapshot.last_price, regime=base["regime"], highlights=highlights(snapshot),
         direction=signal.direction, confidence=signal.confidence, entry=signal.entry, stop=signal.stop,
         target=signal.target, gate=verdict.status, reasons=verdict.reasons,
         quantity=verdict.quantity if approved else None, notional=verdict.notional if approved else None,
         client_order_id=order.client_order_id if order else None, order_status=order.status if order else None,
     )
-    rows = [base, *_decision_rows(decision_id, cycle_id, snapshot, llm, verdict, request), *rows]
-    rows += [BreakerEventRow(cycle_id=cycle_id, decision_id=decision_id, **e.model_dump()) for e in verdict.events]
+    rows = [RowValues(DecisionRow, base), *_decision_rows(decision_id, cycle_id, snapshot, llm, verdict, request),
+            *rows]
+    rows += [RowValues(BreakerEventRow, {"cycle_id": cycle_id, "decision_id": decision_id, **e.model_dump()})
+             for e in verdict.events]
     if deps.decision_rows is not None:
         rows += deps.decision_rows(DecisionEvent(result=result, signal=signal, verdict=verdict, snapshot=snapshot,
                                                  account=account, interval_ms=candles.interval_ms, run=cfg.run))
@@ -586,34 +589,44 @@ def _intent(signal, verdict: Approved, decision_id: str, cycle_id: str, decision
     )
 
 
+def _decision_values(decision_id: str, cycle_id: str, symbol: str, decision_ms: int, created_ms: int, outcome: str,
+                     reason: str) -> dict:
+    """A DecisionRow's columns, with no regime or variant yet."""
+    return {"decision_id": decision_id, "cycle_id": cycle_id, "symbol": symbol, "decision_ms": decision_ms,
+            "outcome": outcome, "reason": reason, "regime": None, "variant": "", "created_ms": created_ms}
+
+
 def _decision_rows(decision_id: str, cycle_id: str, snapshot: FeatureSnapshot, llm: LLMDecision, verdict: Decision,
-                   request: RiskRequest) -> list[SQLModel]:
+                   request: RiskRequest) -> list[RowValues]:
     s = llm.signal
-    rows: list[SQLModel] = [
-        SnapshotRow(decision_id=decision_id, cycle_id=cycle_id, symbol=snapshot.symbol, time_ms=snapshot.time,
-                    last_price=snapshot.last_price, snapshot_json=snapshot.model_dump_json(),
-                    prompt_text=snapshot.to_prompt_text()),
-    ]
-    rows += [DecisionCallRow(decision_id=decision_id, cycle_id=cycle_id, **c.model_dump())
+    # the snapshot's text is the one the prompt rendered, unless the prompt showed an anonymised copy
+    prompt_text = snapshot.to_prompt_text() if llm.prompt.anonymised else llm.prompt.snapshot_text
+    rows = [RowValues(SnapshotRow, {
+        "decision_id": decision_id, "cycle_id": cycle_id, "symbol": snapshot.symbol, "time_ms": snapshot.time,
+        "last_price": snapshot.last_price, "snapshot_json": snapshot.model_dump_json(), "prompt_text": prompt_text,
+    })]
+    rows += [RowValues(DecisionCallRow, {"decision_id": decision_id, "cycle_id": cycle_id, **c.model_dump()})
              for c in llm.calls]
-    rows.append(SignalRow(
-        decision_id=decision_id, cycle_id=cycle_id, symbol=s.symbol, direction=s.direction, confidence=s.confidence,
-        entry=s.entry, stop=s.stop, target=s.target, horizon_hours=s.horizon_hours, reasoning=s.reasoning,
-        theories_json=json.dumps(list(s.theories)), hold_reason=llm.hold_reason, prompt_variant=llm.prompt.variant,
-        prompt_version=llm.prompt.version, prompt_hash=llm.prompt.sha256, llm_used=llm.llm_used,
-    ))
+    rows.append(RowValues(SignalRow, {
+        "decision_id": decision_id, "cycle_id": cycle_id, "symbol": s.symbol, "direction": s.direction,
+        "confidence": s.confidence, "entry": s.entry, "stop": s.stop, "target": s.target,
+        "horizon_hours": s.horizon_hours, "reasoning": s.reasoning, "theories_json": json.dumps(list(s.theories)),
+        "hold_reason": llm.hold_reason, "prompt_variant": llm.prompt.variant, "prompt_version": llm.prompt.version,
+        "prompt_hash": llm.prompt.sha256, "llm_used": llm.llm_used,
+    }))
     approved = isinstance(verdict, Approved)
-    rows.append(GateDecisionRow(
-        decision_id=decision_id, cycle_id=cycle_id, symbol=s.symbol, status=verdict.status,
-        quantity=verdict.quantity if approved else None, risk_amount=verdict.risk_amount if approved else None,
-        notional=verdict.notional if approved else None,
-        win_probability=verdict.win_probability if approved else None,
-        reward_risk=verdict.reward_risk if approved else None,
-        kelly_fraction=verdict.kelly_fraction if approved else None,
-        codes=",".join(r.code for r in verdict.reasons),
-        reasons_json=json.dumps([r.model_dump(mode="json") for r in verdict.reasons]),
-        request_json=request.model_dump_json(),
-    ))
+    rows.append(RowValues(GateDecisionRow, {
+        "decision_id": decision_id, "cycle_id": cycle_id, "symbol": s.symbol, "status": verdict.status,
+        "quantity": verdict.quantity if approved else None,
+        "risk_amount": verdict.risk_amount if approved else None,
+        "notional": verdict.notional if approved else None,
+        "win_probability": verdict.win_probability if approved else None,
+        "reward_risk": verdict.reward_risk if approved else None,
+        "kelly_fraction": verdict.kelly_fraction if approved else None,
+        "codes": ",".join(r.code for r in verdict.reasons),
+        "reasons_json": json.dumps([r.model_dump(mode="json") for r in verdict.reasons]),
+        "request_json": request.model_dump_json(),
+    }))
     return rows
 
 

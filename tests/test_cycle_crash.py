@@ -18,7 +18,7 @@ import random
 import signal
 import time
 
-from sqlmodel import Session
+from sqlalchemy import event
 
 from agent.brokers.paper import PaperBroker
 from agent.cycle import FileMarketData, broker_key, run_cycle
@@ -43,19 +43,17 @@ KILLS = 6
 
 
 def _child(store_path: str, calls_path: str, cache: FitCache) -> None:
-    real_commit, real_submit = Session.commit, PaperBroker.submit
-
-    def slow_commit(self):
-        time.sleep(0.02)
-        return real_commit(self)
+    real_submit = PaperBroker.submit
 
     def slow_submit(self, intent, now_ms):
         state = real_submit(self, intent, now_ms)
         time.sleep(0.05)
         return state
 
-    Session.commit, PaperBroker.submit = slow_commit, slow_submit
+    PaperBroker.submit = slow_submit
     store, records = Store.at(store_path), CallRecords(calls_path)
+    # every commit of the store, through an ORM session or a plain connection, waits a little first
+    event.listen(store.engine, "commit", lambda _conn: time.sleep(0.02))
     deps = make_deps(store, records, FileMarketData(), cache)
     for h in CRASH_HOURS:
         run_cycle(h, deps)

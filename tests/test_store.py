@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import sqlite3
 
+import numpy as np
 import pytest
 from sqlalchemy.exc import IntegrityError
 
 from agent.brokers.base import AccountSnapshot, ClosedTrade, Fill
 from agent.brokers.paper import PaperBroker
-from agent.store import Store, StoreError, StoreSettings, order_row
-from agent.store.tables import ClosedTradeRow, CycleRow, DecisionRow, FillRow, SignalRow
+from agent.store import RowValues, Store, StoreError, StoreSettings, order_row
+from agent.store.tables import (
+    BreakerEventRow,
+    ClosedTradeRow,
+    CycleRow,
+    DecisionRow,
+    FillRow,
+    GateDecisionRow,
+    SignalRow,
+)
 from tests.test_paper_broker import T0, H, intent
 
 ACCOUNT = AccountSnapshot(time_ms=T0, cash=10_000, balance=10_000, equity=10_000, positions_value=0,
@@ -137,3 +146,85 @@ def test_a_fill_of_an_order_the_store_does_not_know_is_recorded_as_a_mismatch(st
     assert store.rows(FillRow) == []
     (m,) = store.rows(MismatchRow)
     assert (m.kind, m.client_order_id) == ("fill_of_unknown_order", "sa1")
+
+
+def _columns(path, table: str) -> list[dict]:
+    """Rows as SQLite holds them: every value with its storage type, so an INTEGER stored for a REAL shows."""
+    with sqlite3.connect(path) as con:
+        names = [r[1] for r in con.execute(f"PRAGMA table_info({table})")]
+        quoted = [f'"{n}"' for n in names]  # "limit" is a column name
+        got = con.execute(f"SELECT {', '.join(f'typeof({q}), {q}' for q in quoted)} FROM {table} ORDER BY rowid")
+        return [{n: (row[2 * i], row[2 * i + 1]) for i, n in enumerate(names)} for row in got]
+
+
+def test_rows_given_as_values_are_stored_exactly_as_orm_rows(tmp_path):
+    # the per-decision path inserts column values on the driver's cursor: the stored bytes and types
+    # must be the ORM insert's, numpy numbers, defaults, booleans and autoincrement keys included
+    decision_values = {"decision_id": "paper@t1/X/USDT", "cycle_id": "paper@t1", "symbol": "X/USDT",
+                       "decision_ms": T0, "outcome": "hold", "created_ms": T0}
+    signal_values = {"decision_id": "paper@t1/X/USDT", "cycle_id": "paper@t1", "symbol": "X/USDT",
+                     "direction": "LONG", "confidence": np.float64(0.25), "entry": 100, "stop": np.float64(99.5),
+                     "target": 102, "horizon_hours": np.int64(6), "reasoning": "r", "theories_json": "[]",
+                     "prompt_variant": "baseline", "prompt_version": "1", "prompt_hash": "h", "llm_used": True}
+    breaker_values = {"cycle_id": "paper@t1", "decision_id": "paper@t1/X/USDT", "breaker": "daily", "kind": "tripped",
+                      "at_ms": T0, "loss": 12, "limit": np.float64(500.0), "reference_balance": None, "id": None}
+    stored = []
+    for name, as_values in (("orm", False), ("values", True)):
+        path = tmp_path / name / "store.sqlite"
+        s = Store.at(path)
+        cycle(s)
+        rows = [(DecisionRow, decision_values), (SignalRow, signal_values), (BreakerEventRow, breaker_values)]
+        s.record_decision([RowValues(t, v) if as_values else t(**v) for t, v in rows], {"k": {"b": [1.5, 2]}},
+                          "paper@t1", T0)
+        stored.append({t: _columns(path, t) for t in ("decisions", "signals", "breaker_events", "agent_state")})
+        s.close()
+    assert stored[0] == stored[1]
+    assert stored[1]["signals"][0]["horizon_hours"] == ("real", 6.0)
+    assert stored[1]["breaker_events"][0]["note"] == ("text", "") and stored[1]["breaker_events"][0]["id"][1] == 1
+
+
+def test_a_decision_given_as_values_is_written_whole_or_not_at_all(store):
+    cycle(store)
+    good = RowValues(DecisionRow, {"decision_id": "paper@t1/X/USDT", "cycle_id": "paper@t1", "symbol": "X/USDT",
+                                   "decision_ms": T0, "outcome": "hold", "created_ms": T0})
+    bad = RowValues(SignalRow, {**signal().model_dump(), "reasoning": None})  # NOT NULL
+    with pytest.raises(IntegrityError):  # the driver's error, raised as SQLAlchemy's
+        store.record_decision([good, bad], {"breakers:paper": {"x": 1}}, "paper@t1", T0)
+    assert store.rows(DecisionRow) == [] and store.state("breakers:paper") is None
+    with pytest.raises(IntegrityError):  # foreign keys are on for this path too
+        store.record_decision([RowValues(DecisionRow, {**good.values, "cycle_id": "nope"})], {}, "paper@t1", T0)
+    store.record_decision([good], {}, "paper@t1", T0)
+    with pytest.raises(StoreError, match="already stored"):
+        store.record_decision([good], {}, "paper@t1", T0)
+
+
+def test_signal_times_finds_the_runs_approved_decisions_in_the_window(store):
+    for k in range(3):
+        cid = f"paper@t{k}"
+        store.start_cycle(CycleRow(cycle_id=cid, run="paper", decision_ms=T0 + k * H, started_ms=T0,
+                                   status="running", broker="paper", provider="p", symbols_json="[]"))
+        for sym, status in (("A/USDT", "approved"), ("B/USDT", "rejected")):
+            did = f"{cid}/{sym}"
+            store.record_decision([
+                DecisionRow(decision_id=did, cycle_id=cid, symbol=sym, decision_ms=T0 + k * H, outcome="x",
+                            created_ms=T0),
+                GateDecisionRow(decision_id=did, cycle_id=cid, symbol=sym, status=status, codes="", reasons_json="[]",
+                                request_json="{}"),
+            ], {}, cid, T0)
+    assert store.signal_times("paper", T0, T0 + 2 * H) == [T0 + H, T0 + 2 * H]  # (since, until]
+    assert store.signal_times("paper", T0 - 1, T0) == [T0]
+    assert store.signal_times("other", T0 - 1, T0 + 2 * H) == []
+
+
+def test_a_store_made_before_an_index_existed_gets_it_on_open(tmp_path):
+    path = tmp_path / "old.sqlite"
+    Store.at(path).close()
+    with sqlite3.connect(path) as con:
+        con.execute("DROP INDEX ix_cycles_run_decision_ms")
+    Store.at(path).close()
+    with sqlite3.connect(path) as con:
+        names = {r[1] for r in con.execute("PRAGMA index_list(cycles)")}
+        plan = " ".join(r[3] for r in con.execute(
+            "EXPLAIN QUERY PLAN SELECT 1 FROM cycles WHERE run = 'r' AND decision_ms > 1 AND decision_ms <= 2"))
+    assert "ix_cycles_run_decision_ms" in names
+    assert "ix_cycles_run_decision_ms (run=? AND decision_ms>? AND decision_ms<?)" in plan

@@ -122,6 +122,7 @@ class RenderedPrompt(BaseModel):
     system: str
     user: str
     anonymised: bool
+    snapshot_text: str = Field(default="", description="The snapshot as the prompt shows it ($snapshot).")
 
     @property
     def messages(self) -> list[dict[str, str]]:
@@ -196,9 +197,10 @@ def render(
     shown = snapshot.anonymised_copy() if anonymise else snapshot
     factor = shown.last_price / snapshot.last_price if shown.anonymised else None
     recent = list(outcomes)[-MAX_OUTCOMES_SHOWN:]
+    snapshot_text = shown.to_prompt_text()
     values = {
         "symbol": shown.symbol,
-        "snapshot": shown.to_prompt_text(),
+        "snapshot": snapshot_text,
         "positions": positions_text(positions, snapshot.symbol, factor),
         "outcomes": " ".join(f"{r:+.1f}" for r in recent) if recent else "none",
         "constraints": rules.in_words(),
@@ -214,6 +216,7 @@ def render(
         system=system,
         user=user,
         anonymised=shown.anonymised,
+        snapshot_text=snapshot_text,
     )
 
 

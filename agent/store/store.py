@@ -19,14 +19,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, case, delete, event, func, insert, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from agent.brokers.base import AccountSnapshot, ClosedTrade, Fill, Mismatch, OrderState, Position
+from agent.store.statements import CompiledStatements
 from agent.store.tables import (
+    LATER_INDEXES,
     TABLES,
     AccountSnapshotRow,
     ClosedTradeRow,
@@ -45,6 +47,18 @@ from risk.inputs import TradeHistory, WinCount
 
 class StoreError(RuntimeError):
     """The store cannot be opened or a write broke a rule (names the URL or the row)."""
+
+
+class RowValues(NamedTuple):
+    """A row to insert given as its column values, with no ORM object built for it.
+
+    What the cycle writes for every decision: an ORM row's instrumented constructor costs about
+    0.1 ms, and a decision writes five or more rows. A column left out takes the table's default;
+    the values are the ones an ORM row of the same fields would hold (nothing validates either).
+    """
+
+    table: type[SQLModel]
+    values: Mapping[str, Any]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -70,6 +84,9 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         SQLModel.metadata.create_all(self.engine, tables=[t.__table__ for t in TABLES])
+        for index in LATER_INDEXES:  # `create_all` makes missing tables only: a store made before them lacks these
+            index.create(self.engine, checkfirst=True)
+        self._sql = CompiledStatements(self.engine.dialect)
 
     @classmethod
     def at(cls, path: str | Path) -> Store:
@@ -136,15 +153,13 @@ class Store:
             row = s.get(StateRow, key)
             return None if row is None else json.loads(row.value_json)
 
-    @staticmethod
-    def _put_state(s: Session, states: Mapping[str, Any], cycle_id: str, now_ms: int) -> None:
+    def _put_state(self, conn: Connection, states: Mapping[str, Any], cycle_id: str, now_ms: int) -> None:
         # UPDATE, and INSERT only when no row changed: the old value (a broker's memory can be large)
         # is never read back through the ORM just to be overwritten; two portable statements at most
-        conn = s.connection()
         for key, value in states.items():
             values = {"value_json": json.dumps(value, sort_keys=True), "cycle_id": cycle_id, "updated_ms": now_ms}
-            if conn.execute(_STATE_UPDATE, {"k": key, **values}).rowcount == 0:
-                conn.execute(_STATE_INSERT, {"key": key, **values})
+            if self._sql.run(conn, _STATE_UPDATE, {"k": key, **values}) == 0:
+                self._sql.insert(conn, StateRow, {"key": key, **values})
 
     # --- the two transactional writes ---------------------------------------------------------
 
@@ -206,28 +221,37 @@ class Store:
                     continue
                 s.add(_position_row(cycle_id, now_ms, p))
             s.add(_account_row(cycle_id, "sync", account))
-            self._put_state(s, states, cycle_id, now_ms)
+            self._put_state(s.connection(), states, cycle_id, now_ms)
             s.commit()
 
-    def record_decision(self, rows: Iterable[SQLModel], states: Mapping[str, Any], cycle_id: str, now_ms: int) -> None:
+    def record_decision(self, rows: Iterable[SQLModel | RowValues], states: Mapping[str, Any], cycle_id: str,
+                        now_ms: int) -> None:
         """One transaction: every row of one decision (the DecisionRow first) and the state it changed.
 
-        A decision already stored (same decision id) raises StoreError: the caller skips decided symbols.
+        Rows are ORM rows or `RowValues`. A decision already stored (same decision id) raises
+        StoreError: the caller skips decided symbols.
         """
         rows = list(rows)
-        if not rows or not isinstance(rows[0], DecisionRow):
+        first = rows[0] if rows else None
+        if isinstance(first, RowValues) and first.table is DecisionRow:
+            decision_id = first.values["decision_id"]
+        elif isinstance(first, DecisionRow):
+            decision_id = first.decision_id
+        else:
             raise StoreError("record_decision: the first row must be the DecisionRow")
-        with self.session() as s:
-            conn = s.connection()
-            if conn.execute(_DECISION_EXISTS, {"d": rows[0].decision_id}).first() is not None:
-                raise StoreError(f"decision {rows[0].decision_id!r} is already stored")
-            # plain INSERTs in the given order (the decision first: every other row references it, an
-            # order before the rows that reference it): a decision is written once per symbol per cycle
-            # per variant in a replay, and the ORM's unit of work costs several times the writes
+        # plain INSERTs in the given order (the decision first: every other row references it, an order
+        # before the rows that reference it) on a connection, not an ORM session: a decision is written
+        # once per symbol per cycle per variant in a replay, and the unit of work costs several times the
+        # writes. `begin` commits at the end or rolls everything back: all of the decision or nothing.
+        with self.engine.begin() as conn:
+            if self._sql.rows(conn, _DECISION_EXISTS, {"d": decision_id}):
+                raise StoreError(f"decision {decision_id!r} is already stored")
             for r in rows:
-                _insert_row(conn, r)
-            self._put_state(s, states, cycle_id, now_ms)
-            s.commit()
+                if isinstance(r, RowValues):
+                    self._sql.insert(conn, r.table, r.values)
+                else:
+                    _insert_row(conn, r)
+            self._put_state(conn, states, cycle_id, now_ms)
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -244,8 +268,8 @@ class Store:
         """Closed-trade wins/losses of the variant, of it on this symbol, and of it in this regime."""
         # counted in SQL: asked before every decision, and a year's replay closes thousands of trades
         with self.engine.connect() as conn:
-            total, wins, sym, sym_wins, reg, reg_wins = conn.execute(
-                _TRADE_COUNTS, {"variant": variant, "symbol": symbol, "regime": regime}).one()
+            ((total, wins, sym, sym_wins, reg, reg_wins),) = self._sql.rows(
+                conn, _TRADE_COUNTS, {"variant": variant, "symbol": symbol, "regime": regime})
         return TradeHistory(
             variant=WinCount(wins=wins, losses=total - wins),
             symbol=WinCount(wins=sym_wins, losses=sym - sym_wins),
@@ -255,12 +279,14 @@ class Store:
     def recent_outcomes(self, symbol: str, limit: int = 20) -> list[float]:
         """R multiples of the symbol's last closed trades, oldest first (for the prompt and theories.bayes)."""
         with self.engine.connect() as conn:
-            return list(reversed(conn.execute(_RECENT_OUTCOMES, {"symbol": symbol, "n": limit}).scalars().all()))
+            found = self._sql.rows(conn, _RECENT_OUTCOMES, {"symbol": symbol, "n": limit})
+        return [r for (r,) in reversed(found)]
 
     def signal_times(self, run: str, since_ms: int, until_ms: int) -> list[int]:
         """Decision times of approved trades of a run in (since, until]: what counts against the hourly limit."""
         with self.engine.connect() as conn:
-            return list(conn.execute(_SIGNAL_TIMES, {"run": run, "since": since_ms, "until": until_ms}).scalars())
+            found = self._sql.rows(conn, _SIGNAL_TIMES, {"run": run, "since": since_ms, "until": until_ms})
+        return [t for (t,) in found]
 
     def signal_of(self, decision_id: str) -> SignalRow | None:
         with self.session() as s:
@@ -273,7 +299,6 @@ _ST, _DT, _GT, _CT, _TT = (StateRow.__table__, DecisionRow.__table__, GateDecisi
                            CycleRow.__table__, ClosedTradeRow.__table__)
 _STATE_UPDATE = update(_ST).where(_ST.c.key == bindparam("k")).values(
     value_json=bindparam("value_json"), cycle_id=bindparam("cycle_id"), updated_ms=bindparam("updated_ms"))
-_STATE_INSERT = insert(_ST)
 _DECISION_EXISTS = select(_DT.c.decision_id).where(_DT.c.decision_id == bindparam("d"))
 
 
@@ -288,11 +313,15 @@ _TRADE_COUNTS = select(func.count(), _count(_WIN), _count(_ON_SYMBOL), _count(_O
                        _count(_IN_REGIME), _count(_IN_REGIME & _WIN)).where(_TT.c.variant == bindparam("variant"))
 _RECENT_OUTCOMES = (select(_TT.c.r_multiple).where(_TT.c.symbol == bindparam("symbol"))
                     .order_by(_TT.c.closed_ms.desc()).limit(bindparam("n")))
+# A decision's time is its cycle's: the condition on the cycle's time (redundant) lets the run's cycles
+# in the window be found on the (run, decision_ms) index; without it every cycle of the run is read,
+# about 35 ms per decision at the end of a year's hourly replay
 _SIGNAL_TIMES = (
     select(_DT.c.decision_ms)
     .join(_GT, _GT.c.decision_id == _DT.c.decision_id)
     .join(_CT, _CT.c.cycle_id == _DT.c.cycle_id)
     .where(_CT.c.run == bindparam("run"), _GT.c.status == "approved")
+    .where(_CT.c.decision_ms > bindparam("since"), _CT.c.decision_ms <= bindparam("until"))
     .where(_DT.c.decision_ms > bindparam("since"), _DT.c.decision_ms <= bindparam("until"))
 )
 _INSERTS: dict[str, Any] = {}

@@ -11,11 +11,14 @@ or the broker's memory.
 
 from __future__ import annotations
 
+from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
 
 class CycleRow(SQLModel, table=True):
     __tablename__ = "cycles"
+    # the run's cycles in a time window (the hourly signal limit, every decision) and its latest cycle
+    __table_args__ = (Index("ix_cycles_run_decision_ms", "run", "decision_ms"),)
 
     cycle_id: str = Field(primary_key=True)
     run: str = Field(index=True, description="Name of the run (e.g. 'paper'); cycles of one run share a broker.")
@@ -375,3 +378,6 @@ TABLES = (
     OutboxRow, TicketRow,
     WebhookAlertRow, WebhookSignatureRow,
 )
+
+# Indexes added after stores existed: the store creates them on open when they are missing
+LATER_INDEXES = tuple(i for i in CycleRow.__table__.indexes if i.name == "ix_cycles_run_decision_ms")
