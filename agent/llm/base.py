@@ -62,11 +62,19 @@ class Provider(Protocol):
         ...
 
 
-def request_key(provider: str, model: str, prompt_hash: str, parameters: dict[str, Any], schema: dict[str, Any]) -> str:
-    """The cache and replay key: (provider, model, prompt hash, parameters including the schema's hash)."""
-    params = {**parameters, "schema_sha256": hashlib.sha256(canonical_json(schema).encode()).hexdigest()}
+def request_key(provider: str, model: str, prompt_hash: str, parameters: dict[str, Any], schema: dict[str, Any],
+                schema_sha256: str | None = None) -> str:
+    """The cache and replay key: (provider, model, prompt hash, parameters including the schema's hash).
+
+    `schema_sha256`: `schema`'s hash (`schema_hash(schema)`) when the caller has it already.
+    """
+    params = {**parameters, "schema_sha256": schema_sha256 or schema_hash(schema)}
     blob = canonical_json({"provider": provider, "model": model, "prompt": prompt_hash, "parameters": params})
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def schema_hash(schema: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(schema).encode()).hexdigest()
 
 
 def canonical_json(value: Any) -> str:

@@ -9,12 +9,15 @@ the transport (timeouts, 5xx) are recorded but never reused, so the next run ask
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import bindparam, event, func, insert
+from sqlalchemy import bindparam, event, func
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from agent.llm.base import Reply
+from agent.store.statements import CompiledStatements
 
 
 class LLMCall(SQLModel, table=True):
@@ -48,7 +51,6 @@ class LLMCall(SQLModel, table=True):
 
 
 _T = LLMCall.__table__
-_INSERT = insert(_T)  # built once: statements are parameters apart the same on every call
 _FIND_REPLY = (
     select(_T)
     .where(_T.c.request_key == bindparam("key"))
@@ -67,24 +69,30 @@ class CallRecords:
         self.engine = create_engine(f"sqlite:///{self.path}")
         event.listen(self.engine, "connect", _sqlite_pragmas)
         SQLModel.metadata.create_all(self.engine, tables=[LLMCall.__table__])
+        # the two statements of every call, compiled once: see agent.store.statements
+        self._sql = CompiledStatements(self.engine.dialect)
 
     def add(self, call: LLMCall) -> LLMCall:
         """Insert the call (one short transaction); the call gets its row id."""
-        # A plain INSERT rather than an ORM session: this runs once per decision in a replay, and the
-        # session's unit of work and the refresh after commit cost more than the write itself.
-        values = call.model_dump(exclude={"id"} if call.id is None else set())
-        with self.engine.begin() as conn:
-            result = conn.execute(_INSERT, values)
-        if call.id is None:
-            call.id = int(result.inserted_primary_key[0])
+        call.id = self.record(call.model_dump(exclude={"id"} if call.id is None else set()))
         return call
+
+    def record(self, values: Mapping[str, Any]) -> int:
+        """Insert one call given as its `LLMCall` column values (one short transaction); returns its row id."""
+        # a plain INSERT rather than an ORM session: this runs once per decision in a replay, and the
+        # session's unit of work and the refresh after commit cost more than the write itself
+        with self.engine.begin() as conn:
+            row_id = self._sql.insert(conn, LLMCall, values)
+        return values["id"] if values.get("id") is not None else int(row_id)
 
     def find_reply(self, request_key: str) -> LLMCall | None:
         """The first recorded call with this key that holds a server's reply (not a reuse, not a failure)."""
-        # Core, not an ORM session: asked once per decision, and in a replay it is nearly always a miss
+        # asked once per decision, and in a replay it is nearly always a miss
         with self.engine.connect() as conn:
-            row = conn.execute(_FIND_REPLY, {"key": request_key}).mappings().first()
-        return None if row is None else LLMCall.model_validate(dict(row))
+            found = self._sql.rows(conn, _FIND_REPLY, {"key": request_key})
+        if not found:
+            return None
+        return LLMCall.model_validate(dict(zip(_FIND_REPLY.selected_columns.keys(), found[0], strict=True)))
 
     def spent_since(self, since_ms: int) -> float:
         """USD spent on calls started at or after `since_ms`."""

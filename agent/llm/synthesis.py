@@ -16,11 +16,20 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from agent.config import ModelPrice
-from agent.llm.base import MAX_REPLY_CHARS, Provider, ProviderError, Reply, canonical_json, request_key
+from agent.llm.base import (
+    MAX_REPLY_CHARS,
+    Provider,
+    ProviderError,
+    Reply,
+    canonical_json,
+    request_key,
+    schema_hash,
+)
 from agent.llm.budget import CostBudget, worst_case_cost
 from agent.llm.prompt import (
     OpenPosition,
@@ -31,7 +40,7 @@ from agent.llm.prompt import (
     messages_hash,
     render,
 )
-from agent.llm.records import CallRecords, LLMCall
+from agent.llm.records import CallRecords
 from agent.signal import Signal, SignalRejected, SignalRules, SnapshotFacts, parse_signal, signal_json_schema
 from agent.snapshot import FeatureSnapshot
 
@@ -89,6 +98,19 @@ def provider_schema() -> dict:
     return json.loads(_schema_json())
 
 
+@functools.cache
+def _pristine_schema() -> tuple[dict, str]:
+    """The schema as generated, kept apart from every copy handed out, and its hash (computed once)."""
+    schema = provider_schema()
+    return schema, schema_hash(schema)
+
+
+def _schema_hash(schema: dict) -> str:
+    """The schema's hash for the request key: the one computed once, unless a provider changed its copy."""
+    pristine, digest = _pristine_schema()
+    return digest if schema == pristine else schema_hash(schema)
+
+
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -128,12 +150,12 @@ class Synthesiser:
         for attempt in range(1 + self.repair_retries):
             reply, call = self._call(attempt, messages, schema, shown, prompt, snapshot.symbol)
             if reply is None:
-                reason = call.error or call.outcome
+                reason = call["error"] or call["outcome"]
                 break
             signal, outcome, problem = self._judge(reply, facts)
-            call.outcome, call.error = outcome, problem
-            if signal is not None:
-                call.signal_json = signal.model_dump_json()
+            call["outcome"], call["error"] = outcome, problem
+            if signal is not None and self.records is not None:  # the records keep the signal too
+                call["signal_json"] = signal.model_dump_json()
             self._store(call)
             if signal is not None:
                 if shown.anonymised:  # back to the real symbol and prices
@@ -160,25 +182,33 @@ class Synthesiser:
         shown: FeatureSnapshot,
         prompt: RenderedPrompt,
         symbol: str,
-    ) -> tuple[Reply | None, LLMCall]:
+    ) -> tuple[Reply | None, dict[str, Any]]:
+        """One call; returns the reply (None when there is none) and the call's record as `LLMCall` column values.
+
+        The record is plain values, not an `LLMCall` row: a replay makes one call per decision, and
+        the row's instrumented constructor cost more than a deterministic provider's whole answer.
+        """
         p = self.provider
         params = p.parameters()
         prompt_hash = messages_hash(messages)
-        key = request_key(p.name, p.model, prompt_hash, params, schema)
+        key = request_key(p.name, p.model, prompt_hash, params, schema, _schema_hash(schema))
         estimated_in = estimate_messages_tokens(messages) if p.is_llm else 0
-        call = LLMCall(
-            created_ms=self.now_ms(), request_key=key, provider=p.name, model=p.model,
-            prompt_variant=prompt.variant, template_version=prompt.version, template_sha256=prompt.template_sha256,
-            prompt_hash=prompt_hash, symbol=symbol, attempt=attempt,
-            request_json=canonical_json({"messages": messages, "parameters": params, "schema": schema}),
-            outcome="pending",
-        )
+        call: dict[str, Any] = {
+            "created_ms": self.now_ms(), "request_key": key, "provider": p.name, "model": p.model,
+            "prompt_variant": prompt.variant, "template_version": prompt.version,
+            "template_sha256": prompt.template_sha256, "prompt_hash": prompt_hash, "symbol": symbol,
+            "attempt": attempt, "request_json": None, "reply_json": None, "tokens_in": None, "tokens_out": None,
+            "tokens_estimated": False, "latency_ms": 0.0, "cost_usd": 0.0, "outcome": "pending", "error": None,
+            "answered_by": None, "signal_json": None,
+        }
+        if self.records is not None:  # the request as sent is kept only where calls are recorded
+            call["request_json"] = canonical_json({"messages": messages, "parameters": params, "schema": schema})
         if (self.cache or p.is_replay) and self.records is not None:
             hit = self.records.find_reply(key)
             if hit is not None:
-                call.answered_by, call.reply_json = hit.id, hit.reply_json
-                call.tokens_in, call.tokens_out = hit.tokens_in, hit.tokens_out
-                call.tokens_estimated = hit.tokens_estimated
+                call["answered_by"], call["reply_json"] = hit.id, hit.reply_json
+                call["tokens_in"], call["tokens_out"] = hit.tokens_in, hit.tokens_out
+                call["tokens_estimated"] = hit.tokens_estimated
                 return hit.reply(), call
         if p.is_replay:
             if self.strict_replay:
@@ -200,38 +230,40 @@ class Synthesiser:
         try:
             reply = p.complete(messages, schema, shown)
         except ProviderError as exc:
-            call.latency_ms = (self.timer() - start) * 1000
+            call["latency_ms"] = (self.timer() - start) * 1000
             return None, self._fail(call, exc.kind, exc.message)
         except Exception as exc:  # a provider bug must not take the cycle down: fail closed, recorded
-            call.latency_ms = (self.timer() - start) * 1000
+            call["latency_ms"] = (self.timer() - start) * 1000
             return None, self._fail(call, "error", f"{type(exc).__name__}: {str(exc)[:300]}")
-        call.latency_ms = (self.timer() - start) * 1000
-        call.reply_json = reply.model_dump_json()
-        call.tokens_in, call.tokens_out = reply.tokens_in, reply.tokens_out
-        if p.is_llm and (reply.tokens_in is None or reply.tokens_out is None):
-            call.tokens_estimated = True  # the server reported no usage: bill the estimate
-            call.tokens_in = reply.tokens_in if reply.tokens_in is not None else estimated_in
-            call.tokens_out = reply.tokens_out if reply.tokens_out is not None else estimate_tokens(reply.text or "")
+        call["latency_ms"] = (self.timer() - start) * 1000
+        if self.records is not None:  # the reply as received is kept only where calls are recorded
+            call["reply_json"] = reply.model_dump_json()
+        tokens_in, tokens_out = reply.tokens_in, reply.tokens_out
+        if p.is_llm and (tokens_in is None or tokens_out is None):
+            call["tokens_estimated"] = True  # the server reported no usage: bill the estimate
+            tokens_in = tokens_in if tokens_in is not None else estimated_in
+            tokens_out = tokens_out if tokens_out is not None else estimate_tokens(reply.text or "")
+        call["tokens_in"], call["tokens_out"] = tokens_in, tokens_out
         if self.price is not None:
-            call.cost_usd = self.price.cost(call.tokens_in or 0, call.tokens_out or 0)
-        self.budget.charge(call.cost_usd)
+            call["cost_usd"] = self.price.cost(tokens_in or 0, tokens_out or 0)
+        self.budget.charge(call["cost_usd"])
         return reply, call
 
-    def _fail(self, call: LLMCall, outcome: str, error: str) -> LLMCall:
-        call.outcome, call.error = outcome, error
+    def _fail(self, call: dict[str, Any], outcome: str, error: str) -> dict[str, Any]:
+        call["outcome"], call["error"] = outcome, error
         self._store(call)
         return call
 
-    def _store(self, call: LLMCall) -> None:
-        if self.records is not None:
-            call = self.records.add(call)
+    def _store(self, call: dict[str, Any]) -> None:
+        record_id = self.records.record(call) if self.records is not None else None
         self._summaries.append(
             CallSummary(
-                record_id=call.id, attempt=call.attempt, provider=call.provider, model=call.model,
-                prompt_variant=call.prompt_variant, template_version=call.template_version,
-                prompt_hash=call.prompt_hash, request_key=call.request_key, outcome=call.outcome, error=call.error,
-                tokens_in=call.tokens_in, tokens_out=call.tokens_out, tokens_estimated=call.tokens_estimated,
-                latency_ms=round(call.latency_ms, 3), cost_usd=call.cost_usd, cache_hit=call.answered_by is not None,
+                record_id=record_id, attempt=call["attempt"], provider=call["provider"], model=call["model"],
+                prompt_variant=call["prompt_variant"], template_version=call["template_version"],
+                prompt_hash=call["prompt_hash"], request_key=call["request_key"], outcome=call["outcome"],
+                error=call["error"], tokens_in=call["tokens_in"], tokens_out=call["tokens_out"],
+                tokens_estimated=call["tokens_estimated"], latency_ms=round(call["latency_ms"], 3),
+                cost_usd=call["cost_usd"], cache_hit=call["answered_by"] is not None,
             )
         )
 
