@@ -12,6 +12,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
+from functools import lru_cache
 from itertools import pairwise
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -26,6 +27,7 @@ def _local_midnight_ms(day: datetime, tz: ZoneInfo) -> int:
     return int(datetime.combine(day.date(), clock_time(0), tzinfo=tz).timestamp() * 1000)
 
 
+@lru_cache(maxsize=256)  # pure; asked six times per decision, and every symbol of a cycle asks the same
 def period_start_ms(now_ms: int, period: Period, timezone: str) -> int:
     """UTC epoch ms of the local midnight that starts the day, week (Monday) or month holding `now_ms`."""
     tz = ZoneInfo(timezone)
