@@ -1,19 +1,22 @@
 """Profile of a historical replay's hot path: hourly cycles over the 10 symbols of ../shared/data.
 
 A replay-like loop (issue 9, "Scale and speed"): `run_cycle` every hour for `--days` days, the
-heuristic provider, the paper broker, a SQLite store and call records in a temporary folder, the
+heuristic provider, the paper broker, a SQLite store in a temporary folder, the
 product's default theory set and risk gate, funding rates from ../shared/data/funding. The fit
-cache is the cycle's own, so the scheduled refits (Markov, Kalman MLE, forest; daily by default)
-happen inside the loop exactly as in a replay. The first cycle is a warm-up (candle files read,
-first fits) and is not timed.
+cache is the cycle's own, so the scheduled refits (Markov, Kalman MLE, forest, unit-root tests)
+happen inside the loop exactly as in a replay (weekly by default, `theories.base.REFIT_EVERY_MS`;
+the default period starts at a refit boundary so that one refit is measured). The heuristic's calls
+are not recorded (the evals replay records only model calls). The first cycle is a warm-up (candle
+files read, first fits) and is not timed.
 
 Printed: ms per decision by cycle stage (data, sync, snapshot, llm, gate, broker, store), the
 snapshot's ms per theory split into refit cycles (the first cycle of each fit period, which pays
 the fits) and the other cycles, and a projection of the issue's target run: a 1-year, 10-symbol,
 hourly replay of 6 variants (the heuristic and five seed strategies) where the snapshot is computed
 once per (symbol, hour) and shared by the variants, and the rest of the cycle runs per variant,
-over `--workers` processes, with daily refits (the default) and with weekly ones (the theories'
-`every_ms` / `refit_every_ms` / `fit_every_ms` set to 7 days in a variant's theory set). Times are
+over `--workers` processes, with the default weekly refits and, for comparison, daily ones (the
+theories' `every_ms` / `refit_every_ms` / `fit_every_ms` set to a day in a variant's theory set; a
+fit costs the same whatever its schedule). Times are
 this process's CPU time by default (`--clock cpu`): the machine is shared, and wall time would
 charge other people's work to the replay. The last line is one JSON line with the figures.
 
@@ -40,6 +43,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # before bench/ itself, whose theories.py would shadow the package
+
+from theories.base import REFIT_EVERY_MS as REFIT  # noqa: E402  (the default refit period)
 
 H = 3_600_000
 DAY = 24 * H
@@ -84,7 +89,6 @@ def replay(data_dir: Path, days: float, start_ms: int | None, dump: Path | None,
     from agent.llm.budget import CostBudget
     from agent.llm.heuristic import HeuristicProvider
     from agent.llm.prompt import PromptTemplate
-    from agent.llm.records import CallRecords
     from agent.llm.synthesis import Synthesiser
     from agent.signal import SignalRules
     from agent.store import Store
@@ -92,15 +96,14 @@ def replay(data_dir: Path, days: float, start_ms: int | None, dump: Path | None,
     candles_dir, funding_dir = data_dir / "candles" / "binance-spot-1h", data_dir / "funding" / "binance-usdm"
     with tempfile.TemporaryDirectory() as tmp:
         store = Store.at(Path(tmp) / "store.sqlite")
-        records = CallRecords(Path(tmp) / "calls.sqlite")
         data = FileMarketData(candles_dir, funding_dir)
         symbols = data.symbols()
         last = min(data.candles(s, 2**62).last_close_time for s in symbols)
         hours = round(days * 24)
-        first = start_ms if start_ms is not None else (last - hours * H) // DAY * DAY - H
+        first = start_ms if start_ms is not None else (last - hours * H) // REFIT * REFIT - H
         synth = Synthesiser(provider=HeuristicProvider(), template=PromptTemplate.load("baseline"),
                             rules=SignalRules(), price=None, budget=CostBudget(daily_usd=0, per_cycle_usd=0),
-                            records=records, now_ms=lambda: 0)
+                            records=None, now_ms=lambda: 0)
         theory_ms: dict[str, float] = {}
         timer = time.process_time if clock == "cpu" else time.perf_counter
         deps = CycleDeps(store=store, broker=PaperBroker(), synthesiser=synth, gate=_gate(permissive), data=data,
@@ -119,7 +122,7 @@ def replay(data_dir: Path, days: float, start_ms: int | None, dump: Path | None,
         for k in range(1, hours + 1):
             at = first + k * H
             theory_ms.clear()
-            profiled = prof is not None and at % DAY != 0  # the hourly path; refits are profiled apart
+            profiled = prof is not None and at % REFIT != 0  # the hourly path; refits are profiled apart
             if profiled:
                 prof.enable()
             result = run_cycle(at, deps)
@@ -127,7 +130,7 @@ def replay(data_dir: Path, days: float, start_ms: int | None, dump: Path | None,
                 prof.disable()
             for s in STAGES:
                 stage_s[s] += result.timings.get(s, 0.0)
-            refit = at % DAY == 0
+            refit = at % REFIT == 0
             refit_cycles += refit
             other_cycles += not refit
             if not refit:
@@ -142,7 +145,6 @@ def replay(data_dir: Path, days: float, start_ms: int | None, dump: Path | None,
         state_bytes = len(json.dumps(deps.broker.export_state()))  # written with every decision
         dumped = _dump(store, dump) if dump else None
         store.close()
-        records.close()
 
     per_dec = {s: 1000 * v / max(decided, 1) for s, v in stage_s.items()}
     n_sym = len(symbols)
@@ -239,7 +241,7 @@ def compare(before: Path, after: Path, rel: float) -> int:
     return 0
 
 
-def projection(r: dict, workers: int, refit_days: float = 1.0) -> dict:
+def projection(r: dict, workers: int, refit_days: float = REFIT / DAY) -> dict:
     """Seconds of the issue's target run from the measured per-decision costs (see the module docstring).
 
     Snapshots: the snapshot stage of the cycles without refits, per (symbol, hour). Fits: what the
@@ -305,8 +307,8 @@ def main() -> int:
         print(f"{n:<18}{r['theory_ms_refit'].get(n, 0.0):>15.2f}{r['theory_ms_other'].get(n, 0.0):>10.2f}")
     print(f"{'TOTAL':<18}{sum(r['theory_ms_refit'].values()):>15.2f}{sum(r['theory_ms_other'].values()):>10.2f}")
     p = projection(r, args.workers)
-    weekly = projection(r, args.workers, 7.0)
-    for q in (p, weekly):
+    daily = projection(r, args.workers, 1.0)
+    for q in (p, daily):
         print(f"\nprojected 1-year, {r['symbols']}-symbol hourly replay of {VARIANTS} variants (snapshots shared) on "
               f"{q['workers']} processes, refits every {q['refit_days']:g} day(s): snapshots {q['snapshots_s']:.0f} s "
               f"+ fits {q['fits_s']:.0f} s + decisions {q['decisions_s']:.0f} s CPU -> {q['total_s']:.0f} s wall "
@@ -325,7 +327,7 @@ def main() -> int:
         "projected_year_s": round(p["total_s"], 1),
         "projected_decisions_per_s": round(p["decisions_per_s"], 1) if p["decisions_per_s"] else None,
         "projection": {k: round(v, 1) for k, v in p.items() if k != "decisions_per_s"},
-        "projected_year_weekly_refits_s": round(weekly["total_s"], 1),
+        "projected_year_daily_refits_s": round(daily["total_s"], 1),
         "target_s": TARGET_S, "target_met": p["total_s"] <= TARGET_S,
     }))
     return 0
