@@ -63,6 +63,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import platform
 import sqlite3
 import sys
@@ -321,6 +322,15 @@ class FeatureCache:
         rows = self.db.execute("SELECT time_ms FROM snapshots WHERE entry=? AND symbol=?", (entry, symbol))
         return {r[0] for r in rows}
 
+    def pairs(self, key: str, start_ms: int, end_ms: int) -> set[tuple[str, int]]:
+        """The (symbol, time) of every stored snapshot with start <= time < end (stored, not checked for damage)."""
+        entry = self._id(key)
+        if entry is None:
+            return set()
+        rows = self.db.execute("SELECT symbol, time_ms FROM snapshots WHERE entry=? AND time_ms>=? AND time_ms<?",
+                               (entry, start_ms, end_ms))
+        return {(s, t) for s, t in rows}
+
     def put_many(self, key: str, rows: Iterable[tuple[str, int, str]]) -> int:
         """Insert (symbol, time, json) rows in one transaction; rows already there are kept as they are."""
         rows = list(rows)
@@ -534,19 +544,51 @@ def decidable(universe: Mapping[str, Candles], symbol: str, decision_ms: int, po
     return symbol in universe and data_problem(universe[symbol], decision_ms, policy, window) is None
 
 
+def refit_periods(settings: CycleSettings) -> list[int]:
+    """The refit schedules (ms) of the set's scheduled fits, defaults resolved: every `*every_ms` parameter.
+
+    Today regime.refit_every_ms, kalman.fit_every_ms, forest.every_ms and stationarity.every_ms;
+    matching on the name keeps a future schedule from being missed (a test checks these four).
+    """
+    periods = set()
+    for name, raw in settings.theories.items():
+        params = THEORIES[name].params.model_validate(raw or {})
+        periods |= {getattr(params, f) for f in type(params).model_fields if f.endswith("every_ms")}
+    return sorted(periods)
+
+
+def time_blocks(times: Sequence[int], settings: CycleSettings, target_ms: int) -> list[list[int]]:
+    """The decision times cut into blocks of about `target_ms`, each a whole number of every refit period.
+
+    A block's span is a multiple of the lcm of the set's refit periods and blocks are aligned to
+    the epoch, as `fit_time` is: no fit period straddles two blocks, so no block refits a period
+    another block fits too (each fit is ~2 s a symbol). Times are taken in order; empty blocks are left out.
+    """
+    period = math.lcm(*refit_periods(settings)) or 1
+    span = period * max(1, round(target_ms / period))
+    blocks: dict[int, list[int]] = {}
+    for t in sorted(times):
+        blocks.setdefault(t // span, []).append(t)
+    return list(blocks.values())
+
+
 def compute_features(cache_path: str | Path, data: Any, universe_symbols: Sequence[str], symbols: Sequence[str],
                      times: Sequence[int], settings: CycleSettings, *, key: str | None = None, code: str | None = None,
                      meta: Mapping[str, Any] | None = None, batch: int = 200,
                      progress: Any = None) -> tuple[int, float]:
-    """Phase 1 for some symbols: every decidable (symbol, time) not yet cached, chronologically per symbol.
+    """Phase 1 for some symbols and times: every decidable (symbol, time) not yet cached, time by time.
 
-    Chronological order lets the scheduled fits (FitCache, keyed by fit time) be made once and
-    reused until the next refit. `key` is the cache entry (default: this code, data
-    `UNIDENTIFIED`), `code` the code fingerprint in it (default: this process's) and `meta`
-    what `evals cache` shows of it. Returns (snapshots computed,
-    seconds). `progress`, if given, is called with the number of (symbol, time) pairs dealt with
-    since the last call. A cache that fails mid-way (a damaged file) is logged and left: the
-    snapshots are computed again by the replay, which never crashes for it either.
+    Time-outer, symbol-inner: the universe's candles are cut once per time and shared by the
+    symbols, and so is the universe-wide part of `context` (memoised in the FitCache per time).
+    The scheduled fits are keyed by fit time, so any order gives the same snapshots; they are made
+    once a (symbol, period) if `times` holds whole fit periods (`time_blocks`). The FitCache is a
+    plain LRU: a fit is used again one time step later, after at most (symbols x fitted theories
+    + 1 context) other entries, far below its 4096 entries, so nothing in use is evicted. `key` is
+    the cache entry (default: this code, data `UNIDENTIFIED`), `code` the code fingerprint in it
+    (default: this process's) and `meta` what `evals cache` shows of it. Returns (snapshots
+    computed, seconds). `progress`, if given, is called with the number of (symbol, time) pairs
+    dealt with since the last call. A cache that fails mid-way (a damaged file) is logged and
+    left: the snapshots are computed again by the replay, which never crashes for it either.
     """
     start = time.perf_counter()
     cache: FeatureCache | None = FeatureCache(cache_path)
@@ -554,6 +596,7 @@ def compute_features(cache_path: str | Path, data: Any, universe_symbols: Sequen
     key = key or cache_key(settings, code, UNIDENTIFIED)
     fits = FitCache()
     computed = 0
+    times = sorted(times)
 
     def store(rows: list[tuple[str, int, str]]) -> None:
         nonlocal cache
@@ -568,30 +611,31 @@ def compute_features(cache_path: str | Path, data: Any, universe_symbols: Sequen
 
     try:
         cache.register(key, meta or {"theories": set_fingerprint(settings)}, code)
-        for symbol in symbols:
+        done = cache.pairs(key, times[0], times[-1] + 1) if times else set()
+        pending: list[tuple[str, int, str]] = []
+        ticked = 0
+        for t in times:
             if cache is None:
                 break
-            done = cache.times(key, symbol)
-            pending: list[tuple[str, int, str]] = []
-            ticked = 0
-            for t in times:
-                ticked += 1
-                if t not in done:
-                    universe = universe_at(data, universe_symbols, t)
-                    funding = data.funding_rates() if hasattr(data, "funding_rates") else {}
+            todo = [s for s in symbols if (s, t) not in done]
+            if todo:
+                universe = universe_at(data, universe_symbols, t)
+                funding = data.funding_rates() if hasattr(data, "funding_rates") else {}
+                for symbol in todo:
                     if decidable(universe, symbol, t, settings.data, settings.window):
                         snap = shared_snapshot(symbol, universe, t, settings, funding=funding, cache=fits)
                         pending.append((symbol, t, snap.model_dump_json()))
                         computed += 1
-                if len(pending) >= batch:
-                    store(pending)
-                    pending = []
-                if progress is not None and ticked >= 50:
-                    progress(ticked)
-                    ticked = 0
-            store(pending)
-            if progress is not None and ticked:
+            ticked += len(symbols)
+            if len(pending) >= batch:
+                store(pending)
+                pending = []
+            if progress is not None and ticked >= 50:
                 progress(ticked)
+                ticked = 0
+        store(pending)
+        if progress is not None and ticked:
+            progress(ticked)
     finally:
         if cache is not None:
             cache.close()
@@ -601,5 +645,6 @@ def compute_features(cache_path: str | Path, data: Any, universe_symbols: Sequen
 __all__ = [
     "CODE_PATHS", "OUTCOME_THEORIES", "UNIDENTIFIED", "CachedSnapshotSource", "FeatureCache", "FeatureCacheError",
     "cache_key", "code_fingerprint", "complete_snapshot", "compute_features", "data_fingerprint", "decidable",
-    "resolve_features_cache", "set_fingerprint", "shared_snapshot", "shared_theories", "universe_at",
+    "refit_periods", "resolve_features_cache", "set_fingerprint", "shared_snapshot", "shared_theories", "time_blocks",
+    "universe_at",
 ]

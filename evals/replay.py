@@ -4,8 +4,11 @@
 the run folder (layout: contracts section 2) and runs four phases:
 
 1. Features: every decidable (symbol, decision time) of every theory set the variants use is
-   analysed once (evals.features) in worker processes, one symbol at a time chronologically so
-   the scheduled model fits are made once and reused until their refit time. The results go to
+   analysed once (evals.features) in worker processes, in blocks of time that cover every
+   symbol, time by time: the universe's candles are cut once per time and the universe-wide
+   part of `context` is computed once per time, for all symbols. A block is a whole number of
+   every refit period of the set, aligned as the fits are, so each scheduled model fit is made
+   once and reused until its refit time. The results go to
    the machine's shared features cache (`[evals] features_cache`, default
    `<data_dir>/evals/features.sqlite`), keyed by the theory set, the code and the data files'
    hashes, so a later run over the same history reads them instead (the manifest's `features`
@@ -81,6 +84,7 @@ from evals.features import (
     decidable,
     resolve_features_cache,
     set_fingerprint,
+    time_blocks,
 )
 from evals.lookahead import GuardedMarketData, _differences, audit_prefix_invariance, merge_guard
 from evals.variants import (
@@ -212,7 +216,8 @@ class BoundedProvider:
 # --- phase 1: features ------------------------------------------------------------------------------
 
 
-def _features_task(plan: Plan, spec: VariantSpec, symbols: Sequence[str], sink: Any) -> tuple[int, float, int, list]:
+def _features_task(plan: Plan, spec: VariantSpec, symbols: Sequence[str], times: Sequence[int],
+                   sink: Any) -> tuple[int, float, int, list]:
     report = _Reporter(sink)
     raw = market_data(plan)
     data = GuardedMarketData(raw) if plan.guard else raw
@@ -233,11 +238,35 @@ def _features_task(plan: Plan, spec: VariantSpec, symbols: Sequence[str], sink: 
     meta = {"theories": list(cs.theories), "theory_fingerprint": set_fingerprint(cs), "window": cs.window,
             "leader": cs.leader, "universe": list(plan.universe), "data": plan.config.data or "(bundled sample)",
             "data_fingerprint": plan.data_fingerprint}
-    computed, seconds = compute_features(plan.features_path, _TimedData(), plan.universe, symbols, plan.times, cs,
+    computed, seconds = compute_features(plan.features_path, _TimedData(), plan.universe, symbols, times, cs,
                                          key=plan.cache_key(cs), code=plan.code or None, meta=meta,
                                          progress=lambda n: report("features", n))
     guard = data if isinstance(data, GuardedMarketData) else None
     return computed, seconds, guard.violations if guard else 0, guard.examples if guard else []
+
+
+# Phase 1's time blocks aim at this many per worker: enough to balance the workers (blocks differ in
+# cost: refits, symbols listed late) and keep the progress bar moving, few enough that each block
+# still spans several refit periods (a 1-year run with weekly refits: 8 blocks of 6-7 weeks).
+BLOCKS_PER_WORKER = 4
+
+
+def _features_tasks(plan: Plan, spec: VariantSpec, workers: int) -> list[tuple[VariantSpec, list[str], list[int]]]:
+    """Phase 1's tasks for one theory set: (spec, symbols, times), time blocks covering every symbol.
+
+    Blocks are whole refit periods (`time_blocks`), so no fit is made twice. A period too short
+    for enough blocks to keep the workers busy (a few days with weekly refits) is also split by
+    symbol: each group still cuts the universe once per time, and fits are per symbol anyway.
+    """
+    times = list(plan.times)
+    if not times:
+        return []
+    wanted = max(workers, 1) * BLOCKS_PER_WORKER
+    blocks = time_blocks(times, cycle_settings(plan, spec), max((times[-1] - times[0]) // wanted, 1))
+    least = 2 * workers if workers > 1 else 1  # tasks that keep every worker busy (one process: no split)
+    groups = min(len(plan.universe), -(-least // len(blocks)))
+    symbols = list(plan.universe)
+    return [(spec, symbols[g::groups], block) for block in blocks for g in range(groups)]
 
 
 # --- phase 3: one variant's replay ------------------------------------------------------------------
@@ -626,16 +655,16 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
     else:
         semaphore = threading.BoundedSemaphore(config.llm_concurrency or settings.evals.llm_concurrency)
     try:
-        # phase 1: shared features, one task per (theory set, symbol)
+        # phase 1: shared features, one task per (theory set, time block[, symbol group])
         t1 = time.perf_counter()
         sets: dict[str, VariantSpec] = {}
         for spec in selected:
             sets.setdefault(set_fingerprint(cycle_settings(plan, spec)), spec)
         guard_violations, guard_examples = 0, []
         bars.start("features", len(sets) * len(universe) * len(times))
-        tasks = [(spec, [s]) for spec in sets.values() for s in universe]
-        results = (_map(pool, _features_in_worker, [(plan, spec, syms) for spec, syms in tasks]) if pool else
-                   [_features_task(plan, spec, syms, sink) for spec, syms in tasks])
+        tasks = [task for spec in sets.values() for task in _features_tasks(plan, spec, workers)]
+        results = (_map(pool, _features_in_worker, [(plan, *task) for task in tasks]) if pool else
+                   [_features_task(plan, *task, sink) for task in tasks])
         for computed, _seconds, violations, examples in results:
             manifest.features.computed += computed
             guard_violations += violations
@@ -777,8 +806,9 @@ def _worker_init(queue: Any, semaphore: Any) -> None:
     _WORKER["sink"], _WORKER["semaphore"] = queue, semaphore
 
 
-def _features_in_worker(plan: Plan, spec: VariantSpec, symbols: Sequence[str]) -> tuple[int, float, int, list]:
-    return _features_task(plan, spec, symbols, _WORKER.get("sink"))
+def _features_in_worker(plan: Plan, spec: VariantSpec, symbols: Sequence[str],
+                        times: Sequence[int]) -> tuple[int, float, int, list]:
+    return _features_task(plan, spec, symbols, times, _WORKER.get("sink"))
 
 
 def _replay_in_worker(plan: Plan, spec: VariantSpec, stop_after: int | None) -> VariantOutcome:
