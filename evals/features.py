@@ -582,8 +582,10 @@ def compute_features(cache_path: str | Path, data: Any, universe_symbols: Sequen
     symbols, and so is the universe-wide part of `context` (memoised in the FitCache per time).
     The scheduled fits are keyed by fit time, so any order gives the same snapshots; they are made
     once a (symbol, period) if `times` holds whole fit periods (`time_blocks`). The FitCache is a
-    plain LRU: a fit is used again one time step later, after at most (symbols x fitted theories
-    + 1 context) other entries, far below its 4096 entries, so nothing in use is evicted. `key` is
+    plain LRU and each theory asks it for at most one entry a call, so between two uses of an entry
+    (the next symbol, or the next time step) at most 2 x (symbols x theories + 1 context) others
+    are touched: sized at twice that, it keeps every entry still in use and drops the fits of
+    past periods soon (a block may span dozens of periods; a forest is a few hundred KB). `key` is
     the cache entry (default: this code, data `UNIDENTIFIED`), `code` the code fingerprint in it
     (default: this process's) and `meta` what `evals cache` shows of it. Returns (snapshots
     computed, seconds). `progress`, if given, is called with the number of (symbol, time) pairs
@@ -594,7 +596,7 @@ def compute_features(cache_path: str | Path, data: Any, universe_symbols: Sequen
     cache: FeatureCache | None = FeatureCache(cache_path)
     code = code or code_fingerprint()
     key = key or cache_key(settings, code, UNIDENTIFIED)
-    fits = FitCache()
+    fits = FitCache(max_entries=4 * (len(symbols) * len(settings.theories) + 1))
     computed = 0
     times = sorted(times)
 
