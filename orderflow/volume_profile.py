@@ -68,33 +68,43 @@ class VolumeProfile(TheoryResult):
 
 
 def profile_histogram(low: np.ndarray, high: np.ndarray, volume: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Volume per bin: each bar's volume spread uniformly over [low, high], split by overlap."""
-    lo_e, hi_e = edges[:-1], edges[1:]
+    """Volume per bin: each bar's volume spread uniformly over [low, high], split by overlap.
+
+    Only the (bar, bin) pairs that overlap are formed: a bar touches the bins from the one holding
+    its low to the one holding its high, a few of the profile's bins, so this costs a few entries
+    per bar instead of a bars x bins matrix. `np.bincount` adds each bin's shares in bar order, the
+    order a bars x bins matrix summed over its bars adds them, so the sums are the same bit for bit.
+    """
+    nb = len(edges) - 1
     span = high - low
-    overlap = np.clip(np.minimum(high[:, None], hi_e[None, :]) - np.maximum(low[:, None], lo_e[None, :]), 0, None)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        weights = np.where(span[:, None] > 0, overlap / span[:, None], 0.0)
     flat = span <= 0  # a bar with no range: all its volume in the bin holding its price
-    if flat.any():
-        idx = np.clip(np.searchsorted(edges, low[flat], side="right") - 1, 0, len(lo_e) - 1)
-        weights[np.flatnonzero(flat), idx] = 1.0
-    return (weights * volume[:, None]).sum(axis=0)
+    # bins j with edges[j] <= low < edges[j + 1] (first) and edges[j] < high <= edges[j + 1] (last)
+    first = np.minimum(np.maximum(np.searchsorted(edges, low, side="right") - 1, 0), nb - 1)
+    last = np.where(flat, first, np.minimum(np.maximum(np.searchsorted(edges, high, side="left") - 1, first), nb - 1))
+    counts = last - first + 1
+    bar = np.repeat(np.arange(len(low)), counts)
+    bins = np.arange(len(bar)) - np.repeat(np.cumsum(counts) - counts - first, counts)  # first .. last per bar
+    overlap = np.maximum(np.minimum(high[bar], edges[bins + 1]) - np.maximum(low[bar], edges[bins]), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weights = np.where(flat[bar], 1.0, overlap / span[bar])
+    return np.bincount(bins, weights=weights * volume[bar], minlength=nb)
 
 
 def value_area(hist: np.ndarray, poc: int, share: float) -> tuple[int, int]:
     """Bin indices [lo, hi] of the value area grown from `poc` until it holds `share` of the volume."""
-    total = hist.sum()
+    target = share * hist.sum()
+    h = hist.tolist()  # Python floats: the same doubles, much cheaper to index one at a time
     lo = hi = poc
-    inside = hist[poc]
-    while inside < share * total and (lo > 0 or hi < len(hist) - 1):
-        below = hist[lo - 1] if lo > 0 else -1.0
-        above = hist[hi + 1] if hi < len(hist) - 1 else -1.0
+    inside = h[poc]
+    while inside < target and (lo > 0 or hi < len(h) - 1):
+        below = h[lo - 1] if lo > 0 else -1.0
+        above = h[hi + 1] if hi < len(h) - 1 else -1.0
         if above >= below:  # ties grow upward: a stated, arbitrary rule
             hi += 1
-            inside += hist[hi]
+            inside += h[hi]
         else:
             lo -= 1
-            inside += hist[lo]
+            inside += h[lo]
     return lo, hi
 
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.market import load_candle_file
 from orderflow.book import BookDataError, OrderBook
 from orderflow.features import (
     RollingOFI,
@@ -30,7 +31,7 @@ from orderflow.trades import (
     large_trades,
     vwap,
 )
-from orderflow.volume_profile import VolumeProfileParams, value_area, volume_profile
+from orderflow.volume_profile import VolumeProfileParams, profile_histogram, value_area, volume_profile
 from theories.candles import Candles
 
 PREV = (100.0, 5.0, 101.0, 7.0)  # bid, bid size, ask, ask size
@@ -345,3 +346,33 @@ def test_vectorised_large_trade_detection_matches_the_definition_trade_by_trade(
     tr = Trades.from_lists(np.arange(3000), np.full(3000, 100.0), sizes, np.ones(3000))
     expected = [i for i in range(20, 3000) if sizes[i] > np.quantile(sizes[max(0, i - 200): i], 0.95)]
     assert large_trades(tr, lookback=200, quantile=0.95, min_history=20).tolist() == expected
+
+
+def dense_profile_histogram(low, high, volume, edges):
+    """The plain form: a bars x bins matrix of overlap shares, summed over the bars."""
+    overlap = np.clip(np.minimum(high[:, None], edges[None, 1:]) - np.maximum(low[:, None], edges[None, :-1]), 0, None)
+    span = (high - low)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weights = np.where(span > 0, overlap / span, 0.0)
+    flat = np.flatnonzero(span[:, 0] <= 0)
+    weights[flat, np.clip(np.searchsorted(edges, low[flat], side="right") - 1, 0, len(edges) - 2)] = 1.0
+    return (weights * volume[:, None]).sum(axis=0)
+
+
+def test_profile_histogram_equals_the_dense_bars_by_bins_sum_bit_for_bit(shared_data):
+    c = load_candle_file(shared_data / "candles" / "binance-spot-1h" / "DOGE_USDT.csv.gz")
+    for end in range(500, len(c), 211):
+        low, high, vol = c.low[end - 500 : end], c.high[end - 500 : end], c.volume[end - 500 : end]
+        edges = np.linspace(low.min(), high.max(), 51)
+        assert np.array_equal(profile_histogram(low, high, vol, edges), dense_profile_histogram(low, high, vol, edges))
+
+
+def test_profile_histogram_handles_flat_bars_bars_on_edges_and_bars_outside_the_edges():
+    rng = np.random.default_rng(8)
+    for _ in range(300):
+        m = int(rng.integers(2, 40))
+        low = np.round(rng.uniform(1, 2, m), 1)  # coarse prices: many bars start or end exactly on an edge
+        high = low + np.where(rng.random(m) < 0.3, 0.0, np.round(rng.uniform(0, 0.5, m), 1))
+        vol = rng.uniform(0, 10, m)
+        edges = np.linspace(rng.choice([low.min(), 1.3]), rng.choice([high.max(), 2.2]), int(rng.integers(6, 40)))
+        assert np.array_equal(profile_histogram(low, high, vol, edges), dense_profile_histogram(low, high, vol, edges))
