@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import talib
 
+from agent.market import load_candle_file
 from theories.indicators import atr, ema
-from theories.strategies.rsi_bollinger import historical_var
-from theories.strategies.vwap_reversion import rolling_vwap_bands
+from theories.strategies.rsi_bollinger import historical_var, linear_quantile
+from theories.strategies.vwap_reversion import rolling_vwap_bands, vwap_bands
+from theories.timeframes import HOUR_MS, resample
 
 
 def test_talib_ema_is_seeded_with_the_sma_of_the_first_span_values():
@@ -91,3 +93,35 @@ def test_historical_var_is_minus_the_empirical_five_percent_quantile():
     close = 100 * np.cumprod(np.concatenate(([1.0], 1 + returns)))
     # sorted position 0.05 * 19 = 0.95 between -0.10 and -0.08 (linear interpolation)
     assert historical_var(close, 20, 0.95) == pytest.approx(0.10 - 0.95 * 0.02)
+
+
+def test_one_window_vwap_bands_are_the_rolling_bands_last_values_bit_for_bit_on_real_4h_bars(shared_data):
+    bars = resample(load_candle_file(shared_data / "candles" / "binance-spot-1h" / "ETH_USDT.csv.gz"), 4 * HOUR_MS)
+    vwap, sd = rolling_vwap_bands(bars.high, bars.low, bars.close, bars.volume, 50)
+    for end in range(50, len(bars), 13):
+        w = slice(end - 50, end)
+        got = vwap_bands(bars.high[w], bars.low[w], bars.close[w], bars.volume[w])
+        assert got == (vwap[end - 1], sd[end - 1])  # exact: the rule must read the same numbers
+
+
+def test_one_window_vwap_bands_are_undefined_without_volume():
+    tp = np.array([10.0, 11.0])
+    assert all(math.isnan(x) for x in vwap_bands(tp, tp, tp, np.zeros(2)))
+
+
+def test_linear_quantile_is_numpys_default_quantile_bit_for_bit(shared_data):
+    close = load_candle_file(shared_data / "candles" / "binance-spot-1h" / "SOL_USDT.csv.gz").close
+    rng = np.random.default_rng(5)
+    samples = [close[e - 100 : e] / close[e - 101 : e - 1] - 1.0 for e in range(101, len(close), 97)]
+    samples += [rng.standard_normal(int(rng.integers(1, 200))) for _ in range(500)]
+    for x in samples:
+        for q in (0.0, 0.01, 0.05, 0.25, 0.5, 0.7, 1.0, float(rng.random())):
+            assert linear_quantile(x, q) == np.quantile(x, q)
+
+
+def test_ema_of_a_matrix_smooths_each_row_exactly_as_alone():
+    rows = 100 + np.cumsum(np.random.default_rng(4).normal(0, 1, (5, 300)), axis=1)
+    together = ema(rows, 50)
+    for row, out in zip(rows, together, strict=True):
+        assert np.array_equal(out, ema(row, 50), equal_nan=True)
+    assert np.array_equal(ema(rows, alpha=0.1)[2], ema(rows[2], alpha=0.1), equal_nan=True)

@@ -16,17 +16,18 @@ def ema(x: np.ndarray, span: int | None = None, *, alpha: float | None = None) -
 
     `span` gives a = 2 / (span + 1) (the usual trading EMA); `alpha` sets a directly
     (Wilder smoothing is alpha = 1 / n). The first `span - 1` values are NaN (warm-up).
+    A 2-D `x` holds one series per row, each smoothed along the last axis exactly as alone.
     """
     x = np.asarray(x, dtype=np.float64)
     if (span is None) == (alpha is None):
         raise ValueError("give exactly one of span or alpha")
     a = 2.0 / (span + 1) if span is not None else float(alpha)
     warm = span if span is not None else round(1 / a)
-    if len(x) == 0:
+    if x.shape[-1] == 0:
         return x.copy()
-    y, _ = lfilter([a], [1.0, a - 1.0], x[1:], zi=[(1 - a) * x[0]])
-    out = np.concatenate(([x[0]], y))
-    out[: max(warm - 1, 0)] = np.nan
+    y, _ = lfilter([a], [1.0, a - 1.0], x[..., 1:], axis=-1, zi=(1 - a) * x[..., :1])
+    out = np.concatenate((x[..., :1], y), axis=-1)
+    out[..., : max(warm - 1, 0)] = np.nan
     return out
 
 

@@ -13,6 +13,8 @@ Strength measures how far RSI is below 30 (above 70), in units of 15 RSI points.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import talib
 from pydantic import Field, model_validator
@@ -59,7 +61,24 @@ def historical_var(close: np.ndarray, lookback: int, confidence: float) -> float
     if len(c) < lookback + 1:
         raise TheoryError(f"VaR needs {lookback + 1} closes, got {len(c)}")
     r = c[-lookback:] / c[-lookback - 1 : -1] - 1.0
-    return float(-np.quantile(r, 1.0 - confidence))
+    return float(-linear_quantile(r, 1.0 - confidence))
+
+
+def linear_quantile(x: np.ndarray, q: float) -> float:
+    """`np.quantile(x, q)` with its default method, for finite 1-D `x` and 0 <= q <= 1, bit for bit.
+
+    The default is Hyndman & Fan's type 7: the order statistics either side of position (n - 1) q,
+    interpolated linearly. Written out because the general function costs ten times more than
+    the answer on a hundred returns. The interpolation is taken from whichever end is nearer
+    (a + (b - a) g below g = 0.5, b - (b - a)(1 - g) from it), as numpy does: the same roundings.
+    """
+    pos = (len(x) - 1) * q
+    lo = math.floor(pos)
+    if lo >= len(x) - 1:
+        return float(np.max(x))
+    a, b = np.partition(x, (lo, lo + 1))[lo : lo + 2]
+    g, d = pos - lo, b - a
+    return float(b - d * (1 - g) if g >= 0.5 else a + d * g)
 
 
 def rsi_bollinger(candles: Candles, params: RsiBollingerParams | None = None) -> RsiBollingerResult:

@@ -66,14 +66,30 @@ def rolling_vwap_bands(
     return vwap, sd
 
 
+def vwap_bands(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray) -> tuple[float, float]:
+    """VWAP of the typical price over all the bars given, and the volume-weighted sd about it; NaN with no volume.
+
+    The last value of `rolling_vwap_bands` over the same bars, bit for bit (the same sums in the same
+    order), without building the rolling windows: the rule reads only the last bar's bands.
+    """
+    tp = (np.asarray(high, float) + np.asarray(low, float) + np.asarray(close, float)) / 3.0
+    v = np.asarray(volume, float)
+    total = v.sum()
+    if not total > 0:
+        return np.nan, np.nan
+    mean = (tp * v).sum() / total
+    return mean, np.sqrt((v * (tp - mean) ** 2).sum() / total)
+
+
 def vwap_reversion(bars: Candles, params: VwapReversionParams | None = None) -> VwapReversionResult:
     """The rule on primary-timeframe bars (all closed), as of the last one."""
     p = params or VwapReversionParams()
     need = max(p.lookback, p.trend_ema) + 1
     if len(bars) < need:
         raise TheoryError(f"vwap_reversion needs {need} complete {p.interval_ms // HOUR_MS}h bars, got {len(bars)}")
-    vwap, sd = rolling_vwap_bands(bars.high, bars.low, bars.close, bars.volume, p.lookback)
-    mid, dev = last_finite("rolling VWAP", vwap)[0], last_finite("VWAP band", sd)[0]
+    w = slice(len(bars) - p.lookback, None)  # the bands of the last bar read only its window
+    vwap, sd = vwap_bands(bars.high[w], bars.low[w], bars.close[w], bars.volume[w])
+    mid, dev = last_finite("rolling VWAP", [vwap])[0], last_finite("VWAP band", [sd])[0]
     ema = last_finite(f"EMA({p.trend_ema})", talib.EMA(np.asarray(bars.close, float), timeperiod=p.trend_ema))[0]
     if dev <= 0:
         raise TheoryError("the typical price did not move over the VWAP window: bands undefined")
