@@ -15,6 +15,7 @@ from theories.context import (
     breadth,
     market_context,
 )
+from theories.indicators import ema
 
 T0 = 19675 * 24 * HOUR_MS
 LEADER = "LEAD/USDT"
@@ -287,3 +288,32 @@ def test_the_context_cache_key_follows_the_candles_not_just_their_times():
     second = market_context("A/USDT", b, LEADER, at, cache=cache)
     assert cache.misses == 2
     assert second == market_context("A/USDT", b, LEADER, at) and second.avg_correlation != first.avg_correlation
+
+
+def test_breadth_smooths_series_of_every_length_exactly_as_one_at_a_time():
+    rng = np.random.default_rng(12)
+    closes = [np.exp(_walk(n, rng, drift)) for n in (60, 200, 500, 500, 800, 800, 49) for drift in (-0.002, 0.002)]
+    above = sum(bool(c[-500:][-1] > ema(c[-500:], 50)[-1]) for c in closes if len(c) >= 50)
+    assert breadth(closes, 50) == (above, 12)
+
+
+def test_returns_of_symbols_sharing_every_time_are_stacked_as_they_are():
+    rng = np.random.default_rng(13)
+    universe = [_candles(_walk(300, rng), s) for s in ("A/USDT", "B/USDT", "C/USDT")]
+    end = int(universe[0].time[-1])
+    times, matrix = aligned_returns([c.time for c in universe], [c.close for c in universe], HOUR_MS, end, 168)
+    assert np.array_equal(times, universe[0].time[-168:])
+    assert np.array_equal(matrix, np.column_stack([np.diff(np.log(c.close[-169:])) for c in universe]))
+
+
+def test_the_context_cache_key_follows_the_leaders_highs_and_lows():
+    rng = np.random.default_rng(14)
+    n = 600
+    a = {s: _candles(_walk(n, rng), s) for s in (LEADER, "A/USDT")}
+    lead = a[LEADER]
+    wider = Candles(lead.time, lead.open, lead.high * 1.01, lead.low * 0.99, lead.close, lead.volume,
+                    interval_ms=HOUR_MS, symbol=LEADER)  # same closes: only the regime's range inputs differ
+    cache, at = FitCache(), T0 + n * HOUR_MS
+    market_context("A/USDT", a, LEADER, at, cache=cache)
+    market_context("A/USDT", {**a, LEADER: wider}, LEADER, at, cache=cache)
+    assert cache.misses == 2

@@ -47,7 +47,6 @@ from theories.base import (
     TheoryError,
     TheoryParams,
     TheoryResult,
-    fingerprint,
     num,
     pct,
     unit,
@@ -111,13 +110,16 @@ class ContextResult(TheoryResult):
 
 def breadth(closes: Sequence[np.ndarray], span: int) -> tuple[int, int]:
     """(symbols whose last close is above their EMA(span), symbols with at least `span` closes)."""
-    above = n = 0
+    by_length: dict[int, list[np.ndarray]] = {}  # series of one length are smoothed together, one row each
     for c in closes:
         c = np.asarray(c, dtype=np.float64)[-10 * span :]
-        if len(c) < span:
-            continue
-        n += 1
-        above += bool(c[-1] > ema(c, span)[-1])
+        if len(c) >= span:
+            by_length.setdefault(len(c), []).append(c)
+    above = n = 0
+    for rows in by_length.values():
+        m = np.stack(rows)
+        n += len(rows)
+        above += int(np.count_nonzero(m[:, -1] > ema(m, span)[:, -1]))
     return above, n
 
 
@@ -140,6 +142,8 @@ def window_returns(
 def align(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """(times common to all, returns matrix [times x series]) from (times, returns) pairs, by time."""
     common = series[0][0]
+    if all(np.array_equal(t, common) for t, _ in series[1:]):  # the usual case, no gap anywhere: nothing to match
+        return common, np.column_stack([r for _, r in series])
     for t, _ in series[1:]:
         common = np.intersect1d(common, t, assume_unique=True)
     matrix = np.empty((len(common), len(series)))
@@ -247,7 +251,7 @@ def _cross_section(cut: Mapping[str, Candles], interval: int, leader: str, at_ms
     windows = {s: window_returns(c.time, c.close, interval, end, p.corr_lookback) for s, c in eligible.items()}
     names_c = [
         s for s in names
-        if len(windows[s][0]) >= p.min_coverage * p.corr_lookback and np.ptp(windows[s][1]) > 0
+        if len(windows[s][0]) >= p.min_coverage * p.corr_lookback and windows[s][1].max() > windows[s][1].min()
     ]
     times, matrix = align([windows[s] for s in names_c]) if names_c else (np.empty(0), np.empty((0, 0)))
     if len(names_c) < 2 or len(times) < p.min_common_returns:
@@ -259,6 +263,23 @@ def _cross_section(cut: Mapping[str, Candles], interval: int, leader: str, at_ms
     lead = leader_state(eligible[leader], p) if leader in eligible else None
     return _CrossSection(tuple(eligible), len(cut), n_above=n_above, n=n, names_c=tuple(names_c),
                          common=len(times), avg_corr=avg_corr, corr=corr, lead=lead)
+
+
+def _digest(c: Candles, is_leader: bool, p: ContextParams) -> tuple[int, ...]:
+    """A digest of exactly the candle values the universe part reads from one symbol, for the cache key.
+
+    Closes over the breadth EMA, the leader's and the correlation windows, open times over the correlation window
+    (its returns are the last `corr_lookback` + 1 bars at most: candles lie on their interval's
+    grid), highs and lows of the leader's window for the leader; the count, interval and last close
+    time are in the key beside it. Python's hash of the bytes (SipHash, 64 bits, keyed per process)
+    is about five times faster than a cryptographic digest of the same bytes, and ample for an
+    in-memory cache: this key is made for every symbol of the universe on every call.
+    """
+    closes = max(10 * p.trend_span, p.leader_window, p.corr_lookback + 1)
+    arrays = [c.close[-closes:], c.time[-(p.corr_lookback + 1):]]
+    if is_leader:
+        arrays += [c.high[-p.leader_window:], c.low[-p.leader_window:]]
+    return tuple(hash(a.tobytes()) for a in arrays)
 
 
 def market_context(
@@ -279,8 +300,7 @@ def market_context(
     if cache is None:
         cs = _cross_section(cut, interval, leader, at_ms, p)
     else:
-        read = max(10 * p.trend_span, p.corr_lookback + 1, p.leader_window)  # the most bars any part reads
-        data = tuple((s, c.interval_ms, len(c), c.last_close_time if len(c) else None, fingerprint(c.tail(read)))
+        data = tuple((s, c.interval_ms, len(c), c.last_close_time if len(c) else None, _digest(c, s == leader, p))
                      for s, c in cut.items())
         key = ("context", at_ms, interval, leader, p, data)
         cs = cache.get_or_fit(key, lambda: _cross_section(cut, interval, leader, at_ms, p))
