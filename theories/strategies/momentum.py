@@ -87,7 +87,8 @@ def momentum(candles: Candles, higher: Candles, params: MomentumParams | None = 
         raise TheoryError(f"momentum needs {p.slow + 1} complete higher-timeframe bars, got {len(higher)}")
     h, lo, c = (np.asarray(a, float) for a in (candles.high, candles.low, candles.close))
     fast, slow = talib.EMA(c, timeperiod=p.fast), talib.EMA(c, timeperiod=p.slow)
-    diff = last_finite("EMA spread", fast - slow, p.cross_within + 1)
+    k = p.cross_within + 1  # the spread is read over the last k bars only
+    diff = last_finite("EMA spread", fast[-k:] - slow[-k:], k)
     rsi = last_finite("RSI", talib.RSI(c, timeperiod=p.rsi_period))[0]
     adx = last_finite("ADX", talib.ADX(h, lo, c, timeperiod=p.adx_period))[0]
     _, _, hist = talib.MACD(c, fastperiod=p.macd_fast, slowperiod=p.macd_slow, signalperiod=p.macd_signal)
@@ -95,7 +96,7 @@ def momentum(candles: Candles, higher: Candles, params: MomentumParams | None = 
     atr = last_finite("ATR", talib.ATR(h, lo, c, timeperiod=p.atr_period))[0]
     vol_ratio = float(candles.volume[-1]) / mean_of_previous(np.asarray(candles.volume, float), p.volume_period)
     hc = np.asarray(higher.close, float)
-    h_spread = talib.EMA(hc, timeperiod=p.fast) - talib.EMA(hc, timeperiod=p.slow)
+    h_spread = talib.EMA(hc, timeperiod=p.fast)[-1:] - talib.EMA(hc, timeperiod=p.slow)[-1:]
     h_diff = last_finite("higher-timeframe EMA spread", h_spread)[0]
     higher_trend = int(np.sign(h_diff))
 
