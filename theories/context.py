@@ -129,9 +129,14 @@ def window_returns(
     """One-bar log returns ending in the `lookback` bar slots up to `end_ms` (an open time).
 
     A return is stamped with the open time of the bar it ends on; a return across a gap is dropped.
+    `time` lies on the interval's grid, as candle open times do.
     """
     start = end_ms - (lookback - 1) * interval_ms
     t = np.asarray(time)
+    if len(t) > lookback and t[-1] == end_ms and t[-lookback - 1] == start - interval_ms:
+        # the usual case: no gap in the window (times rise on the interval's grid, so lookback + 1 of
+        # them spanning lookback intervals are every slot), and every return is kept
+        return t[-lookback:], np.diff(np.log(np.asarray(close, dtype=np.float64)[-lookback - 1 :]))
     lo = np.searchsorted(t, start - interval_ms, side="left")
     hi = np.searchsorted(t, end_ms, side="right")
     t, lc = t[lo:hi], np.log(np.asarray(close, dtype=np.float64)[lo:hi])
