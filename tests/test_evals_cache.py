@@ -136,7 +136,9 @@ def test_the_fingerprinted_code_covers_everything_a_snapshot_computation_runs():
 
     def profile(frame, event, arg):
         name = frame.f_code.co_filename
-        if name.startswith(str(ROOT)) and "/tests/" not in name:
+        # project files only: a virtualenv inside the checkout (CI's .venv) holds libraries, not our code
+        if name.startswith(str(ROOT)) and "/tests/" not in name and not name.startswith(sys.prefix) \
+                and "site-packages" not in name:
             ran.add(Path(name).relative_to(ROOT).as_posix())
 
     data = GuardedMarketData(FileMarketData())  # a new reader: the candle and funding files are loaded inside
