@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.days < 365:
         full_year = total * 365.0 / args.days
         print(f"\nfull year extrapolated linearly from {args.days:g} days: {full_year:.0f} s "
-              f"(an extrapolation, not a measurement; the model refits are daily, so it scales with days)")
+              "(an extrapolation, not a measurement; the model refits are weekly, so a period of a few weeks "
+              "over-weights them)")
     target_met = total <= TARGET_S if args.days >= 365 else None
     print(f"target: 1-year, 10-symbol, hourly replay <= {TARGET_S:.0f} s: "
           + ("met" if target_met else "NOT met" if target_met is False else "not measured (shorter period)"))
