@@ -76,7 +76,8 @@ def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 60) ->
         lines.append(line)
         if marker in line:
             return lines
-    raise AssertionError(f"{marker!r} not printed in time; got {lines[-5:]} / {proc.stderr.read()[-500:]}")
+    err = proc.stderr.read()[-500:] if proc.poll() is not None else "(still running)"  # read() waits for exit
+    raise AssertionError(f"{marker!r} not printed in time; got {lines[-5:]} / {err}")
 
 
 def wait_until_running(path: Path, decision_ms: int, timeout: float = 60) -> None:

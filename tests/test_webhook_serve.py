@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from agent.cli import main
 from agent.scheduler import LOCK_FILE, InstanceLock
 from agent.store import Store
 from agent.store.tables import WebhookAlertRow
+from tests.test_run_command import read_until
 from tests.test_webhook import SECRET, THEORIES, alert, post
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,12 +78,12 @@ def test_sigterm_stops_the_server_gracefully_after_its_alert_cycle(home, tmp_pat
     proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve", "--port", "0", "--symbols", "BTC,ETH"],
                             env=env, cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        line = _read_until(proc, "listening on")
+        line = read_until(proc, "listening on", timeout=90)[-1]
         port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
         assert (home / LOCK_FILE).exists()
         r = post(port, alert(strategy="sigterm", symbol="ETHUSDT", price=3000.0))
         assert r.status == 202
-        _read_until(proc, f"alert {r['alert_id']}: cycle")
+        read_until(proc, f"alert {r['alert_id']}: cycle", timeout=90)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request("GET", "/health")
         health = json.loads(conn.getresponse().read())
@@ -103,16 +103,3 @@ def test_sigterm_stops_the_server_gracefully_after_its_alert_cycle(home, tmp_pat
         assert store.rows(WebhookAlertRow, alert_id=r["alert_id"])[0].status == "done"
     finally:
         store.close()
-
-
-def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 90) -> str:
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if marker in line:
-            return line
-    raise AssertionError(f"{marker!r} not printed in time; got {seen[-5:]}")
