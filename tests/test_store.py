@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import threading
 
 import numpy as np
 import pytest
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
 
-from agent.brokers.base import AccountSnapshot, ClosedTrade, Fill
-from agent.brokers.paper import PaperBroker
+from agent.brokers.base import AccountSnapshot, ClosedTrade, Fill, Mismatch
+from agent.brokers.paper import PaperBroker, PaperSettings
 from agent.store import RowValues, Store, StoreError, StoreSettings, order_row
 from agent.store.tables import (
+    TABLES,
+    AccountSnapshotRow,
     BreakerEventRow,
     ClosedTradeRow,
     CycleRow,
     DecisionRow,
     FillRow,
     GateDecisionRow,
+    MismatchRow,
+    OrderRow,
+    PositionRow,
     SignalRow,
+    StateRow,
 )
-from tests.test_paper_broker import T0, H, intent
+from tests.test_paper_broker import T0, H, bars, intent
 
 ACCOUNT = AccountSnapshot(time_ms=T0, cash=10_000, balance=10_000, equity=10_000, positions_value=0,
                           floating_pnl=0, initial_balance=10_000)
@@ -39,8 +49,8 @@ def cycle(store: Store, cycle_id: str = "paper@t1") -> CycleRow:
 
 
 def decision(decision_id: str = "paper@t1/X/USDT", outcome: str = "hold", **kw) -> DecisionRow:
-    return DecisionRow(decision_id=decision_id, cycle_id="paper@t1", symbol="X/USDT", decision_ms=T0,
-                       outcome=outcome, created_ms=T0, **kw)
+    return DecisionRow(**{"decision_id": decision_id, "cycle_id": "paper@t1", "symbol": "X/USDT", "decision_ms": T0,
+                          "outcome": outcome, "created_ms": T0, **kw})
 
 
 def signal(decision_id: str = "paper@t1/X/USDT") -> SignalRow:
@@ -228,3 +238,159 @@ def test_a_store_made_before_an_index_existed_gets_it_on_open(tmp_path):
             "EXPLAIN QUERY PLAN SELECT 1 FROM cycles WHERE run = 'r' AND decision_ms > 1 AND decision_ms <= 2"))
     assert "ix_cycles_run_decision_ms" in names
     assert "ix_cycles_run_decision_ms (run=? AND decision_ms>? AND decision_ms<?)" in plan
+
+
+# --- the per-cycle writes on compiled statements write what the ORM session wrote ----------------------
+
+
+def _orm_start_cycle(store: Store, row: CycleRow) -> CycleRow:
+    with store.session() as s:
+        found = s.get(CycleRow, row.cycle_id)
+        if found is None:
+            s.add(row)
+            found = row
+        elif found.status != "completed":
+            found.attempts += 1
+            s.add(found)
+        s.commit()
+        s.refresh(found)
+        return found
+
+
+def _orm_finish_cycle(store: Store, cycle_id: str, finished_ms: int, account: AccountSnapshot) -> None:
+    with store.session() as s:
+        row = s.get(CycleRow, cycle_id)
+        row.status, row.finished_ms = "completed", finished_ms
+        s.add(row)
+        s.add(AccountSnapshotRow(cycle_id=cycle_id, stage="end", **account.model_dump()))
+        s.commit()
+
+
+def _orm_record_sync(store: Store, cycle_id, run, now_ms, fills, closed, orders, positions, account, states,
+                     mismatches) -> None:
+    """The sync as an ORM session wrote it (the reference the compiled statements must match)."""
+    with store.session() as s:
+        for o in orders:
+            row = s.get(OrderRow, o.client_order_id)
+            if row is not None:
+                row.status, row.filled_quantity, row.average_price = o.status, o.filled_quantity, o.average_price
+                row.exchange_order_id, row.updated_ms, row.message = o.exchange_order_id, o.updated_ms, o.message
+                s.add(row)
+        s.flush()
+        for f in fills:
+            if s.get(FillRow, f.fill_id) is None:
+                order = s.get(OrderRow, f.client_order_id)
+                if order is None:
+                    s.add(MismatchRow(cycle_id=cycle_id, time_ms=f.time_ms, kind="fill_of_unknown_order",
+                                      client_order_id=f.client_order_id, symbol=f.symbol,
+                                      detail=f"fill {f.model_dump_json()}"))
+                    continue
+                s.add(FillRow(cycle_id=cycle_id, decision_id=order.decision_id, **f.model_dump()))
+        for t in closed:
+            if s.get(ClosedTradeRow, t.client_order_id) is None:
+                if s.get(OrderRow, t.client_order_id) is None:
+                    s.add(MismatchRow(cycle_id=cycle_id, time_ms=t.closed_ms, kind="trade_of_unknown_order",
+                                      client_order_id=t.client_order_id, symbol=t.symbol,
+                                      detail=f"closed trade {t.model_dump_json()}"))
+                    continue
+                d = s.get(DecisionRow, t.decision_id)
+                s.add(ClosedTradeRow(cycle_id=cycle_id, regime=d.regime if d else None,
+                                     variant=d.variant if d else "", **t.model_dump()))
+        for m in mismatches:
+            s.add(MismatchRow(cycle_id=cycle_id, **m.model_dump()))
+        known = (select(OrderRow.client_order_id).join(CycleRow, CycleRow.cycle_id == OrderRow.cycle_id)
+                 .where(CycleRow.run == run))
+        s.exec(delete(PositionRow).where(PositionRow.client_order_id.in_(known)))
+        for p in positions:
+            if s.get(OrderRow, p.client_order_id) is None:
+                s.add(MismatchRow(cycle_id=cycle_id, time_ms=now_ms, kind="position_of_unknown_order",
+                                  client_order_id=p.client_order_id, symbol=p.symbol,
+                                  detail=f"position {p.model_dump_json()}"))
+                continue
+            s.add(PositionRow(
+                client_order_id=p.client_order_id, decision_id=p.decision_id, cycle_id=cycle_id, symbol=p.symbol,
+                side=p.side, quantity=p.quantity, entry=p.entry, stop=p.stop, target=p.target, mark=p.mark,
+                floating_pnl=p.floating_pnl, opened_ms=p.opened_ms, time_stop_ms=p.time_stop_ms, updated_ms=now_ms))
+        s.add(AccountSnapshotRow(cycle_id=cycle_id, stage="sync", **account.model_dump()))
+        for key, value in states.items():
+            row = s.get(StateRow, key) or StateRow(key=key, value_json="", cycle_id=cycle_id, updated_ms=now_ms)
+            row.value_json, row.cycle_id, row.updated_ms = json.dumps(value, sort_keys=True), cycle_id, now_ms
+            s.add(row)
+        s.commit()
+
+
+def test_cycle_writes_store_exactly_what_the_orm_session_stored(tmp_path):
+    # two cycles of a paper account: orders updated, filled, one closed at its target, one left open, a
+    # fill and a position of an order the store does not know, a broker mismatch, a sync replayed, a
+    # cycle restarted; the same calls through the Store and through an ORM session must store the same
+    # rows, values, storage types and row order
+    broker = PaperBroker(PaperSettings(taker_fee=0.001, slippage=0.0005, break_even_trigger=None))
+    decisions = {"paper@t1/X/USDT#1": 110.0, "paper@t1/X/USDT#2": 100.4, "paper@t1/X/USDT#3": 120.0}
+    orders = [broker.submit(intent(decision=d, target=target).model_copy(update={"cycle_id": "paper@t1"}), T0 + H)
+              for d, target in decisions.items()]
+    candles = bars([(100.0, 100.5, 99.5, 100.0), (100.0, 100.3, 99.8, 100.1), (100.1, 100.6, 99.9, 100.2)])
+    report = broker.sync(candles.last_close_time, {"X/USDT": candles})
+    positions, account = broker.positions(), broker.account(candles.last_close_time)
+    assert report.fills and report.closed and positions and report.orders  # the scenario covers every kind
+    stray = Mismatch(time_ms=T0, kind="quantity", client_order_id=orders[0].client_order_id, symbol="X/USDT",
+                     detail="exchange says 0.9")
+    stored = []
+    for name in ("fast", "orm"):
+        path = tmp_path / name / "store.sqlite"
+        s = Store.at(path)
+        start = s.start_cycle if name == "fast" else lambda row, s=s: _orm_start_cycle(s, row)
+        sync = s.record_sync if name == "fast" else lambda *a, s=s: _orm_record_sync(s, *a)
+        finish = s.finish_cycle if name == "fast" else lambda *a, s=s: _orm_finish_cycle(s, *a)
+        returned = [start(CycleRow(cycle_id="paper@t1", run="paper", decision_ms=T0, started_ms=T0 + 5,
+                                   status="running", broker="paper", provider="p", symbols_json="[]"))]
+        for order in orders[:2]:  # the third order's decision is not in this store
+            s.record_decision([decision(order.intent.decision_id, outcome="ordered", regime="bull", variant="v"),
+                               order_row(order, "paper")], {"broker:paper": {"n": 1}}, "paper@t1", T0)
+        returned.append(start(CycleRow(cycle_id="paper@t1", run="paper", decision_ms=T0, started_ms=T0 + 9,
+                                       status="running", broker="paper", provider="p", symbols_json="[]")))
+        for _ in range(2):  # replayed after a crash: nothing twice
+            sync("paper@t1", "paper", T0 + 3 * H, report.fills, report.closed, report.orders, positions, account,
+                 {"broker:paper": broker.export_state(), "breakers:paper": {"b": 1.5}}, [stray])
+        finish("paper@t1", T0 + 3 * H + 1, account)
+        returned.append(start(CycleRow(cycle_id="paper@t2", run="paper", decision_ms=T0 + H, started_ms=T0 + H,
+                                       status="running", broker="paper", provider="p", symbols_json="[]")))
+        sync("paper@t2", "paper", T0 + 4 * H, [], [], [], positions, account, {"broker:paper": {"n": 2}}, [])
+        finish("paper@t2", T0 + 4 * H + 1, account)
+        returned.append(start(CycleRow(cycle_id="paper@t2", run="paper", decision_ms=T0 + H, started_ms=T0 + H,
+                                       status="running", broker="paper", provider="p", symbols_json="[]")))
+        stored.append(({t.__tablename__: _columns(path, t.__tablename__) for t in TABLES},
+                       [r.model_dump() for r in returned], s.cycle("paper@t1").model_dump()))
+        s.close()
+    assert stored[0] == stored[1]
+    tables = stored[0][0]
+    assert [r[1] for r in tables["cycles"][0].items() if r[0] == "attempts"] == [("integer", 2)]
+    assert {r["kind"][1] for r in tables["broker_mismatches"]} >= {"fill_of_unknown_order", "quantity",
+                                                                    "position_of_unknown_order"}
+    assert tables["fills"] and tables["closed_trades"] and tables["positions"]
+    assert stored[0][1][1]["attempts"] == 2 and stored[0][1][3]["status"] == "completed"
+
+
+def test_a_store_used_from_another_thread_reads_and_writes_on_its_own_connection(store):
+    # the connection the first thread keeps is never shared: another thread gets a pooled one
+    cycle(store)
+    seen = {}
+
+    def other() -> None:
+        store.record_decision([decision()], {"breakers:paper": {"x": 2}}, "paper@t1", T0)
+        seen["state"] = store.state("breakers:paper")
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    worker.join()
+    assert seen["state"] == {"x": 2} and store.state("breakers:paper") == {"x": 2}
+    assert store.decided_symbols("paper@t1") == {"X/USDT"}
+
+
+def test_a_failed_write_leaves_the_kept_connection_usable(store):
+    cycle(store)
+    with pytest.raises(StoreError, match="no cycle"):
+        store.finish_cycle("paper@nope", T0, ACCOUNT)
+    with pytest.raises(IntegrityError):
+        store.record_decision([decision("paper@nope/X/USDT", cycle_id="paper@nope")], {}, "paper@t1", T0)
+    store.finish_cycle("paper@t1", T0 + 1, ACCOUNT)
+    assert store.cycle("paper@t1").status == "completed" and len(store.rows(AccountSnapshotRow)) == 1

@@ -36,16 +36,14 @@ class _Compiled:
         # the statement's own values (literals, LIMIT/OFFSET), under the caller's
         self.values = {name: b.effective_value for name, b in binds.items() if not b.required}
         procs = {name: b.type.bind_processor(dialect) for name, b in binds.items()}
-        self.processors: dict[str, Callable[[Any], Any]] = {n: p for n, p in procs.items() if p is not None}
+        # each placeholder's name with its processor (None: the value goes as it is), looked up once
+        self.processors: tuple[tuple[str, Callable[[Any], Any] | None], ...] = tuple(
+            (name, procs[name]) for name in dict.fromkeys(self.names))
 
     def params(self, given: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         values = {**self.values, **given} if self.values else given
-        out = {}
-        for name in self.names:
-            value = values[name]
-            proc = self.processors.get(name)
-            out[name] = value if proc is None else proc(value)
-        return tuple(out[n] for n in self.names) if self.positional else out
+        out = {name: values[name] if proc is None else proc(values[name]) for name, proc in self.processors}
+        return tuple([out[n] for n in self.names]) if self.positional else out
 
 
 class CompiledStatements:

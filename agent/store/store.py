@@ -17,7 +17,9 @@ the store and the broker can never disagree about an order.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -87,6 +89,8 @@ class Store:
         for index in LATER_INDEXES:  # `create_all` makes missing tables only: a store made before them lacks these
             index.create(self.engine, checkfirst=True)
         self._sql = CompiledStatements(self.engine.dialect)
+        self._held: Connection | None = None  # see `_connection`
+        self._held_by: int | None = None
 
     @classmethod
     def at(cls, path: str | Path) -> Store:
@@ -101,57 +105,90 @@ class Store:
             return self.url.split("@")[-1]
 
     def close(self) -> None:
+        if self._held is not None:
+            self._held.close()
+            self._held = None
         self.engine.dispose()
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
+    @contextmanager
+    def _connection(self, write: bool = False) -> Iterator[Connection]:
+        """A connection for the compiled statements; with `write`, in a transaction committed at the end.
+
+        On SQLite, the first thread to ask keeps one connection for its later calls: a pool checkout
+        and the reset of its return cost 20-30 us, more than a read's statement, and the cycle makes a
+        dozen such calls per decision in a replay. Nothing is left open on it between calls: a read
+        runs outside any transaction (the driver begins one only before a write, as on a pooled
+        connection), and a write's transaction ends with the call. Other threads, a call made while
+        the held connection is in a transaction, and other databases (a read there would leave a
+        transaction open) take a pooled connection as before.
+        """
+        held = self._held
+        if held is None and self._held_by is None and self.engine.dialect.name == "sqlite":
+            held = self._held = self.engine.connect()
+            self._held_by = threading.get_ident()
+        if held is None or held.in_transaction() or self._held_by != threading.get_ident():
+            with self.engine.begin() if write else self.engine.connect() as conn:
+                yield conn
+        elif write:
+            with held.begin():
+                yield held
+        else:
+            yield held
+
     # --- cycles -------------------------------------------------------------------------------
+
+    # Every cycle calls these (and a replay makes tens of thousands of cycles): they run compiled
+    # statements on `_connection`, not an ORM session, whose get/flush/commit cost about 1 ms each.
+    # CycleRow and StateRow columns need no result processing (integers and strings).
 
     def start_cycle(self, row: CycleRow) -> CycleRow:
         """Insert the cycle, or count one more attempt of an existing one; returns the stored row."""
-        with self.session() as s:
-            found = s.get(CycleRow, row.cycle_id)
-            if found is None:
-                s.add(row)
-                found = row
-            elif found.status != "completed":
-                found.attempts += 1
-                s.add(found)
-            s.commit()
-            s.refresh(found)
-            return found
+        with self._connection(write=True) as conn:
+            found = self._sql.rows(conn, _CYCLE_STATUS, {"c": row.cycle_id})
+            if not found:
+                self._sql.insert(conn, CycleRow, {c.key: getattr(row, c.key) for c in _CT.columns})
+            elif found[0][0] != "completed":
+                self._sql.run(conn, _CYCLE_ATTEMPT, {"c": row.cycle_id})
+            (stored,) = self._sql.rows(conn, _CYCLE, {"c": row.cycle_id})
+        if found:
+            return CycleRow(**dict(zip(_CT.columns.keys(), stored, strict=True)))
+        for key, value in zip(_CT.columns.keys(), stored, strict=True):  # as stored, like the session's refresh
+            setattr(row, key, value)
+        return row
 
     def finish_cycle(self, cycle_id: str, finished_ms: int, account: AccountSnapshot | None) -> None:
-        with self.session() as s:
-            row = s.get(CycleRow, cycle_id)
-            if row is None:
+        with self._connection(write=True) as conn:
+            if self._sql.run(conn, _CYCLE_FINISH, {"c": cycle_id, "finished_ms": finished_ms}) == 0:
                 raise StoreError(f"no cycle {cycle_id!r} to finish")
-            row.status, row.finished_ms = "completed", finished_ms
-            s.add(row)
             if account is not None:
-                s.add(_account_row(cycle_id, "end", account))
-            s.commit()
+                self._sql.insert(conn, AccountSnapshotRow, _account_values(cycle_id, "end", account))
 
     def cycle(self, cycle_id: str) -> CycleRow | None:
-        with self.session() as s:
-            return s.get(CycleRow, cycle_id)
+        with self._connection() as conn:
+            found = self._sql.rows(conn, _CYCLE, {"c": cycle_id})
+        return CycleRow(**dict(zip(_CT.columns.keys(), found[0], strict=True))) if found else None
 
     def last_decision_ms(self, run: str) -> int | None:
         """The latest decision time of a run's cycles, or None before its first."""
-        with self.session() as s:
-            return s.exec(select(func.max(CycleRow.decision_ms)).where(CycleRow.run == run)).one()
+        with self._connection() as conn:
+            ((latest,),) = self._sql.rows(conn, _LAST_DECISION, {"run": run})
+        return latest
 
     def decided_symbols(self, cycle_id: str) -> set[str]:
-        with self.session() as s:
-            return set(s.exec(select(DecisionRow.symbol).where(DecisionRow.cycle_id == cycle_id)).all())
+        with self._connection() as conn:
+            return {symbol for (symbol,) in self._sql.rows(conn, _DECIDED, {"c": cycle_id})}
 
     # --- state --------------------------------------------------------------------------------
 
     def state(self, key: str) -> dict[str, Any] | None:
-        with self.session() as s:
-            row = s.get(StateRow, key)
-            return None if row is None else json.loads(row.value_json)
+        # read from the store every time (no copy kept): another Store on the same file (a resumed
+        # run, the manual broker's answer) may have written it since
+        with self._connection() as conn:
+            found = self._sql.rows(conn, _STATE, {"k": key})
+        return json.loads(found[0][0]) if found else None
 
     def _put_state(self, conn: Connection, states: Mapping[str, Any], cycle_id: str, now_ms: int) -> None:
         # UPDATE, and INSERT only when no row changed: the old value (a broker's memory can be large)
@@ -181,48 +218,51 @@ class Store:
         Fills and closed trades already stored (same id) are left as they are, so a sync replayed
         after a crash records nothing twice.
         """
-        with self.session() as s:
-            for o in orders:
-                row = s.get(OrderRow, o.client_order_id)
-                if row is not None:
-                    _update_order(row, o)
-                    s.add(row)
-            s.flush()
+        # compiled statements, once per cycle: the rows are inserted in the order the ORM session that
+        # wrote them before flushed them (each table's rows in the order they are met), so the same
+        # autoincrement ids and row order come out
+        sql = self._sql
+        with self._connection(write=True) as conn:
+            for o in orders:  # an order the store does not know is left alone
+                sql.run(conn, _ORDER_UPDATE, {
+                    "c": o.client_order_id, "status": o.status, "filled_quantity": o.filled_quantity,
+                    "average_price": o.average_price, "exchange_order_id": o.exchange_order_id,
+                    "updated_ms": o.updated_ms, "message": o.message})
             for f in fills:
-                if s.get(FillRow, f.fill_id) is None:
-                    order = s.get(OrderRow, f.client_order_id)
-                    if order is None:  # never silently: an execution the store cannot explain
-                        s.add(MismatchRow(cycle_id=cycle_id, time_ms=f.time_ms, kind="fill_of_unknown_order",
-                                          client_order_id=f.client_order_id, symbol=f.symbol,
-                                          detail=f"fill {f.model_dump_json()}"))
-                        continue
-                    s.add(FillRow(cycle_id=cycle_id, decision_id=order.decision_id, **f.model_dump()))
-            for t in closed:
-                if s.get(ClosedTradeRow, t.client_order_id) is None:
-                    if s.get(OrderRow, t.client_order_id) is None:
-                        s.add(MismatchRow(cycle_id=cycle_id, time_ms=t.closed_ms, kind="trade_of_unknown_order",
-                                          client_order_id=t.client_order_id, symbol=t.symbol,
-                                          detail=f"closed trade {t.model_dump_json()}"))
-                        continue
-                    d = s.get(DecisionRow, t.decision_id)
-                    s.add(ClosedTradeRow(cycle_id=cycle_id, regime=d.regime if d else None,
-                                         variant=d.variant if d else "", **t.model_dump()))
-            for m in mismatches:
-                s.add(MismatchRow(cycle_id=cycle_id, **m.model_dump()))
-            # the broker's open positions replace the ones stored for its run
-            known = (select(OrderRow.client_order_id).join(CycleRow, CycleRow.cycle_id == OrderRow.cycle_id)
-                     .where(CycleRow.run == run))
-            s.exec(delete(PositionRow).where(PositionRow.client_order_id.in_(known)))
-            for p in positions:
-                if s.get(OrderRow, p.client_order_id) is None:
-                    s.add(MismatchRow(cycle_id=cycle_id, time_ms=now_ms, kind="position_of_unknown_order",
-                                      client_order_id=p.client_order_id, symbol=p.symbol,
-                                      detail=f"position {p.model_dump_json()}"))
+                if sql.rows(conn, _FILL_EXISTS, {"k": f.fill_id}):
                     continue
-                s.add(_position_row(cycle_id, now_ms, p))
-            s.add(_account_row(cycle_id, "sync", account))
-            self._put_state(s.connection(), states, cycle_id, now_ms)
-            s.commit()
+                order = sql.rows(conn, _ORDER_DECISION, {"c": f.client_order_id})
+                if not order:  # never silently: an execution the store cannot explain
+                    sql.insert(conn, MismatchRow, _mismatch_values(
+                        cycle_id, f.time_ms, "fill_of_unknown_order", f.client_order_id, f.symbol,
+                        f"fill {f.model_dump_json()}"))
+                    continue
+                sql.insert(conn, FillRow, {"cycle_id": cycle_id, "decision_id": order[0][0], **f.model_dump()})
+            for t in closed:
+                if sql.rows(conn, _TRADE_EXISTS, {"k": t.client_order_id}):
+                    continue
+                if not sql.rows(conn, _ORDER_DECISION, {"c": t.client_order_id}):
+                    sql.insert(conn, MismatchRow, _mismatch_values(
+                        cycle_id, t.closed_ms, "trade_of_unknown_order", t.client_order_id, t.symbol,
+                        f"closed trade {t.model_dump_json()}"))
+                    continue
+                d = sql.rows(conn, _DECISION_SLICE, {"d": t.decision_id})
+                regime, variant = d[0] if d else (None, "")
+                sql.insert(conn, ClosedTradeRow, {"cycle_id": cycle_id, "regime": regime, "variant": variant,
+                                                  **t.model_dump()})
+            for m in mismatches:
+                sql.insert(conn, MismatchRow, {"cycle_id": cycle_id, **m.model_dump()})
+            # the broker's open positions replace the ones stored for its run
+            sql.run(conn, _POSITIONS_OF_RUN_DELETE, {"run": run})
+            for p in positions:
+                if not sql.rows(conn, _ORDER_DECISION, {"c": p.client_order_id}):
+                    sql.insert(conn, MismatchRow, _mismatch_values(
+                        cycle_id, now_ms, "position_of_unknown_order", p.client_order_id, p.symbol,
+                        f"position {p.model_dump_json()}"))
+                    continue
+                sql.insert(conn, PositionRow, _position_values(cycle_id, now_ms, p))
+            sql.insert(conn, AccountSnapshotRow, _account_values(cycle_id, "sync", account))
+            self._put_state(conn, states, cycle_id, now_ms)
 
     def record_decision(self, rows: Iterable[SQLModel | RowValues], states: Mapping[str, Any], cycle_id: str,
                         now_ms: int) -> None:
@@ -243,7 +283,7 @@ class Store:
         # before the rows that reference it) on a connection, not an ORM session: a decision is written
         # once per symbol per cycle per variant in a replay, and the unit of work costs several times the
         # writes. `begin` commits at the end or rolls everything back: all of the decision or nothing.
-        with self.engine.begin() as conn:
+        with self._connection(write=True) as conn:
             if self._sql.rows(conn, _DECISION_EXISTS, {"d": decision_id}):
                 raise StoreError(f"decision {decision_id!r} is already stored")
             for r in rows:
@@ -267,7 +307,7 @@ class Store:
     def trade_history(self, variant: str, symbol: str, regime: str | None) -> TradeHistory:
         """Closed-trade wins/losses of the variant, of it on this symbol, and of it in this regime."""
         # counted in SQL: asked before every decision, and a year's replay closes thousands of trades
-        with self.engine.connect() as conn:
+        with self._connection() as conn:
             ((total, wins, sym, sym_wins, reg, reg_wins),) = self._sql.rows(
                 conn, _TRADE_COUNTS, {"variant": variant, "symbol": symbol, "regime": regime})
         return TradeHistory(
@@ -278,13 +318,13 @@ class Store:
 
     def recent_outcomes(self, symbol: str, limit: int = 20) -> list[float]:
         """R multiples of the symbol's last closed trades, oldest first (for the prompt and theories.bayes)."""
-        with self.engine.connect() as conn:
+        with self._connection() as conn:
             found = self._sql.rows(conn, _RECENT_OUTCOMES, {"symbol": symbol, "n": limit})
         return [r for (r,) in reversed(found)]
 
     def signal_times(self, run: str, since_ms: int, until_ms: int) -> list[int]:
         """Decision times of approved trades of a run in (since, until]: what counts against the hourly limit."""
-        with self.engine.connect() as conn:
+        with self._connection() as conn:
             found = self._sql.rows(conn, _SIGNAL_TIMES, {"run": run, "since": since_ms, "until": until_ms})
         return [t for (t,) in found]
 
@@ -300,6 +340,24 @@ _ST, _DT, _GT, _CT, _TT = (StateRow.__table__, DecisionRow.__table__, GateDecisi
 _STATE_UPDATE = update(_ST).where(_ST.c.key == bindparam("k")).values(
     value_json=bindparam("value_json"), cycle_id=bindparam("cycle_id"), updated_ms=bindparam("updated_ms"))
 _DECISION_EXISTS = select(_DT.c.decision_id).where(_DT.c.decision_id == bindparam("d"))
+_DECISION_SLICE = select(_DT.c.regime, _DT.c.variant).where(_DT.c.decision_id == bindparam("d"))
+_STATE = select(_ST.c.value_json).where(_ST.c.key == bindparam("k"))
+_CYCLE = select(*_CT.columns).where(_CT.c.cycle_id == bindparam("c"))
+_CYCLE_STATUS = select(_CT.c.status).where(_CT.c.cycle_id == bindparam("c"))
+_CYCLE_ATTEMPT = update(_CT).where(_CT.c.cycle_id == bindparam("c")).values(attempts=_CT.c.attempts + 1)
+_CYCLE_FINISH = update(_CT).where(_CT.c.cycle_id == bindparam("c")).values(
+    status="completed", finished_ms=bindparam("finished_ms"))
+_LAST_DECISION = select(func.max(_CT.c.decision_ms)).where(_CT.c.run == bindparam("run"))
+_DECIDED = select(_DT.c.symbol).where(_DT.c.cycle_id == bindparam("c"))
+_OT, _FT, _PT = OrderRow.__table__, FillRow.__table__, PositionRow.__table__
+_ORDER_UPDATE = update(_OT).where(_OT.c.client_order_id == bindparam("c")).values(
+    {k: bindparam(k) for k in ("status", "filled_quantity", "average_price", "exchange_order_id", "updated_ms",
+                               "message")})
+_ORDER_DECISION = select(_OT.c.decision_id).where(_OT.c.client_order_id == bindparam("c"))
+_FILL_EXISTS = select(_FT.c.fill_id).where(_FT.c.fill_id == bindparam("k"))
+_TRADE_EXISTS = select(_TT.c.client_order_id).where(_TT.c.client_order_id == bindparam("k"))
+_POSITIONS_OF_RUN_DELETE = delete(_PT).where(_PT.c.client_order_id.in_(
+    select(_OT.c.client_order_id).join(_CT, _CT.c.cycle_id == _OT.c.cycle_id).where(_CT.c.run == bindparam("run"))))
 
 
 def _count(cond: Any) -> Any:
@@ -342,11 +400,6 @@ def _insert_row(conn: Connection, row: SQLModel) -> None:
         setattr(row, auto[0], result.inserted_primary_key[0])
 
 
-def _update_order(row: OrderRow, o: OrderState) -> None:
-    row.status, row.filled_quantity, row.average_price = o.status, o.filled_quantity, o.average_price
-    row.exchange_order_id, row.updated_ms, row.message = o.exchange_order_id, o.updated_ms, o.message
-
-
 def order_row(o: OrderState, broker: str) -> OrderRow:
     i = o.intent
     return OrderRow(
@@ -358,13 +411,19 @@ def order_row(o: OrderState, broker: str) -> OrderRow:
     )
 
 
-def _position_row(cycle_id: str, now_ms: int, p: Position) -> PositionRow:
-    return PositionRow(
-        client_order_id=p.client_order_id, decision_id=p.decision_id, cycle_id=cycle_id, symbol=p.symbol,
-        side=p.side, quantity=p.quantity, entry=p.entry, stop=p.stop, target=p.target, mark=p.mark,
-        floating_pnl=p.floating_pnl, opened_ms=p.opened_ms, time_stop_ms=p.time_stop_ms, updated_ms=now_ms,
-    )
+def _position_values(cycle_id: str, now_ms: int, p: Position) -> dict[str, Any]:
+    return {
+        "client_order_id": p.client_order_id, "decision_id": p.decision_id, "cycle_id": cycle_id, "symbol": p.symbol,
+        "side": p.side, "quantity": p.quantity, "entry": p.entry, "stop": p.stop, "target": p.target, "mark": p.mark,
+        "floating_pnl": p.floating_pnl, "opened_ms": p.opened_ms, "time_stop_ms": p.time_stop_ms, "updated_ms": now_ms,
+    }
 
 
-def _account_row(cycle_id: str, stage: str, a: AccountSnapshot) -> AccountSnapshotRow:
-    return AccountSnapshotRow(cycle_id=cycle_id, stage=stage, **a.model_dump())
+def _account_values(cycle_id: str, stage: str, a: AccountSnapshot) -> dict[str, Any]:
+    return {"cycle_id": cycle_id, "stage": stage, **a.model_dump()}
+
+
+def _mismatch_values(cycle_id: str, time_ms: int, kind: str, client_order_id: str, symbol: str,
+                     detail: str) -> dict[str, Any]:
+    return {"cycle_id": cycle_id, "time_ms": time_ms, "kind": kind, "client_order_id": client_order_id,
+            "symbol": symbol, "detail": detail}
