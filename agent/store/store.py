@@ -17,6 +17,7 @@ the store and the broker can never disagree about an order.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -90,7 +91,7 @@ class Store:
             index.create(self.engine, checkfirst=True)
         self._sql = CompiledStatements(self.engine.dialect)
         self._held: Connection | None = None  # see `_connection`
-        self._held_by: int | None = None
+        self._held_by: tuple[int, int] | None = None  # (process, thread) that keeps it
 
     @classmethod
     def at(cls, path: str | Path) -> Store:
@@ -118,18 +119,18 @@ class Store:
         """A connection for the compiled statements; with `write`, in a transaction committed at the end.
 
         On SQLite, the first thread to ask keeps one connection for its later calls: a pool checkout
-        and the reset of its return cost 20-30 us, more than a read's statement, and the cycle makes a
-        dozen such calls per decision in a replay. Nothing is left open on it between calls: a read
+        and the reset of its return cost 20-30 us, more than a read's statement, and a cycle makes
+        about eight such calls and four more per decision. Nothing is left open on it between calls: a read
         runs outside any transaction (the driver begins one only before a write, as on a pooled
-        connection), and a write's transaction ends with the call. Other threads, a call made while
-        the held connection is in a transaction, and other databases (a read there would leave a
-        transaction open) take a pooled connection as before.
+        connection), and a write's transaction ends with the call. Other threads, a forked child
+        process, a call made while the held connection is in a transaction, and other databases (a
+        read there would leave a transaction open) take a pooled connection as before.
         """
-        held = self._held
+        held, me = self._held, (os.getpid(), threading.get_ident())
         if held is None and self._held_by is None and self.engine.dialect.name == "sqlite":
-            held = self._held = self.engine.connect()
-            self._held_by = threading.get_ident()
-        if held is None or held.in_transaction() or self._held_by != threading.get_ident():
+            held, self._held_by = self.engine.connect(), me
+            self._held = held
+        if held is None or self._held_by != me or held.in_transaction():
             with self.engine.begin() if write else self.engine.connect() as conn:
                 yield conn
         elif write:
