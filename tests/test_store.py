@@ -394,3 +394,47 @@ def test_a_failed_write_leaves_the_kept_connection_usable(store):
         store.record_decision([decision("paper@nope/X/USDT", cycle_id="paper@nope")], {}, "paper@t1", T0)
     store.finish_cycle("paper@t1", T0 + 1, ACCOUNT)
     assert store.cycle("paper@t1").status == "completed" and len(store.rows(AccountSnapshotRow)) == 1
+
+
+def _closed_trade(store: Store, did: str, r: float, closed_ms: int) -> ClosedTrade:
+    """An order for `did` stored (with its decision) and the trade it closes, not yet stored."""
+    order = PaperBroker().submit(intent(decision=did), T0 + H)
+    store.record_decision([decision(did, outcome="ordered", regime="bull", variant="v"), order_row(order, "paper")],
+                          {}, "paper@t1", T0)
+    return ClosedTrade(client_order_id=order.client_order_id, decision_id=did, symbol="X/USDT", side="LONG",
+                       quantity=1, entry=100, exit=100 + 5 * r, opened_ms=T0, closed_ms=closed_ms,
+                       exit_reason="target", fees=0, pnl=5 * r, risk_amount=5, r_multiple=r,
+                       outcome="win" if r > 0 else "loss")
+
+
+def test_closed_trade_reads_see_every_new_trade_whoever_stored_it(tmp_path):
+    # trade_history and recent_outcomes keep their answers while the closed trades cannot have changed:
+    # a trade stored by this Store's sync, by a decision's own rows, or by another Store on the same
+    # file (another process, the manual broker's answer) must show at the next read
+    path = tmp_path / "store.sqlite"
+    store, other = Store.at(path), Store.at(path)
+    cycle(store)
+
+    def seen() -> tuple:
+        h = store.trade_history("v", "X/USDT", "bull")
+        return (h.variant.wins, h.variant.losses, h.symbol.n, h.regime.n), store.recent_outcomes("X/USDT")
+
+    assert seen() == ((0, 0, 0, 0), [])
+    t1 = _closed_trade(store, "paper@t1/X/USDT#1", 1.5, T0 + 1)
+    assert seen() == ((0, 0, 0, 0), [])  # an order is not a closed trade
+    store.record_sync("paper@t1", "paper", T0, [], [t1], [], [], ACCOUNT, {})
+    assert seen() == ((1, 0, 1, 1), [1.5])
+    t2 = _closed_trade(other, "paper@t1/X/USDT#2", -1.0, T0 + 2)
+    other.record_sync("paper@t1", "paper", T0, [], [t2], [], [], ACCOUNT, {})
+    assert seen() == ((1, 1, 2, 2), [1.5, -1.0])
+    t3 = _closed_trade(store, "paper@t1/X/USDT#3", 0.5, T0 + 3)
+    store.record_decision([decision("paper@t1/X/USDT#4"),
+                           ClosedTradeRow(cycle_id="paper@t1", regime="bull", variant="v", **t3.model_dump())],
+                          {}, "paper@t1", T0)
+    assert seen() == ((2, 1, 3, 3), [1.5, -1.0, 0.5])
+    with other.session() as s:  # any other writer, even outside the Store's methods
+        s.exec(delete(ClosedTradeRow).where(ClosedTradeRow.r_multiple < 0))
+        s.commit()
+    assert seen() == ((2, 0, 2, 2), [1.5, 0.5])
+    store.close()
+    other.close()

@@ -19,13 +19,14 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, case, delete, event, func, insert, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from agent.brokers.base import AccountSnapshot, ClosedTrade, Fill, Mismatch, OrderState, Position
@@ -92,6 +93,8 @@ class Store:
         self._sql = CompiledStatements(self.engine.dialect)
         self._held: Connection | None = None  # see `_connection`
         self._held_by: tuple[int, int] | None = None  # (process, thread) that keeps it
+        self._reads: dict[tuple, Any] = {}  # see `_closed_trades_read`
+        self._reads_version: int | None = None
 
     @classmethod
     def at(cls, path: str | Path) -> Store:
@@ -138,6 +141,26 @@ class Store:
                 yield held
         else:
             yield held
+
+    def _closed_trades_read(self, conn: Connection, key: tuple, read: Callable[[], Any]) -> Any:
+        """`read()` of the closed trades, or its answer from an earlier call when they cannot have changed.
+
+        Asked before every decision, and the closed trades change a few times a day. Safe because each
+        way they can change empties the kept answers: a commit by any other connection (another Store
+        on the file, another process, this Store's ORM sessions and pooled connections) changes SQLite's
+        `PRAGMA data_version` on the kept connection, which is read every time; the kept connection's
+        own writes that can add a closed trade (`record_sync`, `record_decision` given one) empty them.
+        On a pooled connection nothing is kept.
+        """
+        if conn is not self._held:
+            return read()
+        version = conn.connection.dbapi_connection.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._reads_version:
+            self._reads.clear()
+            self._reads_version = version
+        if key not in self._reads:
+            self._reads[key] = read()
+        return self._reads[key]
 
     # --- cycles -------------------------------------------------------------------------------
 
@@ -223,6 +246,8 @@ class Store:
         # wrote them before flushed them (each table's rows in the order they are met), so the same
         # autoincrement ids and row order come out
         sql = self._sql
+        if closed:
+            self._reads.clear()  # see `_closed_trades_read`
         with self._connection(write=True) as conn:
             for o in orders:  # an order the store does not know is left alone
                 sql.run(conn, _ORDER_UPDATE, {
@@ -280,18 +305,29 @@ class Store:
             decision_id = first.decision_id
         else:
             raise StoreError("record_decision: the first row must be the DecisionRow")
+        if any((r.table if isinstance(r, RowValues) else type(r)) is ClosedTradeRow for r in rows):
+            self._reads.clear()  # see `_closed_trades_read`
         # plain INSERTs in the given order (the decision first: every other row references it, an order
         # before the rows that reference it) on a connection, not an ORM session: a decision is written
         # once per symbol per cycle per variant in a replay, and the unit of work costs several times the
         # writes. `begin` commits at the end or rolls everything back: all of the decision or nothing.
         with self._connection(write=True) as conn:
-            if self._sql.rows(conn, _DECISION_EXISTS, {"d": decision_id}):
+            # SQLite keeps its transaction after a failed statement: the decision's INSERT is tried
+            # first, and only a refused one asks why (a statement less per decision); elsewhere a
+            # failed statement spoils the transaction, so the question comes first
+            sqlite = conn.dialect.name == "sqlite"
+            if not sqlite and self._sql.rows(conn, _DECISION_EXISTS, {"d": decision_id}):
                 raise StoreError(f"decision {decision_id!r} is already stored")
-            for r in rows:
-                if isinstance(r, RowValues):
-                    self._sql.insert(conn, r.table, r.values)
-                else:
-                    _insert_row(conn, r)
+            for i, r in enumerate(rows):
+                try:
+                    if isinstance(r, RowValues):
+                        self._sql.insert(conn, r.table, r.values)
+                    else:
+                        _insert_row(conn, r)
+                except IntegrityError:
+                    if i == 0 and sqlite and self._sql.rows(conn, _DECISION_EXISTS, {"d": decision_id}):
+                        raise StoreError(f"decision {decision_id!r} is already stored") from None
+                    raise
             self._put_state(conn, states, cycle_id, now_ms)
 
     # --- reads --------------------------------------------------------------------------------
@@ -308,20 +344,26 @@ class Store:
     def trade_history(self, variant: str, symbol: str, regime: str | None) -> TradeHistory:
         """Closed-trade wins/losses of the variant, of it on this symbol, and of it in this regime."""
         # counted in SQL: asked before every decision, and a year's replay closes thousands of trades
-        with self._connection() as conn:
+        def read() -> TradeHistory:
             ((total, wins, sym, sym_wins, reg, reg_wins),) = self._sql.rows(
                 conn, _TRADE_COUNTS, {"variant": variant, "symbol": symbol, "regime": regime})
-        return TradeHistory(
-            variant=WinCount(wins=wins, losses=total - wins),
-            symbol=WinCount(wins=sym_wins, losses=sym - sym_wins),
-            regime=WinCount(wins=reg_wins, losses=reg - reg_wins),
-        )
+            return TradeHistory(
+                variant=WinCount(wins=wins, losses=total - wins),
+                symbol=WinCount(wins=sym_wins, losses=sym - sym_wins),
+                regime=WinCount(wins=reg_wins, losses=reg - reg_wins),
+            )
+
+        with self._connection() as conn:  # the answer is immutable: a kept one can be shared
+            return self._closed_trades_read(conn, ("trade_history", variant, symbol, regime), read)
 
     def recent_outcomes(self, symbol: str, limit: int = 20) -> list[float]:
         """R multiples of the symbol's last closed trades, oldest first (for the prompt and theories.bayes)."""
-        with self._connection() as conn:
+        def read() -> tuple[float, ...]:
             found = self._sql.rows(conn, _RECENT_OUTCOMES, {"symbol": symbol, "n": limit})
-        return [r for (r,) in reversed(found)]
+            return tuple(r for (r,) in reversed(found))
+
+        with self._connection() as conn:
+            return list(self._closed_trades_read(conn, ("recent_outcomes", symbol, limit), read))
 
     def signal_times(self, run: str, since_ms: int, until_ms: int) -> list[int]:
         """Decision times of approved trades of a run in (since, until]: what counts against the hourly limit."""
