@@ -31,13 +31,14 @@ Prediction speed: scikit-learn's `predict_proba` on one row costs ~9 ms for 100 
 Python and validation overhead), too slow for the snapshot budget. The fitted trees are therefore
 flattened into arrays once per fit and traversed for all trees at once in numpy (`FlatForest`),
 which gives the same probabilities (tested to 1e-12) in well under a millisecond.
-Fit speed: `RandomForestClassifier.fit` spent under half of its ~0.35 s per 2000-row fit building
+Fit speed: `RandomForestClassifier.fit` spent about a third of its ~0.35 s per 2000-row fit building
 trees; the rest was per-tree Python around it (estimator cloning and parameter checks, input and
 target validation, and above all two `RandomState(seed)` constructions per tree, ~0.3 ms each as
-each first seeds itself from the OS before the legacy seeding). `grow_forest` drives
+each first builds a default MT19937 state from a fresh `SeedSequence`, then re-seeds it). `grow_forest` drives
 scikit-learn's own tree builder (its Cython `Tree`, `Gini`, `BestSplitter`, `DepthFirstTreeBuilder`)
 with the inputs the estimator would give it, and one generator re-seeded per tree, so the trees are
-the same to the bit (tested against `RandomForestClassifier` on real data) at ~40% of the CPU.
+the same to the bit (tested against `RandomForestClassifier` on real data) at ~35% of the CPU
+(`fit_forest`, both fits: 716 -> 253 ms CPU over 8 real symbol-weeks).
 Those classes are scikit-learn internals: a release that changes them fails that test.
 """
 
