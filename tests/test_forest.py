@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.ensemble import RandomForestClassifier
 
 from theories import forest
 from theories.base import FitCache, TheoryContext, TheoryError, fit_time
@@ -13,7 +14,10 @@ from theories.forest import (
     ForestParams,
     fit_forest,
     forest_features,
+    forest_importances,
+    forest_p_up,
     forest_signal,
+    grow_forest,
     last_feature_row,
     purged_split,
     training_set,
@@ -117,10 +121,37 @@ def test_flat_forest_gives_sklearns_probabilities():
     p = ForestParams(**FAST, validation_rows=200)
     fit = fit_forest(c, p, c.last_close_time)
     ts = training_set(c, p.horizon)
-    expected = fit.model.predict_proba(ts.X)[:, list(fit.model.classes_).index(1)]
+    expected = forest_p_up(fit.trees, ts.X)  # scikit-learn's predict_proba (tested below)
     got = np.array([fit.flat.predict_up(x) for x in ts.X])
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
     assert isinstance(fit.flat, FlatForest) and fit.flat.depth <= p.max_depth
+
+
+def _sklearn_forest(X: np.ndarray, y: np.ndarray, p: ForestParams) -> RandomForestClassifier:
+    forest = RandomForestClassifier(n_estimators=p.n_estimators, max_depth=p.max_depth,
+                                    min_samples_leaf=p.min_samples_leaf, max_features="sqrt",
+                                    random_state=p.random_state, n_jobs=1)
+    return forest.fit(X, y)
+
+
+def test_grown_trees_are_scikit_learns_forest_to_the_bit_on_real_data(shared_data):
+    # both fits of a real refit (validation training rows, then all rows), default parameters and a variant
+    variant = ForestParams(n_estimators=20, max_depth=8, min_samples_leaf=5, random_state=3)
+    for symbol, params in (("ETH_USDT", ForestParams()), ("DOGE_USDT", variant)):
+        df = pd.read_csv(shared_data / "candles" / "binance-spot-1h" / f"{symbol}.csv.gz").tail(2000)
+        c = Candles(df.time, df.open, df.high, df.low, df.close, df.volume, symbol=symbol.replace("_", "/"))
+        ts = training_set(c, params.horizon)
+        train, fold = purged_split(ts.bar, params.horizon, params.validation_rows)
+        for rows in (train, np.ones(len(ts.y), dtype=bool)):
+            want = _sklearn_forest(ts.X[rows], ts.y[rows], params)
+            got = grow_forest(ts.X[rows], ts.y[rows], params)
+            assert len(got) == len(want.estimators_) == params.n_estimators
+            for tree, est in zip(got, want.estimators_, strict=True):
+                for name in ("children_left", "children_right", "feature", "threshold", "value", "impurity",
+                             "n_node_samples", "weighted_n_node_samples"):
+                    np.testing.assert_array_equal(getattr(tree, name), getattr(est.tree_, name), err_msg=name)
+            np.testing.assert_array_equal(forest_importances(got, len(FEATURES)), want.feature_importances_)
+            np.testing.assert_array_equal(forest_p_up(got, ts.X[fold]), want.predict_proba(ts.X[fold])[:, 1])
 
 
 def test_a_planted_volume_signal_is_learned_out_of_sample_and_read_on_the_last_bar():

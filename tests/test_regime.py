@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import logsumexp
 from statsmodels.tsa.regime_switching.markov_regression import MarkovRegression
 
 from theories.base import FitCache, TheoryContext, TheoryError, fit_time
@@ -18,9 +19,11 @@ from theories.regime import (
     THEORY,
     MarkovFit,
     RegimeParams,
+    TwoStateMarkovRegression,
     classify_regimes,
     fit_markov,
     hamilton_filter,
+    logsumexp_1d,
     order_by_variance,
     prior_extreme,
     regime,
@@ -362,3 +365,49 @@ def test_theory_runs_on_real_btc_candles(shared_data):
     assert res.fit_time <= ctx.at_ms and res.fit_bars > 900
     assert res.regime in res.summary() and res.label
     assert THEORY(ctx) == res and ctx.cache.hits == 1  # warm: same answer from the cached fit
+
+
+def _same_bits(a, b) -> bool:
+    a, b = np.asarray(a).reshape(-1), np.asarray(b).reshape(-1)
+    return a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def test_logsumexp_1d_is_scipys_to_the_bit():
+    # the transform's inputs: [0, logit], real (the optimiser) or complex with a tiny imaginary step
+    # (complex-step derivatives); plus ties, signed zeros, huge and non-finite values, longer vectors
+    rng = np.random.default_rng(21)
+    cases = [np.array(v) for v in ([0.0, 0.0], [0.0, -0.0], [0.0, 710.0], [0.0, -800.0], [0.0, np.inf],
+                                    [0.0, -np.inf], [0.0, np.nan], [0j, 0j], [0j, -0.0 - 0.0j], [0j, 4 + 5j])]
+    for _ in range(3000):
+        x = rng.standard_normal() * rng.choice([1e-3, 1.0, 30.0, 700.0])
+        step = rng.choice([1e-20, 1e-8, 3.0]) * rng.choice([-1, 1])
+        cases += [np.array([0.0, x]), np.array([0.0, x + step * 1j]), rng.standard_normal(5) * 10]
+    for a in cases:
+        assert _same_bits(logsumexp_1d(a), logsumexp(a)) or (np.isnan(logsumexp(a)) and np.isnan(logsumexp_1d(a))), a
+
+
+def test_the_fast_transform_gives_statsmodels_constrained_parameters_to_the_bit():
+    r, _ = two_regime_returns(300, np.random.default_rng(23))
+    fast = TwoStateMarkovRegression(100 * r, k_regimes=2, trend="c", switching_variance=True)
+    plain = MarkovRegression(100 * r, k_regimes=2, trend="c", switching_variance=True)
+    rng = np.random.default_rng(22)
+    for _ in range(500):
+        x = rng.standard_normal(6) * rng.choice([0.1, 3.0, 40.0])
+        step = np.zeros(6, dtype=complex)
+        step[rng.integers(6)] = 1e-20j
+        for params in (x, x + step):
+            assert _same_bits(fast.transform_params(params), plain.transform_params(params))
+
+
+def test_a_fit_is_statsmodels_own_fit_to_the_bit_on_real_data(shared_data):
+    for symbol in ("ETH_USDT", "SOL_USDT"):
+        df = pd.read_csv(shared_data / "candles" / "binance-spot-1h" / f"{symbol}.csv.gz").tail(1001)
+        r = np.diff(np.log(df.close.to_numpy()))
+        fit = fit_markov(r, search_reps=10, seed=0)
+        model = MarkovRegression(100 * r, k_regimes=2, trend="c", switching_variance=True)
+        res = model.fit(search_reps=10, rng=0, cov_type="none")
+        assert fit.ok and res.mle_retvals["converged"]
+        par = dict(zip(model.param_names, res.params, strict=True))
+        want = order_by_variance((par["const[0]"], par["const[1]"]), (par["sigma2[0]"], par["sigma2[1]"]),
+                                 (par["p[0->0]"], 1.0 - par["p[1->0]"]))
+        assert (fit.mean, fit.sigma2, fit.p_stay, fit.loglike) == (*want, res.llf)

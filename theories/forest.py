@@ -31,18 +31,27 @@ Prediction speed: scikit-learn's `predict_proba` on one row costs ~9 ms for 100 
 Python and validation overhead), too slow for the snapshot budget. The fitted trees are therefore
 flattened into arrays once per fit and traversed for all trees at once in numpy (`FlatForest`),
 which gives the same probabilities (tested to 1e-12) in well under a millisecond.
-Fit speed: two fits cost ~0.6-0.8 s CPU for 2000 candles, nearly all inside scikit-learn's tree
-building. Growing the same trees one by one (bit-identical, checked) saved only ~8%, not worth
-leaving the library's own ensemble; the refit schedule (`every_ms`) is the lever for long replays.
+Fit speed: `RandomForestClassifier.fit` spent about a third of its ~0.35 s per 2000-row fit building
+trees; the rest was per-tree Python around it (estimator cloning and parameter checks, input and
+target validation, and above all two `RandomState(seed)` constructions per tree, ~0.3 ms each as
+each first builds a default MT19937 state from a fresh `SeedSequence`, then re-seeds it). `grow_forest` drives
+scikit-learn's own tree builder (its Cython `Tree`, `Gini`, `BestSplitter`, `DepthFirstTreeBuilder`)
+with the inputs the estimator would give it, and one generator re-seeded per tree, so the trees are
+the same to the bit (tested against `RandomForestClassifier` on real data) at ~35% of the CPU
+(`fit_forest`, both fits: 716 -> 253 ms CPU over 8 real symbol-weeks).
+Those classes are scikit-learn internals: a release that changes them fails that test.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from pydantic import Field, model_validator
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.tree._criterion import Gini
+from sklearn.tree._splitter import BestSplitter
+from sklearn.tree._tree import DepthFirstTreeBuilder, Tree
 
 from theories.base import (
     BARS,
@@ -232,12 +241,11 @@ class FlatForest:
     depth: int
 
     @classmethod
-    def from_model(cls, model: RandomForestClassifier) -> FlatForest:
-        up = int(np.flatnonzero(model.classes_ == 1)[0])
+    def from_trees(cls, trees: Sequence[Tree]) -> FlatForest:
+        """From `grow_forest`'s trees, whose class columns are (down, up)."""
         parts: dict[str, list[np.ndarray]] = {k: [] for k in ("left", "right", "feature", "threshold", "p_up")}
         roots, offset, depth = [], 0, 0
-        for est in model.estimators_:
-            t = est.tree_
+        for t in trees:
             roots.append(offset)
             leaf = t.children_left < 0
             parts["left"].append(np.where(leaf, -1, t.children_left + offset))
@@ -245,7 +253,7 @@ class FlatForest:
             parts["feature"].append(np.where(leaf, 0, t.feature))
             parts["threshold"].append(t.threshold.astype(np.float64))
             v = t.value[:, 0, :]
-            parts["p_up"].append(v[:, up] / v.sum(axis=1))
+            parts["p_up"].append(v[:, UP] / v.sum(axis=1))
             offset += t.node_count
             depth = max(depth, t.max_depth)
         cat = {k: np.concatenate(v) for k, v in parts.items()}
@@ -274,27 +282,70 @@ class ForestFit:
     oos_base_rate: float
     importances: np.ndarray
     last_label_end_ms: int
-    model: RandomForestClassifier
+    trees: tuple[Tree, ...]  # the final model's trees (`grow_forest`)
     flat: FlatForest
 
 
-def _forest(p: ForestParams) -> RandomForestClassifier:
-    return RandomForestClassifier(
-        n_estimators=p.n_estimators,
-        max_depth=p.max_depth,
-        min_samples_leaf=p.min_samples_leaf,
-        max_features="sqrt",
-        random_state=p.random_state,
-        n_jobs=1,
-    )
+MAX_SEED = np.iinfo(np.int32).max  # scikit-learn's bound for the per-tree seeds it draws
+UP = 1  # class column of an up label: labels are 0 / 1 and both occur (checked before growing)
 
 
-def _fit(X: np.ndarray, y: np.ndarray, p: ForestParams, what: str) -> RandomForestClassifier:
+def grow_forest(X: np.ndarray, y: np.ndarray, p: ForestParams) -> tuple[Tree, ...]:
+    """The trees of `RandomForestClassifier(n_estimators, max_depth, min_samples_leaf, max_features="sqrt",
+    random_state, n_jobs=1).fit(X, y)` for finite `X` and 0 / 1 labels `y` with both present, bit-identical.
+
+    The estimator draws one seed per tree from `RandomState(random_state)`; each tree draws its bootstrap
+    from a `RandomState(seed)` (row counts as sample weights) and its splitter from another one. Re-seeding
+    one generator gives the same streams without constructing 2 generators per tree (most of the saving).
+    """
+    X32 = np.asarray(X, dtype=np.float32)  # the estimator's own conversion: C order, float32
+    y2 = np.asarray(y, dtype=np.float64).reshape(-1, 1)  # 0 / 1 is already the estimator's class encoding
+    n, n_features = X32.shape
+    classes = np.array([2], dtype=np.intp)
+    max_features = max(1, int(np.sqrt(n_features)))  # "sqrt"
+    min_samples_split = max(2, 2 * p.min_samples_leaf)  # the estimator's default 2, raised as it raises it
+    seeds = np.random.RandomState(p.random_state)
+    rng = np.random.RandomState()
+    trees = []
+    for _ in range(p.n_estimators):
+        seed = seeds.randint(MAX_SEED)
+        rng.seed(seed)
+        weight = np.bincount(rng.randint(0, n, n), minlength=n).astype(np.float64)  # the bootstrap
+        rng.seed(seed)  # the splitter draws from a fresh generator of the same seed when the build starts
+        splitter = BestSplitter(Gini(1, classes), max_features, p.min_samples_leaf, 0.0, rng, None)
+        tree = Tree(n_features, classes, 1)
+        DepthFirstTreeBuilder(splitter, min_samples_split, p.min_samples_leaf, 0.0, p.max_depth, 0.0).build(
+            tree, X32, y2, weight, None
+        )
+        trees.append(tree)
+    return tuple(trees)
+
+
+def forest_p_up(trees: Sequence[Tree], X: np.ndarray) -> np.ndarray:
+    """P(up) of each row of `X`: `RandomForestClassifier.predict_proba(X)[:, up]`, the same sum in the same order."""
+    X32 = np.asarray(X, dtype=np.float32)
+    total = np.zeros(len(X32))
+    for t in trees:
+        total += t.value[t.apply(X32), 0, UP]
+    return total / len(trees)
+
+
+def forest_importances(trees: Sequence[Tree], n_features: int) -> np.ndarray:
+    """`RandomForestClassifier.feature_importances_`: the mean of the trees' normalised impurity decreases
+    (single-node trees left out), normalised again; zeros when no tree split."""
+    each = [t.compute_feature_importances() for t in trees if t.node_count > 1]
+    if not each:
+        return np.zeros(n_features)
+    mean = np.mean(each, axis=0, dtype=np.float64)
+    return mean / np.sum(mean)
+
+
+def _fit(X: np.ndarray, y: np.ndarray, p: ForestParams, what: str) -> tuple[Tree, ...]:
     if len(y) < p.min_train_rows:
         raise TheoryError(f"forest {what} has {len(y)} labelled rows, needs at least {p.min_train_rows}")
     if len(np.unique(y)) < 2:
         raise TheoryError(f"forest {what} labels are all one side: nothing to learn")
-    return _forest(p).fit(X, y)
+    return grow_forest(X, y, p)
 
 
 def fit_forest(candles: Candles, params: ForestParams, fitted_at: int) -> ForestFit:
@@ -310,8 +361,7 @@ def fit_forest(candles: Candles, params: ForestParams, fitted_at: int) -> Forest
         )
     train, fold = purged_split(ts.bar, p.horizon, p.validation_rows)
     check = _fit(ts.X[train], ts.y[train], p, "validation training")
-    up_col = int(np.flatnonzero(check.classes_ == 1)[0])
-    called_up = check.predict_proba(ts.X[fold])[:, up_col] > 0.5
+    called_up = forest_p_up(check, ts.X[fold]) > 0.5
     accuracy = float(np.mean(called_up == (ts.y[fold] == 1)))
     final = _fit(ts.X, ts.y, p, "training")
     return ForestFit(
@@ -321,10 +371,10 @@ def fit_forest(candles: Candles, params: ForestParams, fitted_at: int) -> Forest
         oos_accuracy=accuracy,
         oos_rows=int(fold.sum()),
         oos_base_rate=float(ts.y[fold].mean()),
-        importances=final.feature_importances_.copy(),
+        importances=forest_importances(final, len(FEATURES)),
         last_label_end_ms=int(ts.label_end_ms.max()),
-        model=final,
-        flat=FlatForest.from_model(final),
+        trees=final,
+        flat=FlatForest.from_trees(final),
     )
 
 
