@@ -215,12 +215,12 @@ def test_a_provider_that_changes_its_schema_copy_never_changes_the_next_decision
     """The synthesiser hands out one schema copy while it stays unchanged; a changed copy is replaced."""
     from agent.llm.synthesis import _pristine_schema
 
-    class Meddler(HeuristicProvider):
-        seen: list[dict] = []
+    seen: list[dict] = []
 
+    class Meddler(HeuristicProvider):
         def complete(self, messages, schema, snapshot):
-            self.seen.append(json.loads(json.dumps(schema)))
-            if len(self.seen) == 2:
+            seen.append(json.loads(json.dumps(schema)))
+            if len(seen) == 2:
                 schema["properties"].pop("reasoning")
                 schema["extra"] = True
             return super().complete(messages, schema, snapshot)
@@ -229,5 +229,5 @@ def test_a_provider_that_changes_its_schema_copy_never_changes_the_next_decision
     keys = [synth.decide(btc).calls[0].request_key for _ in range(4)]
     pristine = _pristine_schema()[0]
     assert "reasoning" in pristine["properties"] and "extra" not in pristine
-    assert Meddler.seen == [pristine] * 4
+    assert seen == [pristine] * 4
     assert len(set(keys)) == 1
