@@ -275,16 +275,16 @@ def data_problem(candles: Candles, decision_ms: int, policy: DataPolicy, window:
     # candles are binary searches and the missing candles of a span are its grid length minus the
     # candles in it: the same numbers as comparing every time or summing `gaps()`, without a pass
     # over the whole history on every decision of a replay.
-    time, step = candles.time, candles.interval_ms
-    closed = int(np.searchsorted(time, decision_ms - step, side="right"))  # len(candles.closed_by(decision_ms))
+    times, step = candles.time, candles.interval_ms
+    closed = int(np.searchsorted(times, decision_ms - step, side="right"))  # len(candles.closed_by(decision_ms))
     aligned = decision_ms - decision_ms % step  # the last grid close at or before the decision
     first_recent = aligned - policy.recent_bars * step
-    present_recent = closed - int(np.searchsorted(time[:closed], first_recent, side="left"))
+    present_recent = closed - int(np.searchsorted(times[:closed], first_recent, side="left"))
     missing_recent = policy.recent_bars - present_recent
     if missing_recent > policy.max_missing_recent:
         return f"gapped: {missing_recent} of the last {policy.recent_bars} candles are missing"
     n = max(min(window, len(candles)), 0)  # len(candles.tail(window))
-    missing = (int(time[-1]) - int(time[-n])) // step - (n - 1) if n else 0
+    missing = (int(times[-1]) - int(times[-n])) // step - (n - 1) if n else 0
     if missing > policy.max_missing_window * n:
         return f"gapped: {missing} candles missing in the {n}-candle window"
     return None
