@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import SQLModel
 
@@ -270,16 +271,22 @@ def data_problem(candles: Candles, decision_ms: int, policy: DataPolicy, window:
     if stale > policy.max_stale_bars:
         return (f"stale: the last candle closed at {iso(candles.last_close_time)}, "
                 f"{stale} bars before the decision time {iso(decision_ms)}")
-    recent = candles.closed_by(decision_ms)
-    aligned = decision_ms - decision_ms % candles.interval_ms  # the last grid close at or before the decision
-    first_recent = aligned - policy.recent_bars * candles.interval_ms
-    missing_recent = policy.recent_bars - int((recent.time >= first_recent).sum())
+    # Candle times strictly increase on the interval's grid (`Candles` validates both), so counts of
+    # candles are binary searches and the missing candles of a span are its grid length minus the
+    # candles in it: the same numbers as comparing every time or summing `gaps()`, without a pass
+    # over the whole history on every decision of a replay.
+    times, step = candles.time, candles.interval_ms
+    closed = int(np.searchsorted(times, decision_ms - step, side="right"))  # len(candles.closed_by(decision_ms))
+    aligned = decision_ms - decision_ms % step  # the last grid close at or before the decision
+    first_recent = aligned - policy.recent_bars * step
+    present_recent = closed - int(np.searchsorted(times[:closed], first_recent, side="left"))
+    missing_recent = policy.recent_bars - present_recent
     if missing_recent > policy.max_missing_recent:
         return f"gapped: {missing_recent} of the last {policy.recent_bars} candles are missing"
-    tail = candles.tail(window)
-    missing = sum(g.missing for g in tail.gaps())
-    if missing > policy.max_missing_window * len(tail):
-        return f"gapped: {missing} candles missing in the {len(tail)}-candle window"
+    n = max(min(window, len(candles)), 0)  # len(candles.tail(window))
+    missing = (int(times[-1]) - int(times[-n])) // step - (n - 1) if n else 0
+    if missing > policy.max_missing_window * n:
+        return f"gapped: {missing} candles missing in the {n}-candle window"
     return None
 
 
@@ -412,8 +419,8 @@ def run_cycle(decision_ms: int, deps: CycleDeps) -> CycleResult:
             watch.add("store", t)
             results.append(SymbolResult(symbol=symbol, decision_id=decision_id, outcome="skipped", reason=problem))
             continue
-        result, breakers, spent = _decide(symbol, decision_id, cycle_id, decision_ms, universe, funding, breakers,
-                                          deps, watch)
+        result, breakers, spent = _decide(symbol, decision_id, cycle_id, decision_ms, universe, marks, funding,
+                                          breakers, deps, watch)
         llm_seconds += spent
         results.append(result)
 
@@ -430,9 +437,13 @@ def run_cycle(decision_ms: int, deps: CycleDeps) -> CycleResult:
 
 def _decide(
     symbol: str, decision_id: str, cycle_id: str, decision_ms: int, universe: Mapping[str, Candles],
-    funding: Mapping[str, FundingRates], breakers: BreakerState, deps: CycleDeps, watch: _Stopwatch,
+    marks: Mapping[str, float], funding: Mapping[str, FundingRates], breakers: BreakerState, deps: CycleDeps,
+    watch: _Stopwatch,
 ) -> tuple[SymbolResult, BreakerState, float]:
-    """One symbol, recorded in one transaction. Returns its result, the breaker state after it, LLM seconds."""
+    """One symbol, recorded in one transaction. Returns its result, the breaker state after it, LLM seconds.
+
+    `marks` are the universe's last closes, the same for every symbol of the cycle (computed once by it).
+    """
     cfg, store, broker, synth = deps.settings, deps.store, deps.broker, deps.synthesiser
     now = deps.wall_ms
     # the DecisionRow's values, filled in as the decision goes (plain values: see `RowValues`)
@@ -462,7 +473,6 @@ def _decide(
     signal = llm.signal
     base["variant"] = f"{synth.provider.name}:{synth.provider.model}:{llm.prompt.variant}"
 
-    marks = {s: float(c.close[-1]) for s, c in universe.items() if len(c)}
     account = broker.account(decision_ms, marks)
     exposure, committed_cash = open_exposure(broker, marks)
     request = RiskRequest(

@@ -383,3 +383,59 @@ def test_a_decision_inside_a_bar_counts_the_same_recent_candles_as_one_on_the_ba
     # a truly missing recent candle is still caught off the grid
     holed = candles.tail(10)
     assert data_problem(holed, close + 1000, DataPolicy(min_candles=1, recent_bars=12), 10) is not None
+
+
+def _data_problem_plain(candles, decision_ms, policy, window):
+    """`data_problem` as first written (every time compared, every gap listed): the reference of the fast one."""
+    from theories.candles import iso
+
+    if len(candles) < policy.min_candles:
+        return f"only {len(candles)} candles closed by {iso(decision_ms)}, {policy.min_candles} needed"
+    stale = (decision_ms - candles.last_close_time) // candles.interval_ms
+    if stale > policy.max_stale_bars:
+        return (f"stale: the last candle closed at {iso(candles.last_close_time)}, "
+                f"{stale} bars before the decision time {iso(decision_ms)}")
+    recent = candles.closed_by(decision_ms)
+    aligned = decision_ms - decision_ms % candles.interval_ms
+    first_recent = aligned - policy.recent_bars * candles.interval_ms
+    missing_recent = policy.recent_bars - int((recent.time >= first_recent).sum())
+    if missing_recent > policy.max_missing_recent:
+        return f"gapped: {missing_recent} of the last {policy.recent_bars} candles are missing"
+    tail = candles.tail(window)
+    missing = sum(g.missing for g in tail.gaps())
+    if missing > policy.max_missing_window * len(tail):
+        return f"gapped: {missing} candles missing in the {len(tail)}-candle window"
+    return None
+
+
+def test_data_problem_gives_the_plain_answer_on_real_candles_with_holes():
+    """The binary-search `data_problem` against the plain one: real candles, punched holes, many policies."""
+    import numpy as np
+
+    from agent.cycle import DataPolicy, data_problem
+    from agent.market.loaders import load_candle_file
+    from theories.candles import Candles
+
+    rng = np.random.default_rng(9)
+    full = load_candle_file(sorted(SAMPLE_DIR.iterdir())[0])
+    answers = set()
+    for trial in range(300):
+        keep = rng.random(len(full)) > rng.choice([0.0, 0.01, 0.1, 0.5])
+        if trial % 3 == 0:  # a run of missing candles near the end
+            end = int(rng.integers(1, 40))
+            keep[-end - int(rng.integers(1, 30)):-end] = False
+        holed = Candles(full.time[keep], full.open[keep], full.high[keep], full.low[keep], full.close[keep],
+                        full.volume[keep], interval_ms=full.interval_ms)
+        cut = holed.closed_by(int(full.time[-int(rng.integers(1, 200))]) + H * int(rng.integers(0, 3)))
+        if not len(cut):
+            continue
+        decision = cut.last_close_time + int(rng.choice([0, 1, H // 2, H, 3 * H, 7 * H]))
+        policy = DataPolicy(min_candles=int(rng.choice([1, 50, 400, 10**6])), recent_bars=int(rng.integers(1, 30)),
+                            max_stale_bars=int(rng.choice([0, 1, 8])),
+                            max_missing_recent=int(rng.integers(0, 3)),
+                            max_missing_window=float(rng.choice([0.0, 0.01, 0.05])))
+        window = int(rng.choice([1, 10, 500, 5000]))
+        got = data_problem(cut, decision, policy, window)
+        assert got == _data_problem_plain(cut, decision, policy, window)
+        answers.add((got or "none").split(":")[0].split(" ")[0])
+    assert answers == {"none", "only", "stale", "gapped"}  # every branch was compared

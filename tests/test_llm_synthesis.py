@@ -209,3 +209,25 @@ def test_a_tradingview_entry_alert_is_one_vote_for_its_direction_and_an_exit_ale
     assert "tradingview" in heuristic_signal(short)["theories"]
     assert "net vote -2" in heuristic_signal(long_)["reasoning"]
     assert "net vote -3" in heuristic_signal(exit_)["reasoning"]
+
+
+def test_a_provider_that_changes_its_schema_copy_never_changes_the_next_decisions_schema_or_key(btc, tmp_path):
+    """The synthesiser hands out one schema copy while it stays unchanged; a changed copy is replaced."""
+    from agent.llm.synthesis import _pristine_schema
+
+    seen: list[dict] = []
+
+    class Meddler(HeuristicProvider):
+        def complete(self, messages, schema, snapshot):
+            seen.append(json.loads(json.dumps(schema)))
+            if len(seen) == 2:
+                schema["properties"].pop("reasoning")
+                schema["extra"] = True
+            return super().complete(messages, schema, snapshot)
+
+    synth = synthesiser(Meddler(), tmp_path, records=None)
+    keys = [synth.decide(btc).calls[0].request_key for _ in range(4)]
+    pristine = _pristine_schema()[0]
+    assert "reasoning" in pristine["properties"] and "extra" not in pristine
+    assert seen == [pristine] * 4
+    assert len(set(keys)) == 1

@@ -272,3 +272,36 @@ def test_an_exit_inside_a_bar_and_another_orders_entry_at_its_open_keep_the_ledg
     assert [p.client_order_id for p in b.positions()] == [client_order_id("b")]
     balance = b.ledger()[-1][1]
     assert balance == pytest.approx(10_000.0 + 1.0)  # A won 1 (101 - 100), B open at its entry
+
+
+def test_exported_state_is_the_plain_dump_of_the_book_after_every_step():
+    """`export_state` reuses each order's image while the order is unchanged: it must equal the plain dump."""
+    import json
+
+    rng = __import__("random").Random(3)
+    rows, price = [], 100.0
+    for _ in range(120):  # a walk wide enough to hit stops, targets and time stops
+        move = rng.uniform(-2.5, 2.5)
+        o, c = price, price + move
+        rows.append((o, max(o, c) + rng.uniform(0, 1.5), min(o, c) - rng.uniform(0, 1.5), c))
+        price = c
+    candles = bars(rows)
+    broker = PaperBroker(PaperSettings())
+    exports = 0
+    for k in range(2, len(rows)):
+        now = T0 + k * H
+        broker.sync(now, {SYMBOL: candles.closed_by(now)})
+        if k % 3 == 0:
+            last = candles.closed_by(now).close[-1]
+            side = "LONG" if k % 2 else "SHORT"
+            sign = 1 if side == "LONG" else -1
+            broker.submit(intent(side=side, entry=last, stop=last * (1 - 0.02 * sign), target=last * (1 + 0.04 * sign),
+                                 qty=0.5, created=now, horizon_h=6, decision=f"d{k}"), now)
+        if k % 7 == 0:  # a restart: the book comes back from its exported image
+            broker.load_state(json.loads(json.dumps(broker.export_state())))
+        for _ in range(2):
+            state = broker.export_state()
+            assert json.dumps(state) == json.dumps(broker._book.model_dump(mode="json"))
+            exports += 1
+    statuses = {o.status for o in broker.orders()}
+    assert len(broker.orders()) > 30 and {"filled"} <= statuses and exports > 200

@@ -12,6 +12,7 @@ from agent.llm.prompt import (
     PromptError,
     PromptTemplate,
     estimate_tokens,
+    messages_hash,
     render,
     scrub_ticker,
 )
@@ -75,6 +76,15 @@ def test_prompt_hash_changes_with_the_content_and_not_otherwise(btc):
     a, b = render(t, btc, SignalRules()), render(t, btc, SignalRules())
     c = render(t, btc, SignalRules(min_reward_risk=2.0))
     assert a.sha256 == b.sha256 != c.sha256
+
+
+def test_prompt_hash_is_the_hash_of_its_messages_for_every_prompt_asked(btc):
+    """The remembered hash (`_prompt_sha256`) is exactly `messages_hash` of the messages, for each prompt."""
+    t = PromptTemplate.load("baseline")
+    prompts = [render(t, btc, SignalRules(min_reward_risk=1.5 + k / 10), outcomes=[k]) for k in range(20)]
+    for p in prompts + prompts[::-1]:  # more prompts than the memory holds, then asked again
+        assert p.sha256 == messages_hash(p.messages)
+    assert len({p.sha256 for p in prompts}) == len(prompts)
 
 
 def test_anonymised_prompt_names_no_ticker_no_date_and_rebases_own_positions(btc):

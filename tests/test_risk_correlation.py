@@ -168,3 +168,16 @@ def test_adding_to_a_position_in_the_same_symbol_counts_as_correlated():
     codes = [r.code for r in d.reasons]
     assert "correlated_position" in codes and "correlation_unknown" not in codes
     assert next(r for r in d.reasons if r.code == "correlated_position").value == 1.0
+
+
+def test_price_series_from_candles_equals_the_validated_series():
+    """`from_candles` skips validation: on real candles it must give exactly what validation gives."""
+    candles = bundled_sample(["BTC/USDT", "ETH/USDT"])
+    for c in candles.values():
+        for cut in (c, c.tail(721), c.tail(1), c.tail(0)):
+            fast = PriceSeries.from_candles(cut)
+            plain = PriceSeries(time_ms=tuple((cut.time + cut.interval_ms).tolist()), close=tuple(cut.close.tolist()))
+            assert fast == plain
+            assert fast.model_dump_json() == plain.model_dump_json()
+            assert all(type(t) is int for t in fast.time_ms) and all(type(x) is float for x in fast.close)
+            assert fast.model_fields_set == plain.model_fields_set

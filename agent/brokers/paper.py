@@ -116,6 +116,8 @@ class PaperBroker(Broker):
     def __init__(self, settings: PaperSettings | None = None) -> None:
         self.settings = settings or PaperSettings()
         self._book = _Book(initial_cash=self.settings.initial_cash, cash=self.settings.initial_cash)
+        # each order's JSON image, by client order id, with the order it images (see `export_state`)
+        self._order_images: dict[str, tuple[OrderState, dict[str, Any]]] = {}
 
     # --- the interface ------------------------------------------------------------------------
 
@@ -169,7 +171,24 @@ class PaperBroker(Broker):
         return tuple(self._book.ledger)
 
     def export_state(self) -> dict[str, Any]:
-        return self._book.model_dump(mode="json")
+        """The book as `_Book.model_dump(mode="json")` gives it, with each order's image reused while
+        the order is the same object.
+
+        The book keeps every order ever placed and the state is exported with every decision, so
+        dumping them all each time grew with the run. An `OrderState` is frozen and every change
+        replaces it (`_set`), so an image made from the very same object is still exact. The images
+        are shared between exports: read the state (serialise it), do not change it.
+        """
+        b = self._book
+        images = self._order_images
+        orders = {}
+        for coid, order in b.orders.items():
+            known = images.get(coid)
+            if known is None or known[0] is not order:
+                known = images[coid] = (order, order.model_dump(mode="json"))
+            orders[coid] = known[1]
+        rest = b.model_dump(mode="json", exclude={"orders"})
+        return {name: orders if name == "orders" else rest[name] for name in _Book.model_fields}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         self._book = _Book.model_validate(state)

@@ -130,7 +130,7 @@ class RenderedPrompt(BaseModel):
 
     @property
     def sha256(self) -> str:
-        return messages_hash(self.messages)
+        return _prompt_sha256(self.system, self.user)
 
     @property
     def estimated_tokens(self) -> int:
@@ -139,6 +139,13 @@ class RenderedPrompt(BaseModel):
 
 def messages_hash(messages: Sequence[dict[str, str]]) -> str:
     return hashlib.sha256(json.dumps(list(messages), sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=16)
+def _prompt_sha256(system: str, user: str) -> str:
+    """`messages_hash` of a prompt's two messages, remembered by their text: a decision asks for it
+    twice (the call's key, then the signal's record), and encoding a few kilobytes of prompt costs."""
+    return messages_hash([{"role": "system", "content": system}, {"role": "user", "content": user}])
 
 
 @functools.cache

@@ -133,6 +133,7 @@ class Synthesiser:
     timer: Callable[[], float] = time.perf_counter
     max_output_tokens: int = 600
     _summaries: list[CallSummary] = field(default_factory=list, init=False)
+    _schema: dict | None = field(default=None, init=False)  # the copy handed to the provider (see `_provider_schema`)
 
     def decide(
         self,
@@ -143,7 +144,7 @@ class Synthesiser:
         prompt = render(self.template, snapshot, self.rules, positions, outcomes, anonymise=self.anonymise)
         shown = snapshot.anonymised_copy() if self.anonymise else snapshot
         facts = SnapshotFacts.of(shown)
-        schema = provider_schema()
+        schema = self._provider_schema()
         messages = prompt.messages
         self._summaries = []
         reason = "no call was made"
@@ -172,6 +173,16 @@ class Synthesiser:
             signal=hold, prompt=prompt, calls=self._summaries, hold_reason=reason, llm_used=self.provider.is_llm
         )
 
+    def _provider_schema(self) -> dict:
+        """The schema for this decision's calls: equal to the generated one, and never the shared original.
+
+        The copy made for an earlier decision is handed out again while it is still unchanged (one
+        comparison instead of a fresh copy per decision); a provider that changed it gets a new one.
+        """
+        if self._schema is None or self._schema != _pristine_schema()[0]:
+            self._schema = provider_schema()
+        return self._schema
+
     # --- one call --------------------------------------------------------------------------------
 
     def _call(
@@ -190,7 +201,8 @@ class Synthesiser:
         """
         p = self.provider
         params = p.parameters()
-        prompt_hash = messages_hash(messages)
+        # the first attempt sends the rendered prompt itself, whose hash the decision's record asks again
+        prompt_hash = prompt.sha256 if messages == prompt.messages else messages_hash(messages)
         key = request_key(p.name, p.model, prompt_hash, params, schema, _schema_hash(schema))
         estimated_in = estimate_messages_tokens(messages) if p.is_llm else 0
         call: dict[str, Any] = {
