@@ -57,7 +57,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -755,6 +755,7 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
     manifest.phases_s["setup"] = round(time.perf_counter() - t_setup, 3)
     bars = _Progress(progress, manifest, save)
     pool: ProcessPoolExecutor | None = None
+    auditor: ThreadPoolExecutor | None = None
     sink: Any = bars.handle
     drain: threading.Thread | None = None
     stop_drain = threading.Event()
@@ -825,7 +826,10 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
         audit_future: Future | None = None
         audit: LookaheadAudit | None = None
         if pool is not None and audit_spec is not None and audit_samples > 0:
-            audit_future = pool.submit(_audit_task, plan, audit_spec, audit_samples, audit_k_bars)
+            # the audit runs in this (otherwise idle) process while the workers replay: in a worker it
+            # would hold back the whole lockstep group queued behind it
+            auditor = ThreadPoolExecutor(max_workers=1)
+            audit_future = auditor.submit(_audit_in_thread, plan, audit_spec, audit_samples, audit_k_bars)
         # each worker replays its group of variants in lockstep (one process: all of them)
         outcomes = ([out for group in _map(pool, _replay_in_worker, [(plan, group, stop_after) for group in
                                                                       lockstep_groups(plan, selected, workers)],
@@ -876,6 +880,8 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
             drain.join(timeout=2)
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        if auditor is not None:
+            auditor.shutdown(wait=True, cancel_futures=True)
 
 
 def _features_plan(run_dir: Path, setting: str | Path | None, settings: Settings, data: Any, universe: Sequence[str],
@@ -939,6 +945,12 @@ def _worker_init(queue: Any, semaphore: Any) -> None:
     # LAPACK calls spent more CPU spinning extra threads than computing (QR of a 482 x 21 matrix:
     # 24 ms with OpenBLAS's default threads on a loaded 2-core machine, 0.19 ms with one).
     threadpool_limits(1)
+
+
+def _audit_in_thread(plan: Plan, spec: VariantSpec, samples: int, k_bars: int) -> LookaheadAudit:
+    """The audit beside the replay's workers: one BLAS thread, as in a worker (see `_worker_init`)."""
+    with threadpool_limits(1):
+        return _audit_task(plan, spec, samples, k_bars)
 
 
 def _features_in_worker(plan: Plan, spec: VariantSpec, symbols: Sequence[str],
