@@ -375,6 +375,18 @@ def test_variants_in_lockstep_write_exactly_what_each_writes_replayed_alone(firs
     assert dump_run(tmp_path / "runs" / "alone") == dump_run(folder / "runs" / "first", SOME)
 
 
+def test_variants_at_different_progress_resume_together_each_from_its_own_last_cycle(first_run, tmp_path):
+    config, folder, _m, _ = first_run
+    kw = dict(workers=1, progress=False, audit_samples=0)
+    part = run_evals(config, tmp_path / "runs", run_id="uneven", stop_after=2, only=["qwen"], **kw)
+    assert part.variant("qwen").cycles_done == 2 and part.variant("heur-small").cycles_done == 0
+    done = run_evals(config, tmp_path / "runs", run_id="uneven", stop_after=3, only=SOME, **kw)
+    assert (done.variant("qwen").cycles_done, done.variant("heur-small").cycles_done) == (5, 3)
+    done = run_evals(config, tmp_path / "runs", run_id="uneven", only=SOME, **kw)
+    assert done.status == "completed" and all(done.variant(n).cycles_done == CYCLES for n in SOME)
+    assert dump_run(tmp_path / "runs" / "uneven") == dump_run(folder / "runs" / "first", SOME)
+
+
 def test_the_variants_of_a_worker_parse_each_snapshot_once_and_each_gets_its_own_outcomes(first_run, monkeypatch):
     config, folder, m, _ = first_run
     c = load_variants(config)
