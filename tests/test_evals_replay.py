@@ -457,3 +457,33 @@ def test_the_variants_are_split_over_the_workers_in_balanced_groups_of_a_theory_
                                                                frozenset(s.name for s in full)}
     assert [len(g) for g in lockstep_groups(plan, small, 4)] == [1, 1]  # a group of one each: the plain walk
     assert [len(g) for g in lockstep_groups(plan, small + full, 1)] == [5]
+
+
+def test_a_group_cuts_each_symbol_once_per_decision_time_and_keeps_no_error():
+    from evals.replay import _CutsAtTime
+    from theories.candles import CandleDataError
+
+    data = FileMarketData()
+    asked = []
+
+    class Counting:  # a source without funding rates, counting its reads
+        def symbols(self):
+            return data.symbols()
+
+        def candles(self, symbol, at_ms):
+            asked.append((symbol, at_ms))
+            if symbol == "BAD/USDT":
+                raise CandleDataError("bad.csv", None, "unreadable")
+            return data.candles(symbol, at_ms)
+
+    cuts = _CutsAtTime(Counting())
+    t = 1762992000000
+    first = cuts.candles("ETH/USDT", t)
+    assert cuts.candles("ETH/USDT", t) is first and asked == [("ETH/USDT", t)]  # the second variant's read
+    assert first.last_close_time == data.candles("ETH/USDT", t).last_close_time
+    later = cuts.candles("ETH/USDT", t + 3_600_000)
+    assert later.last_close_time == t + 3_600_000 and len(asked) == 2  # a new time: a new cut, the old one let go
+    for _ in range(2):
+        with pytest.raises(CandleDataError):
+            cuts.candles("BAD/USDT", t)
+    assert asked.count(("BAD/USDT", t)) == 2 and cuts.funding_rates() == {}
