@@ -11,6 +11,7 @@ prices rebased so the last close is 100) so that an LLM cannot recognise a perio
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time as _time
@@ -89,10 +90,58 @@ class FeatureSnapshot(BaseModel):
             data = {**data, "theories": typed}
         return data
 
+    # --- memoised derivations -----------------------------------------------------------------
+    # The snapshot is frozen, so what is derived from it can be computed once: an evals replay hands
+    # one parsed snapshot to several variants' cycles, and each renders it, stores its JSON and may
+    # anonymise it. The memos are functools.cached_property values, which live in the instance
+    # __dict__ beside the fields; pydantic's dump, JSON, iteration, repr and equality read the
+    # fields only, and a copy drops the memos (`model_copy(update=...)` changes fields under them).
+
+    def __copy__(self) -> FeatureSnapshot:
+        return _without_memos(super().__copy__())
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> FeatureSnapshot:
+        return _without_memos(super().__deepcopy__(memo))
+
+    def model_dump_json(self, **options: Any) -> str:  # type: ignore[override]
+        """The snapshot's JSON; the plain form (no options, the one stored with a decision) is computed once."""
+        return super().model_dump_json(**options) if options else self._json
+
+    @functools.cached_property
+    def _json(self) -> str:
+        return super().model_dump_json()
+
+    def derived(self, theories: dict[str, TheoryResult], errors: dict[str, str]) -> FeatureSnapshot:
+        """This snapshot with other theory results (unvalidated: the caller built them from valid results).
+
+        The copy renders the results it shares with this snapshot (the same objects) from this
+        snapshot's memo: variants that add their own theories to one shared snapshot render the
+        shared theories once.
+        """
+        out = FeatureSnapshot.model_construct(**{**dict(self), "theories": theories, "errors": errors})
+        out.__dict__["_base"] = self  # read by `_lines` only (a memo source, not part of the value)
+        return out
+
     # --- rendering ---------------------------------------------------------------------------
 
+    @functools.cached_property
+    def _lines(self) -> dict[str, str]:
+        """Each theory's prompt line, by name (a result shared with the snapshot this one derives from: its line)."""
+        base = self.__dict__.get("_base")
+        lines = {}
+        for name, result in self.theories.items():
+            if base is not None and base.theories.get(name) is result:
+                lines[name] = base._lines[name]
+            else:
+                lines[name] = f"{name}: {result.summary()}"
+        return lines
+
     def to_prompt_text(self) -> str:
-        """Compact text for a prompt: one header line, one line per theory."""
+        """Compact text for a prompt: one header line, one line per theory (computed once)."""
+        return self._prompt_text
+
+    @functools.cached_property
+    def _prompt_text(self) -> str:
         interval_h = self.quality.interval_ms / 3_600_000
         when = f" at {iso(self.time)}" if self.time is not None else ""
         lines = [
@@ -100,8 +149,7 @@ class FeatureSnapshot(BaseModel):
             f"{interval_h:g}h candles, gaps {self.quality.missing_candles}"
             + (f", STALE by {self.quality.stale_bars} bars" if self.quality.stale_bars else "")
         ]
-        for name, result in self.theories.items():
-            lines.append(f"{name}: {result.summary()}")
+        lines += self._lines.values()
         for name, why in self.errors.items():
             lines.append(f"{name}: unavailable ({why})")
         if self.orderflow is not None:
@@ -109,9 +157,11 @@ class FeatureSnapshot(BaseModel):
         return "\n".join(lines)
 
     def anonymised_copy(self) -> FeatureSnapshot:
-        """The same snapshot with no ticker, no dates and prices rebased so the last close is 100."""
-        if self.anonymised:
-            return self
+        """The same snapshot with no ticker, no dates and prices rebased so the last close is 100 (made once)."""
+        return self if self.anonymised else self._anonymous
+
+    @functools.cached_property
+    def _anonymous(self) -> FeatureSnapshot:
         price_factor = REBASE_TO / self.last_price
         mean_volume = self.quality.mean_volume
         volume_factor = 1.0 / mean_volume if mean_volume else 0.0
@@ -127,6 +177,16 @@ class FeatureSnapshot(BaseModel):
             errors={name: scrub_identity(why, self.symbol) for name, why in self.errors.items()},
             orderflow=None if self.orderflow is None else _rebase(self.orderflow, price_factor, volume_factor),
         )
+
+
+# The instance-__dict__ keys FeatureSnapshot keeps beside its fields: its memos, and `derived`'s link.
+_MEMOS = ("_prompt_text", "_json", "_anonymous", "_lines", "_base")
+
+
+def _without_memos(snapshot: FeatureSnapshot) -> FeatureSnapshot:
+    for name in _MEMOS:
+        snapshot.__dict__.pop(name, None)
+    return snapshot
 
 
 _ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?Z?)?")

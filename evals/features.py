@@ -453,7 +453,7 @@ def complete_snapshot(shared: FeatureSnapshot, symbol: str, universe: Mapping[st
                 if n in extra or n in shared.theories}
     errors = {n: extra_errors[n] if n in extra_errors else shared.errors[n] for n in settings.theories
               if n in extra_errors or n in shared.errors}
-    return FeatureSnapshot.model_construct(**{**dict(shared), "theories": theories, "errors": errors})
+    return shared.derived(theories, errors)
 
 
 class CachedSnapshotSource:
@@ -465,6 +465,13 @@ class CachedSnapshotSource:
     and turns every later decision into a miss: the replay goes on with fresh snapshots.
     `key` is the entry the snapshots are read from and stored to (`cache_key`; default: this
     code, data `UNIDENTIFIED`, as a run's own cache).
+
+    Variants stepping through the decision times together share one source through their own
+    `view()` (each counts its own reads): at a decision time every symbol's cached snapshot is
+    parsed once, and completed once per distinct outcome list, whichever variant asks first. The
+    memo holds the current decision time only. It relies on what makes the cache valid at all:
+    every input of a snapshot other than the outcomes (candles, universe, funding, the set) is the
+    same for every variant of a run at a given time.
     """
 
     def __init__(self, cache: FeatureCache, settings: CycleSettings, prefetch_ms: int = 7 * 86_400_000, *,
@@ -475,9 +482,14 @@ class CachedSnapshotSource:
         self.prefetch_ms = prefetch_ms
         self._block: dict[tuple[str, int], str] = {}
         self._block_start = self._block_end = -1
-        self.reused = 0
-        self.misses = 0
-        self._checked: CycleSettings | None = None
+        self._direct = SnapshotView(self)  # the source called directly: its counts are the source's
+        self._now: int | None = None  # the decision time the memos below hold
+        self._shared: dict[str, tuple[FeatureSnapshot, bool]] = {}  # symbol -> (shared snapshot, read from cache)
+        self._complete: dict[tuple[str, tuple[float, ...]], FeatureSnapshot] = {}  # (symbol, outcomes) -> snapshot
+
+    def view(self) -> SnapshotView:
+        """A variant's handle on this source: the same snapshots, its own counts."""
+        return SnapshotView(self)
 
     def _broken(self, exc: Exception) -> None:
         log.warning("features cache %s failed (%s: %s); the rest of this replay computes its snapshots",
@@ -496,33 +508,83 @@ class CachedSnapshotSource:
                 self._block = {}
         return self._block.get((symbol, decision_ms))
 
+    def _check(self, settings: CycleSettings) -> CycleSettings:
+        """The settings, once checked to be the set this cache entry holds (hashing the set costs more than a read)."""
+        if set_fingerprint(settings) != self.fingerprint:
+            raise ValueError("the cycle's theory set is not the one this feature cache was opened for")
+        return settings
+
+    @property
+    def reused(self) -> int:
+        return self._direct.reused
+
+    @property
+    def misses(self) -> int:
+        return self._direct.misses
+
     def __call__(self, symbol: str, universe: Mapping[str, Candles], decision_ms: int, settings: CycleSettings, *,
                  outcomes: Sequence[float], funding: Mapping[str, FundingRates],
                  cache: FitCache | None) -> FeatureSnapshot:
-        if settings is not self._checked:  # hashing the set costs more than the lookup: once per settings object
-            if set_fingerprint(settings) != self.fingerprint:
-                raise ValueError("the cycle's theory set is not the one this feature cache was opened for")
-            self._checked = settings
+        return self._direct(symbol, universe, decision_ms, settings, outcomes=outcomes, funding=funding, cache=cache)
+
+    def snapshot(self, symbol: str, universe: Mapping[str, Candles], decision_ms: int, settings: CycleSettings, *,
+                 outcomes: Sequence[float], funding: Mapping[str, FundingRates],
+                 cache: FitCache | None) -> tuple[FeatureSnapshot, bool]:
+        """The variant's snapshot, and whether its shared part was read from the cache (False: computed, a miss)."""
+        if decision_ms != self._now:
+            self._now, self._shared, self._complete = decision_ms, {}, {}
+        known = self._shared.get(symbol)
+        if known is None:
+            known = self._shared[symbol] = self._shared_snapshot(symbol, universe, decision_ms, settings,
+                                                                 funding=funding, cache=cache)
+        shared, hit = known
+        own = (symbol, tuple(outcomes))
+        complete = self._complete.get(own)
+        if complete is None:
+            complete = self._complete[own] = complete_snapshot(shared, symbol, universe, decision_ms, settings,
+                                                               outcomes=outcomes, funding=funding, cache=cache)
+        return complete, hit
+
+    def _shared_snapshot(self, symbol: str, universe: Mapping[str, Candles], decision_ms: int,
+                         settings: CycleSettings, *, funding: Mapping[str, FundingRates],
+                         cache: FitCache | None) -> tuple[FeatureSnapshot, bool]:
         text = self._lookup(symbol, decision_ms)
-        shared = None
         if text is not None:
             try:
-                shared = FeatureSnapshot.model_validate_json(text)
+                return FeatureSnapshot.model_validate_json(text), True
             except ValueError:  # not a snapshot (a foreign writer): a miss, never a guess
                 log.warning("features cache: the snapshot of %s at %s does not parse; computing it again", symbol,
                             iso(decision_ms))
-        if shared is not None:
+        shared = shared_snapshot(symbol, universe, decision_ms, settings, funding=funding, cache=cache)
+        if self.cache is not None and text is None:
+            try:
+                self.cache.put_many(self.key, [(symbol, decision_ms, shared.model_dump_json())])
+            except (sqlite3.DatabaseError, KeyError) as exc:
+                self._broken(exc)
+        return shared, False
+
+
+class SnapshotView:
+    """One variant's `SnapshotSource` on a shared `CachedSnapshotSource`: its own reads counted (reused, misses)."""
+
+    def __init__(self, source: CachedSnapshotSource) -> None:
+        self.source = source
+        self.reused = 0
+        self.misses = 0
+        self._checked: CycleSettings | None = None
+
+    def __call__(self, symbol: str, universe: Mapping[str, Candles], decision_ms: int, settings: CycleSettings, *,
+                 outcomes: Sequence[float], funding: Mapping[str, FundingRates],
+                 cache: FitCache | None) -> FeatureSnapshot:
+        if settings is not self._checked:
+            self._checked = self.source._check(settings)
+        snapshot, hit = self.source.snapshot(symbol, universe, decision_ms, settings, outcomes=outcomes,
+                                             funding=funding, cache=cache)
+        if hit:
             self.reused += 1
         else:
             self.misses += 1
-            shared = shared_snapshot(symbol, universe, decision_ms, settings, funding=funding, cache=cache)
-            if self.cache is not None and text is None:
-                try:
-                    self.cache.put_many(self.key, [(symbol, decision_ms, shared.model_dump_json())])
-                except (sqlite3.DatabaseError, KeyError) as exc:
-                    self._broken(exc)
-        return complete_snapshot(shared, symbol, universe, decision_ms, settings, outcomes=outcomes, funding=funding,
-                                 cache=cache)
+        return snapshot
 
 
 def universe_at(data: Any, symbols: Sequence[str], decision_ms: int) -> dict[str, Candles]:
@@ -646,6 +708,7 @@ def compute_features(cache_path: str | Path, data: Any, universe_symbols: Sequen
 
 __all__ = [
     "CODE_PATHS", "OUTCOME_THEORIES", "UNIDENTIFIED", "CachedSnapshotSource", "FeatureCache", "FeatureCacheError",
+    "SnapshotView",
     "cache_key", "code_fingerprint", "complete_snapshot", "compute_features", "data_fingerprint", "decidable",
     "refit_periods", "resolve_features_cache", "set_fingerprint", "shared_snapshot", "shared_theories", "time_blocks",
     "universe_at",

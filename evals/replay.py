@@ -21,8 +21,12 @@ the run folder (layout: contracts section 2) and runs four phases:
 3. Replay: each variant walks the decision times through `agent.cycle.run_cycle` (the same
    code as live cycles) with a data source that only hands over candles closed by the decision
    time (evals.lookahead.GuardedMarketData), the paper broker filling on later candles, and its
-   own store (`variants/<name>/store.sqlite`, run = the variant's name). Variants run in
-   parallel processes; a variant's cycles are sequential (one account). LLM calls go through the
+   own store (`variants/<name>/store.sqlite`, run = the variant's name). The variants are split
+   over the worker processes (`lockstep_groups`), and a worker steps its group through the
+   decision times in lockstep (`replay_variants`): every variant's cycle at t runs before any
+   moves on, so what is the same for every variant at (symbol, t) is done once (the candle cut,
+   the cached snapshot's read and parse, its prompt text and JSON); a variant's cycles are
+   sequential (one account). LLM calls go through the
    run's call records (`calls.sqlite`): an identical request is answered from them at no cost,
    and the number of calls in flight across processes is bounded.
 4. Baselines and audit: buy-and-hold curves (`baselines/<name>.json`, evals.baselines) and the
@@ -53,7 +57,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -271,7 +275,7 @@ def _features_tasks(plan: Plan, spec: VariantSpec, workers: int) -> list[tuple[V
     return [(spec, symbols[g::groups], block) for block in blocks for g in range(groups)]
 
 
-# --- phase 3: one variant's replay ------------------------------------------------------------------
+# --- phase 3: the variants' replays, in lockstep -----------------------------------------------------
 
 
 def _completed_times(store: Store, run: str) -> set[int]:
@@ -282,17 +286,65 @@ def _completed_times(store: Store, run: str) -> set[int]:
         return set(rows.all())
 
 
-def replay_variant(plan: Plan, spec: VariantSpec, sink: Any = None, semaphore: Any = None,
-                   stop_after: int | None = None) -> VariantOutcome:
-    """Walk one variant through every decision time not yet completed. Never raises: failures are the outcome.
+class _CutsAtTime:
+    """A data source for the variants one worker replays in lockstep: each symbol's candles cut once per time.
 
-    `stop_after` (tests) ends the walk after that many cycles, as an interruption would.
+    The variants step through the decision times together, so the cut made for the first
+    variant's cycle at a time serves the others' (the same Candles object: nothing writes to
+    one). Only the current time's cuts are kept; a source error is not kept (each read raises it
+    again). Each variant still reads through its own lookahead guard, which counts its reads.
     """
-    report = _Reporter(sink)
-    started = time.perf_counter()
-    out = VariantOutcome(name=spec.name, status="running")
-    store = records = data = features = None
-    try:
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._at: int | None = None
+        self._cuts: dict[str, Any] = {}
+
+    def symbols(self) -> list[str]:
+        return self.inner.symbols()
+
+    def candles(self, symbol: str, at_ms: int) -> Any:
+        if at_ms != self._at:
+            self._at, self._cuts = at_ms, {}
+        got = self._cuts.get(symbol)
+        if got is None:
+            got = self._cuts[symbol] = self.inner.candles(symbol, at_ms)
+        return got
+
+    def funding_rates(self) -> Any:
+        get = getattr(self.inner, "funding_rates", None)
+        return get() if get is not None else {}
+
+
+class _VariantReplay:
+    """One variant inside a lockstep group: its own store, broker, gate, synthesiser and guard; its outcome.
+
+    `step(t)` runs its cycle at t (nothing if that cycle is completed, or the variant has stopped).
+    A failure, in the set-up or in a cycle, ends this variant only: it is recorded in the outcome
+    and the variant's resources are closed; the others go on.
+    """
+
+    def __init__(self, plan: Plan, spec: VariantSpec, report: _Reporter, semaphore: Any, stop_after: int | None,
+                 cuts: _CutsAtTime, sources: dict[str, CachedSnapshotSource], features: list[FeatureCache]) -> None:
+        self.plan, self.spec, self.report, self.stop_after = plan, spec, report, stop_after
+        self.out = VariantOutcome(name=spec.name, status="running")
+        self.store: Store | None = None
+        self.records: CallRecords | None = None
+        self.data: Any = None
+        self.source: Any = None
+        self.running = self.closed = False
+        self.ran = 0
+        started = time.perf_counter()
+        try:
+            self._set_up(semaphore, cuts, sources, features)
+            self.running = True
+        except Exception as exc:
+            self._fail(exc)
+        self.out.seconds += time.perf_counter() - started
+
+    def _set_up(self, semaphore: Any, cuts: _CutsAtTime, sources: dict[str, CachedSnapshotSource],
+                features: list[FeatureCache]) -> None:
+        plan, spec = self.plan, self.spec
         config = plan.config
         settings = _settings(config)
         run_dir = Path(plan.run_dir)
@@ -301,64 +353,138 @@ def replay_variant(plan: Plan, spec: VariantSpec, sink: Any = None, semaphore: A
             provider = BoundedProvider(provider, semaphore)
         template = PromptTemplate.load(spec.prompt)
         cs = cycle_settings(plan, spec)
-        store = Store.at(run_dir / "variants" / spec.name / "store.sqlite")
+        self.store = Store.at(run_dir / "variants" / spec.name / "store.sqlite")
         # only model calls go to the records (the cache and the budget's ledger); a rule provider's
         # answer is recomputed for free and its call summary is still in the variant's store
-        records = CallRecords(run_dir / CALLS) if provider.is_llm else None
-        clock = {"now": plan.times[0] if plan.times else 0}
-        synth = Synthesiser(
+        self.records = CallRecords(run_dir / CALLS) if provider.is_llm else None
+        self.clock = {"now": plan.times[0] if plan.times else 0}
+        self.synth = Synthesiser(
             provider=provider, template=template, rules=settings.signal,
             price=settings.price_for(provider.name, provider.model),
             budget=CostBudget(daily_usd=settings.budget.daily_usd, per_cycle_usd=settings.budget.per_cycle_usd),
-            records=records, anonymise=spec.anonymised, repair_retries=settings.llm.repair_retries, cache=True,
+            records=self.records, anonymise=spec.anonymised, repair_retries=settings.llm.repair_retries, cache=True,
             max_output_tokens=max_output_tokens(provider, settings.llm),
         )
-        raw = market_data(plan)
-        data = GuardedMarketData(raw) if plan.guard else raw
-        features = FeatureCache(plan.features_path)
-        source = CachedSnapshotSource(features, cs, key=plan.cache_key(cs))
-        deps = CycleDeps(store=store, broker=PaperBroker(config.paper_for(spec)), synthesiser=synth,
-                         gate=RiskGate(config.risk_for(spec)), data=data, settings=cs,
-                         wall_ms=lambda: clock["now"], snapshot_source=source)
-        done = _completed_times(store, spec.name)
-        out.cycles_done = len(done)
-        out.decisions_done = len(done) * len(plan.universe)
-        report("replay-start", spec.name, len(done), out.decisions_done)
-        product_spend = 0.0
+        self.data = GuardedMarketData(cuts) if plan.guard else cuts
+        key = plan.cache_key(cs)
+        if key not in sources:  # one source per theory set in the group: the variants of a set share its reads
+            features.append(FeatureCache(plan.features_path))
+            sources[key] = CachedSnapshotSource(features[-1], cs, key=key)
+        self.source = sources[key].view()
+        self.deps = CycleDeps(store=self.store, broker=PaperBroker(config.paper_for(spec)), synthesiser=self.synth,
+                              gate=RiskGate(config.risk_for(spec)), data=self.data, settings=cs,
+                              wall_ms=lambda: self.clock["now"], snapshot_source=self.source)
+        self.done = _completed_times(self.store, spec.name)
+        self.out.cycles_done = len(self.done)
+        self.out.decisions_done = len(self.done) * len(plan.universe)
+        self.report("replay-start", spec.name, len(self.done), self.out.decisions_done)
+        self.product_spend = 0.0
         if provider.is_llm:
-            product_spend = CallRecords(settings.records_path).spent_since(utc_day_start(_wall_ms()))
-        ran = 0
+            self.product_spend = CallRecords(settings.records_path).spent_since(utc_day_start(_wall_ms()))
+
+    def step(self, t: int) -> None:
+        if not self.running or t in self.done:
+            return
+        started = time.perf_counter()
+        try:
+            self.clock["now"] = t
+            if isinstance(self.data, GuardedMarketData):
+                self.data.now_ms = t
+            self.synth.budget.spent_cycle_usd = 0.0
+            if self.records is not None:
+                self.synth.budget.spent_today_usd = (self.product_spend
+                                                     + self.records.spent_since(utc_day_start(_wall_ms())))
+            result = run_cycle(t, self.deps)
+            self.out.cycles_done += 1
+            self.out.decisions_done += len(result.results)
+            self.report("replay", self.spec.name, 1, len(result.results))
+            self.ran += 1
+            if self.stop_after is not None and self.ran >= self.stop_after:
+                self.finish()
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            self.out.seconds += time.perf_counter() - started
+
+    def _fail(self, exc: Exception) -> None:
+        if isinstance(exc, ReplayMissError):
+            self.out.status, self.out.error = "failed", f"replay: {exc}"
+        else:  # one variant's failure must not stop the others; it is recorded, with its cause
+            log.exception("variant %s failed", self.spec.name, exc_info=exc)
+            self.out.status, self.out.error = "failed", f"{type(exc).__name__}: {exc}"
+        self.finish()
+
+    def finish(self) -> VariantOutcome:
+        """Stop this variant (once), close its resources and return its outcome."""
+        if not self.closed:
+            self.running, self.closed = False, True
+            if self.out.status != "failed":
+                self.out.status = "completed" if self.out.cycles_done >= len(self.plan.times) else "running"
+            if self.source is not None:
+                self.out.reused, self.out.misses = self.source.reused, self.source.misses
+            if isinstance(self.data, GuardedMarketData):
+                self.out.guard_violations, self.out.guard_examples = self.data.violations, list(self.data.examples)
+            for resource in (self.records, self.store):
+                if resource is not None:
+                    resource.close()
+        return self.out
+
+
+def replay_variants(plan: Plan, specs: Sequence[VariantSpec], sink: Any = None, semaphore: Any = None,
+                    stop_after: int | None = None) -> list[VariantOutcome]:
+    """Walk some variants through every decision time not yet completed, in lockstep. Never raises.
+
+    Time by time, each variant's cycle at t runs before any variant moves on, so what is the
+    same for every variant at (symbol, t) is done once: the candle cut (`_CutsAtTime`), the cached
+    snapshot's read and parse, and its completion for a given outcome list (`CachedSnapshotSource`),
+    with the prompt text and JSON memoised on the snapshot itself. Each variant keeps its own
+    store, broker, gate, synthesiser and lookahead guard; its completed cycles are skipped (the
+    variants may have got to different times); one that fails is recorded as failed and the
+    others go on. `stop_after` (tests) ends each variant's walk after that many cycles, as an
+    interruption would. Returns the outcomes in the order of `specs`.
+    """
+    report = _Reporter(sink)
+    cuts = _CutsAtTime(market_data(plan))
+    sources: dict[str, CachedSnapshotSource] = {}
+    features: list[FeatureCache] = []
+    runs: list[_VariantReplay] = []
+    try:
+        runs = [_VariantReplay(plan, spec, report, semaphore, stop_after, cuts, sources, features) for spec in specs]
         for t in plan.times:
-            if t in done:
-                continue
-            clock["now"] = t
-            if isinstance(data, GuardedMarketData):
-                data.now_ms = t
-            synth.budget.spent_cycle_usd = 0.0
-            if records is not None:
-                synth.budget.spent_today_usd = product_spend + records.spent_since(utc_day_start(_wall_ms()))
-            result = run_cycle(t, deps)
-            out.cycles_done += 1
-            out.decisions_done += len(result.results)
-            report("replay", spec.name, 1, len(result.results))
-            ran += 1
-            if stop_after is not None and ran >= stop_after:
+            if not any(r.running for r in runs):
                 break
-        out.reused, out.misses = source.reused, source.misses
-        out.status = "completed" if out.cycles_done >= len(plan.times) else "running"
-    except ReplayMissError as exc:
-        out.status, out.error = "failed", f"replay: {exc}"
-    except Exception as exc:  # one variant's failure must not stop the others; it is recorded, with its cause
-        log.exception("variant %s failed", spec.name)
-        out.status, out.error = "failed", f"{type(exc).__name__}: {exc}"
+            for r in runs:
+                r.step(t)
+        return [r.finish() for r in runs]
     finally:
-        if isinstance(data, GuardedMarketData):
-            out.guard_violations, out.guard_examples = data.violations, list(data.examples)
-        for resource in (features, records, store):
-            if resource is not None:
-                resource.close()
-        out.seconds = time.perf_counter() - started
-    return out
+        for r in runs:
+            r.finish()
+        for cache in features:
+            cache.close()
+
+
+def replay_variant(plan: Plan, spec: VariantSpec, sink: Any = None, semaphore: Any = None,
+                   stop_after: int | None = None) -> VariantOutcome:
+    """Walk one variant through every decision time not yet completed. Never raises: failures are the outcome."""
+    return replay_variants(plan, [spec], sink, semaphore, stop_after)[0]
+
+
+def lockstep_groups(plan: Plan, specs: Sequence[VariantSpec], workers: int) -> list[list[VariantSpec]]:
+    """Phase 3's split of the variants over the workers: one group per worker (at most one per variant).
+
+    Group sizes differ by at most one. The variants are ordered by theory set first (stable), and
+    the groups are consecutive runs of that order, so variants of one set, which share the
+    reading of its snapshots, land together where the sizes allow.
+    """
+    count = max(1, min(workers, len(specs)))
+    ordered = sorted(specs, key=lambda s: set_fingerprint(cycle_settings(plan, s)))
+    size, extra = divmod(len(ordered), count)
+    groups, start = [], 0
+    for g in range(count):
+        end = start + size + (1 if g < extra else 0)
+        groups.append(ordered[start:end])
+        start = end
+    return groups
 
 
 def _wall_ms() -> int:
@@ -629,6 +755,7 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
     manifest.phases_s["setup"] = round(time.perf_counter() - t_setup, 3)
     bars = _Progress(progress, manifest, save)
     pool: ProcessPoolExecutor | None = None
+    auditor: ThreadPoolExecutor | None = None
     sink: Any = bars.handle
     drain: threading.Thread | None = None
     stop_drain = threading.Event()
@@ -699,9 +826,15 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
         audit_future: Future | None = None
         audit: LookaheadAudit | None = None
         if pool is not None and audit_spec is not None and audit_samples > 0:
-            audit_future = pool.submit(_audit_task, plan, audit_spec, audit_samples, audit_k_bars)
-        outcomes = (_map(pool, _replay_in_worker, [(plan, spec, stop_after) for spec in selected], unordered=True)
-                    if pool else [replay_variant(plan, spec, sink, semaphore, stop_after) for spec in selected])
+            # the audit runs in this (otherwise idle) process while the workers replay: in a worker it
+            # would hold back the whole lockstep group queued behind it
+            auditor = ThreadPoolExecutor(max_workers=1)
+            audit_future = auditor.submit(_audit_in_thread, plan, audit_spec, audit_samples, audit_k_bars)
+        # each worker replays its group of variants in lockstep (one process: all of them)
+        outcomes = ([out for group in _map(pool, _replay_in_worker, [(plan, group, stop_after) for group in
+                                                                      lockstep_groups(plan, selected, workers)],
+                                           unordered=True) for out in group]
+                    if pool else replay_variants(plan, selected, sink, semaphore, stop_after))
         if drain is not None:  # every progress message in, before the outcomes set the final counts
             stop_drain.set()
             drain.join(timeout=10)
@@ -747,6 +880,8 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
             drain.join(timeout=2)
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        if auditor is not None:
+            auditor.shutdown(wait=True, cancel_futures=True)
 
 
 def _features_plan(run_dir: Path, setting: str | Path | None, settings: Settings, data: Any, universe: Sequence[str],
@@ -812,13 +947,19 @@ def _worker_init(queue: Any, semaphore: Any) -> None:
     threadpool_limits(1)
 
 
+def _audit_in_thread(plan: Plan, spec: VariantSpec, samples: int, k_bars: int) -> LookaheadAudit:
+    """The audit beside the replay's workers: one BLAS thread, as in a worker (see `_worker_init`)."""
+    with threadpool_limits(1):
+        return _audit_task(plan, spec, samples, k_bars)
+
+
 def _features_in_worker(plan: Plan, spec: VariantSpec, symbols: Sequence[str],
                         times: Sequence[int]) -> tuple[int, float, int, list]:
     return _features_task(plan, spec, symbols, times, _WORKER.get("sink"))
 
 
-def _replay_in_worker(plan: Plan, spec: VariantSpec, stop_after: int | None) -> VariantOutcome:
-    return replay_variant(plan, spec, _WORKER.get("sink"), _WORKER.get("semaphore"), stop_after)
+def _replay_in_worker(plan: Plan, specs: Sequence[VariantSpec], stop_after: int | None) -> list[VariantOutcome]:
+    return replay_variants(plan, specs, _WORKER.get("sink"), _WORKER.get("semaphore"), stop_after)
 
 
 def _map(pool: ProcessPoolExecutor | None, fn: Callable, arg_tuples: Sequence[tuple], unordered: bool = False) -> list:
@@ -927,5 +1068,5 @@ def remove_run(run_dir: str | Path) -> None:
     shutil.rmtree(run_dir)
 
 
-__all__ = ["CostNotConfirmed", "EvalRun", "EvalsError", "Plan", "estimate_cost", "load_run", "replay_variant",
-           "run_evals"]
+__all__ = ["CostNotConfirmed", "EvalRun", "EvalsError", "Plan", "estimate_cost", "load_run", "lockstep_groups",
+           "replay_variant", "replay_variants", "run_evals"]

@@ -359,3 +359,131 @@ def test_other_code_is_a_miss_never_a_stale_hit(first_run, tmp_path, monkeypatch
     assert got.features.cache_path == m.features.cache_path and got.features.code_fingerprint == "edited-theories"
     assert got.features.computed == m.features.computed and got.features.from_cache == 0
     assert got.features.keys != m.features.keys
+
+
+# --- phase 3's lockstep: the variants of a worker share the per-(symbol, time) work ---------------------
+
+
+def test_variants_in_lockstep_write_exactly_what_each_writes_replayed_alone(first_run, tmp_path):
+    """The first run replayed its seven variants in lockstep (one process); replayed one at a time (a group of
+    one, the plain walk), each variant writes the same store: nothing one variant did reached another."""
+    config, folder, _m, _ = first_run
+    for name in SOME:
+        alone = run_evals(config, tmp_path / "runs", run_id="alone", workers=1, progress=False, audit_samples=0,
+                          only=[name])
+        assert alone.variant(name).status == "completed"
+    assert dump_run(tmp_path / "runs" / "alone") == dump_run(folder / "runs" / "first", SOME)
+
+
+def test_variants_at_different_progress_resume_together_each_from_its_own_last_cycle(first_run, tmp_path):
+    config, folder, _m, _ = first_run
+    kw = dict(workers=1, progress=False, audit_samples=0)
+    part = run_evals(config, tmp_path / "runs", run_id="uneven", stop_after=2, only=["qwen"], **kw)
+    assert part.variant("qwen").cycles_done == 2 and part.variant("heur-small").cycles_done == 0
+    done = run_evals(config, tmp_path / "runs", run_id="uneven", stop_after=3, only=SOME, **kw)
+    assert (done.variant("qwen").cycles_done, done.variant("heur-small").cycles_done) == (5, 3)
+    done = run_evals(config, tmp_path / "runs", run_id="uneven", only=SOME, **kw)
+    assert done.status == "completed" and all(done.variant(n).cycles_done == CYCLES for n in SOME)
+    assert dump_run(tmp_path / "runs" / "uneven") == dump_run(folder / "runs" / "first", SOME)
+
+
+def test_the_variants_of_a_worker_parse_each_snapshot_once_and_each_gets_its_own_outcomes(first_run, monkeypatch):
+    config, folder, m, _ = first_run
+    c = load_variants(config)
+    data = FileMarketData()
+    plan = Plan(str(folder / "runs" / "first"), c, m.universe, tuple(c.decision_times()))
+    cs = cycle_settings(plan, c.variants[0])
+    t = c.decision_times()[-1]
+    universe = {s: data.candles(s, t) for s in m.universe}
+    funding = data.funding_rates()
+    parsed = []
+    real = features_mod.FeatureSnapshot.model_validate_json
+    monkeypatch.setattr(features_mod.FeatureSnapshot, "model_validate_json",
+                        lambda text: parsed.append(1) or real(text))
+    cache = FeatureCache(m.features.cache_path)
+    try:
+        source = CachedSnapshotSource(cache, cs, key=m.features.keys[m.variant("qwen").theory_fingerprint])
+        a, b, c_ = source.view(), source.view(), source.view()
+        kw = dict(funding=funding, cache=None)
+        got_a = a("ETH/USDT", universe, t, cs, outcomes=[], **kw)
+        got_b = b("ETH/USDT", universe, t, cs, outcomes=[], **kw)
+        got_c = c_("ETH/USDT", universe, t, cs, outcomes=[1.2, -1.0, 2.0], **kw)
+    finally:
+        cache.close()
+    assert len(parsed) == 1  # one parse for the three variants
+    assert got_a is got_b and got_c is not got_a  # the same outcomes share the completed snapshot too
+    assert [(v.reused, v.misses) for v in (a, b, c_)] == [(1, 0)] * 3  # each variant counts its own reads
+    for got, outcomes in ((got_a, []), (got_c, [1.2, -1.0, 2.0])):
+        fresh = compute_snapshot("ETH/USDT", universe, t, cs, outcomes=outcomes, funding=funding, cache=None)
+        assert got.model_dump_json() == fresh.model_dump_json()
+        assert got.to_prompt_text() == fresh.to_prompt_text()
+    assert got_a.theories["bayes"] != got_c.theories["bayes"]
+
+
+def test_a_variant_failing_mid_way_is_recorded_and_the_others_of_its_group_go_on(first_run, tmp_path, monkeypatch):
+    config, folder, _m, _ = first_run
+    import evals.replay as replay_mod
+
+    real = replay_mod.run_cycle
+    times = load_variants(config).decision_times()
+
+    def failing(t, deps):
+        if deps.settings.run == "qwen" and t == times[2]:
+            raise RuntimeError("planted failure")
+        return real(t, deps)
+
+    monkeypatch.setattr(replay_mod, "run_cycle", failing)
+    got = run_evals(config, tmp_path / "runs", run_id="one-fails", workers=1, progress=False, audit_samples=0,
+                    only=SOME)
+    qwen, heur = got.variant("qwen"), got.variant("heur-small")
+    assert got.status == "failed" and qwen.status == "failed" and "planted failure" in qwen.error
+    assert qwen.cycles_done == 2 and (heur.status, heur.cycles_done) == ("completed", CYCLES)
+    assert dump_run(tmp_path / "runs" / "one-fails", ["heur-small"]) == dump_run(folder / "runs" / "first",
+                                                                                 ["heur-small"])
+
+
+def test_the_variants_are_split_over_the_workers_in_balanced_groups_of_a_theory_set_each_where_possible(first_run):
+    from evals.replay import lockstep_groups
+    from evals.variants import VariantSpec
+
+    config, folder, m, _ = first_run
+    c = load_variants(config)
+    plan = Plan(str(folder / "runs" / "first"), c, m.universe, tuple(c.decision_times()))
+    small = list(c.variants)
+    full = [VariantSpec(name=f"full{i}", provider="heuristic") for i in range(3)]  # the default set
+    groups = lockstep_groups(plan, [full[0], *small, full[1], full[2]], 2)
+    assert sorted(len(g) for g in groups) == [2, 3]
+    assert {frozenset(s.name for s in g) for g in groups} == {frozenset(s.name for s in small),
+                                                               frozenset(s.name for s in full)}
+    assert [len(g) for g in lockstep_groups(plan, small, 4)] == [1, 1]  # a group of one each: the plain walk
+    assert [len(g) for g in lockstep_groups(plan, small + full, 1)] == [5]
+
+
+def test_a_group_cuts_each_symbol_once_per_decision_time_and_keeps_no_error():
+    from evals.replay import _CutsAtTime
+    from theories.candles import CandleDataError
+
+    data = FileMarketData()
+    asked = []
+
+    class Counting:  # a source without funding rates, counting its reads
+        def symbols(self):
+            return data.symbols()
+
+        def candles(self, symbol, at_ms):
+            asked.append((symbol, at_ms))
+            if symbol == "BAD/USDT":
+                raise CandleDataError("bad.csv", None, "unreadable")
+            return data.candles(symbol, at_ms)
+
+    cuts = _CutsAtTime(Counting())
+    t = 1762992000000
+    first = cuts.candles("ETH/USDT", t)
+    assert cuts.candles("ETH/USDT", t) is first and asked == [("ETH/USDT", t)]  # the second variant's read
+    assert first.last_close_time == data.candles("ETH/USDT", t).last_close_time
+    later = cuts.candles("ETH/USDT", t + 3_600_000)
+    assert later.last_close_time == t + 3_600_000 and len(asked) == 2  # a new time: a new cut, the old one let go
+    for _ in range(2):
+        with pytest.raises(CandleDataError):
+            cuts.candles("BAD/USDT", t)
+    assert asked.count(("BAD/USDT", t)) == 2 and cuts.funding_rates() == {}

@@ -166,6 +166,47 @@ def test_prompt_text_is_compact_with_one_line_per_theory():
     assert len(snap.to_prompt_text()) < 4 * 900
 
 
+def _fresh_text(snap: FeatureSnapshot) -> str:
+    """The prompt text rendered from nothing: a new object parsed from the snapshot's JSON (no memo)."""
+    return FeatureSnapshot.model_validate_json(BaseModel.model_dump_json(snap)).to_prompt_text()
+
+
+def test_memoised_text_json_and_anonymised_copy_are_what_a_fresh_snapshot_gives_and_stay_out_of_its_value():
+    snap = build_snapshot("BTC/USDT", SAMPLE, AT)
+    plain = FeatureSnapshot.model_validate_json(BaseModel.model_dump_json(snap))  # never rendered
+    text, json_text, anon = snap.to_prompt_text(), snap.model_dump_json(), snap.anonymised_copy()
+    assert snap.to_prompt_text() is text and snap.model_dump_json() is json_text and snap.anonymised_copy() is anon
+    assert text == plain.to_prompt_text() and json_text == BaseModel.model_dump_json(plain)
+    assert anon == plain.anonymised_copy() and anon.to_prompt_text() == plain.anonymised_copy().to_prompt_text()
+    assert snap.model_dump_json(indent=1) == BaseModel.model_dump_json(plain, indent=1)  # options: not the memo
+    # the memos are no part of the value: equality, dump, iteration and repr see the fields only
+    fresh = FeatureSnapshot.model_validate_json(json_text)
+    assert snap == fresh and fresh == snap and snap.model_dump() == fresh.model_dump()
+    assert dict(snap).keys() == dict(fresh).keys() == set(FeatureSnapshot.model_fields) and repr(snap) == repr(fresh)
+    # a copy with other fields renders its own fields, not the memo of the snapshot it was copied from
+    moved = snap.model_copy(update={"symbol": "ETH/USDT", "last_price": 1.0})
+    assert moved.to_prompt_text().startswith("ETH/USDT at") and "last close 1," in moved.to_prompt_text()
+    assert '"symbol":"ETH/USDT"' in moved.model_dump_json() and moved.anonymised_copy() is not anon
+    fewer = snap.model_copy(update={"theories": {"entropy": snap.theories["entropy"]}})
+    assert fewer.to_prompt_text() == _fresh_text(fewer) != text
+
+
+def test_a_derived_snapshot_renders_its_own_results_and_the_shared_ones_as_a_fresh_render_does():
+    shared = build_snapshot("ETH/USDT", SAMPLE, AT, [n for n in DEFAULT_SET if n != "bayes"])
+    shared.to_prompt_text()  # the shared lines memoised first, as when another variant rendered it
+    for outcomes in ([], [1.5, -1.0, 2.0]):
+        own = build_snapshot("ETH/USDT", SAMPLE, AT, ["bayes"], outcomes=outcomes).theories
+        derived = shared.derived({**shared.theories, **own}, dict(shared.errors))
+        assert derived.to_prompt_text() == _fresh_text(derived)
+        assert "bayes: " + own["bayes"].summary() in derived.to_prompt_text().splitlines()
+        assert derived.model_dump_json() == BaseModel.model_dump_json(derived)
+    # a result the derived snapshot replaces is rendered from the new result, not the shared line of its name
+    other = build_snapshot("BTC/USDT", SAMPLE, AT, ["entropy"]).theories["entropy"]
+    replaced = shared.derived({**shared.theories, "entropy": other}, dict(shared.errors))
+    assert other.summary() != shared.theories["entropy"].summary()
+    assert replaced.to_prompt_text() == _fresh_text(replaced) != shared.to_prompt_text()
+
+
 def test_fit_cache_makes_the_second_symbol_pass_reuse_fits():
     cache = FitCache()
     first = build_snapshot("BTC/USDT", SAMPLE, AT, cache=cache)
