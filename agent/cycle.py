@@ -305,7 +305,7 @@ HIGHLIGHTS = ("regime", "kalman", "montecarlo")
 
 def highlights(snapshot: FeatureSnapshot) -> str:
     """What a trader reads first: the regime, the trend filter, the bracket's odds (each theory's own summary)."""
-    parts = [f"{name}: {snapshot.theories[name].summary()}" for name in HIGHLIGHTS if name in snapshot.theories]
+    parts = [snapshot.theory_line(name) for name in HIGHLIGHTS if name in snapshot.theories]
     if snapshot.errors:
         parts.append(f"unavailable: {', '.join(sorted(snapshot.errors))}")
     return " | ".join(parts)
@@ -489,7 +489,7 @@ def _decide(
         breakers=breakers,
         history=store.trade_history(base["variant"], symbol, base["regime"]),
         regime=view,
-        prices=_price_series(symbol, exposure, universe, deps.gate),
+        prices=_price_series(symbol, signal.direction, exposure, universe, deps.gate),
         instrument=deps.instruments.get(symbol, Instrument()),
     )
     verdict: Decision = deps.gate.evaluate(request)
@@ -560,7 +560,16 @@ def open_exposure(broker: Broker, marks: Mapping[str, float]) -> tuple[tuple[Ope
     return tuple(out), cash
 
 
-def _price_series(symbol: str, positions: Sequence, universe: Mapping[str, Candles], gate: RiskGate) -> dict:
+def _price_series(symbol: str, direction: str, positions: Sequence, universe: Mapping[str, Candles],
+                  gate: RiskGate) -> dict:
+    """The close series the gate's correlation rule may read: the proposal's and the open positions' symbols.
+
+    None when the proposal is HOLD or nothing is open: the rule compares a trade with open positions
+    only, so the series would never be read, yet they are most of a stored request (a month of hourly
+    closes, ~16 KB of its ~17 KB as JSON, on every decision of a year's replay).
+    """
+    if direction == "HOLD" or not positions:
+        return {}
     bars = int(gate.config.correlation.window_days * 24) + 1
     wanted = {symbol, *(p.symbol for p in positions)}
     # sorted: a set's order follows the per-process string hash, and the request is stored as JSON

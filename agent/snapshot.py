@@ -136,6 +136,10 @@ class FeatureSnapshot(BaseModel):
                 lines[name] = f"{name}: {result.summary()}"
         return lines
 
+    def theory_line(self, name: str) -> str:
+        """The prompt's line of one theory, `name: summary` (computed once; KeyError for a theory not held)."""
+        return self._lines[name]
+
     def to_prompt_text(self) -> str:
         """Compact text for a prompt: one header line, one line per theory (computed once)."""
         return self._prompt_text

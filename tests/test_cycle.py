@@ -268,6 +268,27 @@ def test_an_order_not_yet_filled_counts_as_open_for_the_next_gate_decision(tmp_p
         (pending,) = request.positions
         assert (pending.symbol, pending.quantity, pending.entry) == ("BTC/USDT", 0.01, 96_000)
         assert request.account.cash == pytest.approx(10_000 - 0.01 * 96_000)
+        # the correlation rule compares a trade with what is open: it gets both series, a HOLD none
+        if request.proposal.direction == "HOLD":
+            assert request.prices == {}
+        else:
+            bars = int(deps.gate.config.correlation.window_days * 24) + 1
+            assert sorted(request.prices) == sorted({"BTC/USDT", gate.symbol})
+            assert all(len(p.close) == bars and p.time_ms[-1] <= t for p in request.prices.values())
+    assert any(RiskRequest.model_validate_json(g.request_json).prices for g in store.rows(GateDecisionRow))
+    store.close()
+    records.close()
+
+
+def test_with_nothing_open_the_gate_request_carries_no_price_series(tmp_path, fits):
+    from risk.inputs import RiskRequest
+
+    store, records = Store.at(tmp_path / "s.sqlite"), CallRecords(tmp_path / "c.sqlite")
+    deps = make_deps(store, records, FileMarketData(), fits)
+    run_cycle(HOURS[0], deps)
+    requests = [RiskRequest.model_validate_json(g.request_json) for g in store.rows(GateDecisionRow)]
+    assert requests and all(not r.positions and r.prices == {} for r in requests)
+    assert len(requests[0].model_dump_json()) < 2_000  # was ~17 KB: a month of closes the rule never read
     store.close()
     records.close()
 
