@@ -4,13 +4,22 @@ and ask for exactly the same numbers."""
 
 import math
 
+import numba
 import numpy as np
 import pandas as pd
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from theories.base import TheoryError
-from theories.montecarlo import TAIL, BarMoves, SimulatedPaths, estimate_drift, simulate_paths
+from theories.montecarlo import (
+    TAIL,
+    BarMoves,
+    SimulatedPaths,
+    _compiled,
+    _path_levels,
+    estimate_drift,
+    simulate_paths,
+)
 
 
 def bar_by_bar_odds(paths: SimulatedPaths, entry: float, stop: float, target: float) -> dict[str, float]:
@@ -141,3 +150,15 @@ def test_paths_must_start_at_the_entry():
     lifted[0, 7] = 0.001
     with pytest.raises(TheoryError, match="starting at 0"):
         SimulatedPaths(paths.starts, lifted, paths.open_table, paths.high_table, paths.low_table, paths.final, 12)
+
+
+def test_without_a_writable_cache_folder_the_loops_are_compiled_all_the_same(monkeypatch):
+    # numba's cache locators are where it looks for a writable folder; with none, caching raises
+    monkeypatch.setattr(numba.core.caching.CacheImpl, "_locator_classes", [])
+    with pytest.raises(RuntimeError, match="no locator"):
+        numba.njit(cache=True)(_path_levels.py_func)
+    levels = _compiled(_path_levels.py_func)
+    starts = np.array([[0, 1, 2], [2, 0, 1]])
+    closes = np.array([[0.5, 1.0], [0.25, 2.0], [-0.5, 4.0]], np.float32)
+    base, final = levels(starts, closes, 4)
+    assert base.tolist() == [[0, 0, 0], [1, 2, 4]] and final.tolist() == [5.0, 3.0, 6.0]

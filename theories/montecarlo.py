@@ -58,7 +58,7 @@ is at least 5% its VaR95 and CVaR95 both equal the stop distance; the simulation
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any
@@ -170,6 +170,17 @@ class BracketReport(BaseModel):
     simulated: BracketOdds
 
 
+def _compiled(function: Callable) -> Callable:
+    """`function` compiled by numba, its machine code cached on disk next to this file (or where
+    NUMBA_CACHE_DIR says): a fresh process then loads it in a fraction of a second instead of
+    compiling for a few seconds. Where numba finds no writable place for the cache, it is compiled
+    in each process instead of failing the import."""
+    try:
+        return njit(cache=True, nogil=True)(function)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return njit(nogil=True)(function)
+
+
 # --- closed form ------------------------------------------------------------------------------
 
 
@@ -230,15 +241,32 @@ def killed_brownian(
         if edges is not None:
             # exact integral of exp(c (y - y0)) sin(w y) over each cell: the antiderivative at the edges
             y = np.asarray(edges, dtype=np.float64) + down
-            wy = np.outer(w, y)
-            anti = np.exp(c * (y - down)) * (c * np.sin(wy) - w[:, None] * np.cos(wy)) / (c * c + w * w)[:, None]
-            mass = ((2.0 / width) * sin0 * np.exp(-kt)) @ np.diff(anti, axis=1)
+            cells = _cell_integrals(w, y, np.exp(c * (y - down)), c, c * c + w * w)
+            mass = ((2.0 / width) * sin0 * np.exp(-kt)) @ cells
     p_up = p_up_inf - tail_up
     p_down = (1.0 - p_up_inf) - tail_down
     ok = math.isfinite(p_up) and math.isfinite(p_down) and np.isfinite(mass).all()
     if not ok or min(p_up, p_down) < -1e-9 or p_up + p_down > 1 + 1e-9:
         raise TheoryError("closed form lost precision: drift too strong for the variance and barrier distances")
     return p_up, p_down, mass
+
+
+@_compiled
+def _cell_integrals(w: np.ndarray, y: np.ndarray, tilt: np.ndarray, c: float, scale: np.ndarray) -> np.ndarray:
+    """Integral of exp(c (y - y0)) sin(w_n y) over each cell between consecutive points `y`, for each
+    frequency w_n: the antiderivative tilt (c sin(w y) - w cos(w y)) / scale at the points (`tilt`
+    = exp(c (y - y0)), `scale` = c^2 + w^2), differenced. Compiled for sin and cos in one pass (the
+    C library's, as numpy's are), with numpy's order of operations, so the same floats."""
+    out = np.empty((w.shape[0], y.shape[0] - 1))
+    for n in range(w.shape[0]):
+        before = 0.0
+        for j in range(y.shape[0]):
+            wy = w[n] * y[j]
+            anti = tilt[j] * (c * math.sin(wy) - w[n] * math.cos(wy)) / scale[n]
+            if j:
+                out[n, j - 1] = anti - before
+            before = anti
+    return out
 
 
 def _bracket_levels(entry: float, stop: float, target: float) -> tuple[str, float, float]:
@@ -518,7 +546,7 @@ class SimulatedPaths:
         )
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _first_exits(starts: np.ndarray, base: np.ndarray, open_table: np.ndarray, high_table: np.ndarray,
                  low_table: np.ndarray, horizon: int, up: np.float32, down: np.float32, long: bool, entry: float,
                  r_up: float, r_down: float, exp_final: np.ndarray, r: np.ndarray
@@ -595,7 +623,7 @@ def _first_exits(starts: np.ndarray, base: np.ndarray, open_table: np.ndarray, h
     return n_up, n_down, gap[:n_gaps], gap_open[:n_gaps]
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _exit_side(reached_up: bool, reached_down: bool, open_at: np.float32, up: np.float32, down: np.float32,
                long: bool) -> tuple[bool, bool]:
     """At a path's exit bar: whether it exits at the upper level (else the lower), and whether at a
@@ -630,7 +658,7 @@ def simulate_paths(moves: BarMoves, horizon: int, n_paths: int = 10_000, block: 
     return SimulatedPaths(starts, base, open_table, high_table, low_table, final, horizon, drift)
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _block_tables(open_move: np.ndarray, high_move: np.ndarray, low_move: np.ndarray, close_move: np.ndarray,
                   shift: float, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every possible block, measured from the close before it: bar k of the block starting at bar s
@@ -659,7 +687,7 @@ def _block_tables(open_move: np.ndarray, high_move: np.ndarray, low_move: np.nda
     return open_table, high_table, low_table, block_close
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _path_levels(starts: np.ndarray, block_close: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
     """Each path's level where each of its blocks begins (float32, (blocks, paths)): the closes of
     its earlier blocks added up in order, from 0 at the entry; and its last close, as float64."""
