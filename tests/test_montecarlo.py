@@ -15,7 +15,9 @@ from theories.montecarlo import (
     DriftEstimate,
     MonteCarloParams,
     SimulatedPaths,
+    _cell_integrals,
     _label,
+    _series_terms,
     barrier_probability,
     bracket_odds,
     closed_form_odds,
@@ -470,3 +472,21 @@ def test_theory_runs_on_real_data(shared_data):
         assert abs(getattr(res, f"{side}_p_target_closed") - getattr(res, f"{side}_p_target_sim")) < 0.15
     assert res == THEORY(ctx)  # seeded: the snapshot reproduces
     assert res.summary().endswith(res.label) and len(res.summary()) <= 200
+
+
+@pytest.mark.parametrize("symbol", ["BTC_USDT", "DOGE_USDT"])
+def test_compiled_cell_integrals_are_numpys_to_the_bit_on_real_brackets(shared_data, symbol):
+    # the survivor mass of the closed form, as numpy computed it before the compiled loop: an outer
+    # product, numpy's sin and cos, the antiderivative and its differences
+    df = pd.read_csv(shared_data / "candles" / "binance-spot-1h" / f"{symbol}.csv.gz").tail(501)
+    drift = estimate_drift(BarMoves.from_ohlc(df.open, df.high, df.low, df.close).close)
+    mu, s2 = drift.used, drift.volatility**2
+    for up, down in ((0.02, 0.01), (0.01, 0.02), (0.004, 0.07)):
+        width = up + down
+        w = _series_terms(s2, width, 24) * math.pi / width
+        c = mu / s2
+        y = np.linspace(-down, up, 401) + down
+        wy = np.outer(w, y)
+        anti = np.exp(c * (y - down)) * (c * np.sin(wy) - w[:, None] * np.cos(wy)) / (c * c + w * w)[:, None]
+        compiled = _cell_integrals(w, y, np.exp(c * (y - down)), c, c * c + w * w)
+        assert np.array_equal(compiled, np.diff(anti, axis=1))

@@ -1,13 +1,25 @@
-"""The simulation prices a bracket from each block's extremes and a look inside one block; these
-tests read the same paths bar by bar, the plain way, and ask for exactly the same numbers."""
+"""The simulation prices a bracket from each block's extremes and a look inside one block, in compiled
+loops; these tests read the same paths bar by bar, the plain way, and build them the way numpy did,
+and ask for exactly the same numbers."""
 
 import math
 
+import numba
 import numpy as np
 import pandas as pd
 import pytest
+from numpy.lib.stride_tricks import sliding_window_view
 
-from theories.montecarlo import TAIL, BarMoves, SimulatedPaths, estimate_drift, simulate_paths
+from theories.base import TheoryError
+from theories.montecarlo import (
+    TAIL,
+    BarMoves,
+    SimulatedPaths,
+    _compiled,
+    _path_levels,
+    estimate_drift,
+    simulate_paths,
+)
 
 
 def bar_by_bar_odds(paths: SimulatedPaths, entry: float, stop: float, target: float) -> dict[str, float]:
@@ -99,3 +111,54 @@ def test_the_cached_draws_are_a_fresh_generators_and_cannot_be_changed():
     assert np.array_equal(a.starts, np.random.default_rng(11).integers(0, 50, size=(4, 10_000)))
     assert a.starts is b.starts and not a.starts.flags.writeable
     assert not np.array_equal(simulate_paths(moves, 24, 10_000, 6, seed=12).starts, a.starts)
+
+
+def numpy_block_paths(moves: BarMoves, horizon: int, n_paths: int, block: int, seed: int, drift: float):
+    """The tables, levels and last closes as numpy built them before the compiled loops: every
+    block as a sliding window, a cumsum of its closes, and the levels added up block by block."""
+    shift = drift - float(moves.close.mean())
+    bars = np.stack([moves.open, moves.high, moves.low, moves.close])
+    o, h, lo, c = sliding_window_view(np.concatenate([bars, bars[:, : block - 1]], axis=1), block, axis=1) + shift
+    after = np.cumsum(c, axis=1)
+    before = after - c
+    starts = np.random.default_rng(seed).integers(0, len(moves), size=(-(-horizon // block), n_paths))
+    last = np.minimum(block, horizon - block * np.arange(len(starts))) - 1
+    rise = after.astype(np.float32).take(starts * block + last[:, None])
+    base = np.zeros(starts.shape, np.float32)
+    for j in range(1, len(starts)):
+        base[j] = base[j - 1] + rise[j - 1]
+    tables = ((before + o).astype(np.float32), np.maximum.accumulate(before + h, axis=1).astype(np.float32),
+              np.minimum.accumulate(before + lo, axis=1).astype(np.float32))
+    return tables, base, (base[-1] + rise[-1]).astype(np.float64)
+
+
+@pytest.mark.parametrize(("horizon", "block"), [(24, 6), (22, 5), (5, 8), (30, 1)])
+def test_compiled_block_tables_and_levels_are_numpys_to_the_bit_on_real_bars(shared_data, horizon, block):
+    df = pd.read_csv(shared_data / "candles" / "binance-spot-1h" / "SOL_USDT.csv.gz").tail(501)
+    moves = BarMoves.from_ohlc(df.open, df.high, df.low, df.close)
+    drift = estimate_drift(moves.close).used
+    paths = simulate_paths(moves, horizon, 10_000, block, seed=4, drift=drift)
+    (open_table, high_table, low_table), base, final = numpy_block_paths(moves, horizon, 10_000, block, 4, drift)
+    assert np.array_equal(paths.open_table, open_table) and np.array_equal(paths.high_table, high_table)
+    assert np.array_equal(paths.low_table, low_table) and np.array_equal(paths.base, base)
+    assert np.array_equal(paths.final, final)
+
+
+def test_paths_must_start_at_the_entry():
+    paths = simulate_paths(BarMoves(np.zeros(50), np.full(50, 0.01), np.full(50, -0.01), np.zeros(50)), 12, 10_000, 6)
+    lifted = paths.base.copy()
+    lifted[0, 7] = 0.001
+    with pytest.raises(TheoryError, match="starting at 0"):
+        SimulatedPaths(paths.starts, lifted, paths.open_table, paths.high_table, paths.low_table, paths.final, 12)
+
+
+def test_without_a_writable_cache_folder_the_loops_are_compiled_all_the_same(monkeypatch):
+    # numba's cache locators are where it looks for a writable folder; with none, caching raises
+    monkeypatch.setattr(numba.core.caching.CacheImpl, "_locator_classes", [])
+    with pytest.raises(RuntimeError, match="no locator"):
+        numba.njit(cache=True)(_path_levels.py_func)
+    levels = _compiled(_path_levels.py_func)
+    starts = np.array([[0, 1, 2], [2, 0, 1]])
+    closes = np.array([[0.5, 1.0], [0.25, 2.0], [-0.5, 4.0]], np.float32)
+    base, final = levels(starts, closes, 4)
+    assert base.tolist() == [[0, 0, 0], [1, 2, 4]] and final.tolist() == [5.0, 3.0, 6.0]

@@ -58,13 +58,13 @@ is at least 5% its VaR95 and CVaR95 both equal the stop distance; the simulation
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
 
 from theories.base import (
@@ -170,6 +170,17 @@ class BracketReport(BaseModel):
     simulated: BracketOdds
 
 
+def _compiled(function: Callable) -> Callable:
+    """`function` compiled by numba, its machine code cached on disk next to this file (or where
+    NUMBA_CACHE_DIR says): a fresh process then loads it in a fraction of a second instead of
+    compiling for a few seconds. Where numba finds no writable place for the cache, it is compiled
+    in each process instead of failing the import."""
+    try:
+        return njit(cache=True, nogil=True)(function)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return njit(nogil=True)(function)
+
+
 # --- closed form ------------------------------------------------------------------------------
 
 
@@ -230,15 +241,32 @@ def killed_brownian(
         if edges is not None:
             # exact integral of exp(c (y - y0)) sin(w y) over each cell: the antiderivative at the edges
             y = np.asarray(edges, dtype=np.float64) + down
-            wy = np.outer(w, y)
-            anti = np.exp(c * (y - down)) * (c * np.sin(wy) - w[:, None] * np.cos(wy)) / (c * c + w * w)[:, None]
-            mass = ((2.0 / width) * sin0 * np.exp(-kt)) @ np.diff(anti, axis=1)
+            cells = _cell_integrals(w, y, np.exp(c * (y - down)), c, c * c + w * w)
+            mass = ((2.0 / width) * sin0 * np.exp(-kt)) @ cells
     p_up = p_up_inf - tail_up
     p_down = (1.0 - p_up_inf) - tail_down
     ok = math.isfinite(p_up) and math.isfinite(p_down) and np.isfinite(mass).all()
     if not ok or min(p_up, p_down) < -1e-9 or p_up + p_down > 1 + 1e-9:
         raise TheoryError("closed form lost precision: drift too strong for the variance and barrier distances")
     return p_up, p_down, mass
+
+
+@_compiled
+def _cell_integrals(w: np.ndarray, y: np.ndarray, tilt: np.ndarray, c: float, scale: np.ndarray) -> np.ndarray:
+    """Integral of exp(c (y - y0)) sin(w_n y) over each cell between consecutive points `y`, for each
+    frequency w_n: the antiderivative tilt (c sin(w y) - w cos(w y)) / scale at the points (`tilt`
+    = exp(c (y - y0)), `scale` = c^2 + w^2), differenced. Compiled for sin and cos in one pass (the
+    C library's, as numpy's are), with numpy's order of operations, so the same floats."""
+    out = np.empty((w.shape[0], y.shape[0] - 1))
+    for n in range(w.shape[0]):
+        before = 0.0
+        for j in range(y.shape[0]):
+            wy = w[n] * y[j]
+            anti = tilt[j] * (c * math.sin(wy) - w[n] * math.cos(wy)) / scale[n]
+            if j:
+                out[n, j - 1] = anti - before
+            before = anti
+    return out
 
 
 def _bracket_levels(entry: float, stop: float, target: float) -> tuple[str, float, float]:
@@ -405,37 +433,23 @@ class SimulatedPaths:
     The tables and levels are float32, 7 significant digits: a log price of 0.05 is kept to 3e-9,
     far finer than a price tick. `drift` is the drift per bar the paths were built with, when known.
 
-    A bracket's exit is found without (bars, paths) arrays: the running high and low at each
-    block's end give the block where a level is first reached, and only that block's bars are
-    looked at (`odds`); `running_high` and `running_low` are built only when asked for.
+    A bracket's exit is found without (bars, paths) arrays, by a compiled loop over the paths: the
+    running high and low at each block's end give the block where a level is first reached, and
+    only that block's bars are looked at (`odds`); `running_high` and `running_low` are built only
+    when asked for. Every path starts at the entry: base[0] is zero.
     """
 
     def __init__(self, starts: np.ndarray, base: np.ndarray, open_table: np.ndarray, high_table: np.ndarray,
-                 low_table: np.ndarray, final: np.ndarray, horizon: int, drift: float | None = None,
-                 block_ends: np.ndarray | None = None) -> None:
-        """`block_ends`: `_block_ends(starts, B, horizon)`, when the caller has it already."""
+                 low_table: np.ndarray, final: np.ndarray, horizon: int, drift: float | None = None) -> None:
         width = open_table.shape[1] if open_table.ndim == 2 and horizon >= 1 else 0
         blocks = (-(-horizon // width), len(final)) if width else None
         if blocks is None or high_table.shape != open_table.shape or low_table.shape != open_table.shape \
-                or final.ndim != 1 or starts.shape != blocks or base.shape != blocks:
+                or final.ndim != 1 or starts.shape != blocks or base.shape != blocks or base[0].any():
             raise TheoryError("simulated paths need (rows, bars) block tables, (blocks, paths) block rows and "
-                              "levels, and one final close per path")
+                              "levels starting at 0, and one final close per path")
         self.starts, self.base, self.final, self.drift = starts, base, final, drift
         self.open_table, self.high_table, self.low_table = open_table, high_table, low_table
         self._horizon = horizon
-        self._paths = np.arange(blocks[1])
-        # for pricing brackets, each row's running high and MINUS its running low side by side: reaching
-        # either level is then a test "not below"; negating is exact, so nothing is rounded differently
-        self._reach = np.concatenate([high_table, -low_table], axis=1)
-        # the same at the last bar of each block of each path, lifted by its base and carried on as a
-        # running maximum across blocks: the path's running high and minus its running low there
-        at_end = _block_ends(starts, width, horizon) if block_ends is None else block_ends
-        self._ends = np.empty((blocks[0], 2, blocks[1]), np.float32)
-        np.add(high_table.take(at_end), base, out=self._ends[:, 0])
-        np.add(low_table.take(at_end), base, out=self._ends[:, 1])
-        np.negative(self._ends[:, 1], out=self._ends[:, 1])
-        for j in range(1, blocks[0]):
-            np.maximum(self._ends[j], self._ends[j - 1], out=self._ends[j])
 
     @classmethod
     def from_bars(cls, open_level: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
@@ -509,52 +523,22 @@ class SimulatedPaths:
 
     def odds(self, entry: float, stop: float, target: float) -> BracketOdds:
         side, up, down = _bracket_levels(entry, stop, target)
-        n, width = self.n_paths, self.open_table.shape[1]
-        # The block in which each path first reaches a level (its last block when it never does): the
-        # running high and minus the running low only grow, so the blocks before it are those that end
-        # with both below the levels. Every comparison is in float32, with the levels rounded to float32.
-        inside = (self._ends[:, 0] < up) & (self._ends[:, 1] < down)
-        j = np.minimum(np.add.reduce(inside.view(np.uint8), axis=0, dtype=np.intp), len(self.starts) - 1)
-        cell = j * n + self._paths  # (block, path) flattened
-        rows, lift = self.starts.take(cell), self.base.take(cell)
-        # Inside that block, the bars before each level is reached (within a block too the extremes only
-        # grow). Laid out (bars, paths), written through `out`: numpy is slow along short rows.
-        reach = self._reach.take(rows, axis=0).T
-        lifted = np.empty(reach.shape, np.float32)
-        np.add(reach[:width], lift, out=lifted[:width])
-        np.subtract(reach[width:], lift, out=lifted[width:])
-        k_up, k_down = _count_rows(lifted[:width] < up), _count_rows(lifted[width:] < down)
-        length = width
-        if self.horizon % width:  # the last block is cut short: its bars beyond the horizon do not count
-            length = np.minimum(self.horizon - j * width, width)
-            k_up, k_down = np.minimum(k_up, length), np.minimum(k_down, length)
-        k = np.minimum(k_up, k_down)
-        hit = k < length
-        # the open of the exit bar (of the last bar when none): beyond a level only when the bar gaps through it
-        open_at = lift + self.open_table.take(rows * width + np.minimum(k, length - 1))
-        gap_up, gap_down = open_at >= up, open_at <= -down
-        # the first bar to reach a level decides; a bar reaching both is booked as the stop, unless
-        # it opened beyond the target
-        if side == "long":
-            upper = (k_up < k_down) | gap_up
-            lower = hit > upper  # hit and not upper
-        else:
-            lower = (k_down < k_up) | gap_down
-            upper = hit > lower
         # exits at a level, at a gap's open or at the last close, each priced as entry * exp(log exit): an
         # exit's return is then the same float whichever exits it is computed with
         at_level = _trade_returns(side, entry, entry * np.exp(np.array([up, -down])))
-        at_close = _trade_returns(side, entry, entry * self._exp_final)
-        r = np.where(hit, np.where(upper, at_level[0], at_level[1]), at_close)
-        gap = np.flatnonzero(gap_up | gap_down)
-        gap = gap[hit[gap]]
-        r[gap] = _trade_returns(side, entry, entry * np.exp(open_at[gap].astype(np.float64)))
+        r = np.empty(self.n_paths)
+        n_up, n_down, gap, gap_open = _first_exits(
+            self.starts, self.base, self.open_table, self.high_table, self.low_table, self.horizon,
+            np.float32(up), np.float32(down), side == "long", entry, float(at_level[0]), float(at_level[1]),
+            self._exp_final, r,
+        )
+        r[gap] = _trade_returns(side, entry, entry * np.exp(gap_open.astype(np.float64)))
         tail = TAIL * len(r)
         k = math.ceil(tail)
         worst = np.sort(r)[:k]  # a full sort: faster than partition when many exits share the stop's value
         # the quantile function averaged over the worst 5%: a fraction of the k-th worst when 5% of n is not whole
         shortfall = (worst[:-1].sum() + (tail - (k - 1)) * worst[-1]) / tail
-        p_up, p_down = np.count_nonzero(upper) / len(r), np.count_nonzero(lower) / len(r)
+        p_up, p_down = n_up / len(r), n_down / len(r)
         p_target, p_stop = (p_up, p_down) if side == "long" else (p_down, p_up)
         return BracketOdds(
             p_target=p_target, p_stop=p_stop, p_neither=1.0 - p_up - p_down, expected_return=float(r.mean()),
@@ -562,16 +546,95 @@ class SimulatedPaths:
         )
 
 
-def _block_ends(starts: np.ndarray, width: int, horizon: int) -> np.ndarray:
-    """Flat index into (rows, `width`) block tables of the last bar of each block (`starts`: the
-    (blocks, paths) rows drawn); the horizon may cut the last block short."""
-    last = np.minimum(width, horizon - width * np.arange(len(starts))) - 1
-    return starts * width + last[:, None]
+@_compiled
+def _first_exits(starts: np.ndarray, base: np.ndarray, open_table: np.ndarray, high_table: np.ndarray,
+                 low_table: np.ndarray, horizon: int, up: np.float32, down: np.float32, long: bool, entry: float,
+                 r_up: float, r_down: float, exp_final: np.ndarray, r: np.ndarray
+                 ) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """Each path's exit from the bracket with levels at +`up` and -`down` (log distances from the
+    entry, float32): the first bar whose range reaches a level. Compiled: numpy needed a dozen
+    whole-array passes with temporaries for what is here one pass with a few loads per path.
+
+    Writes each path's trade return into `r` (`r_up` / `r_down` at the upper / lower level, the
+    last close for paths that reach neither), except for exits at a gap's open, returned as their
+    path indices and float32 open levels for the caller to price (with numpy's exp, as every other
+    exit price is). Returns the counts of exits at the upper and at the lower level (gaps included).
+    Every sum and comparison is in float32, as the tables and levels are, as numpy did them before
+    this loop replaced it: a level counts as reached when the extreme is not below it."""
+    n, width, blocks, rows = r.shape[0], open_table.shape[1], starts.shape[0], open_table.shape[0]
+    n_up = n_down = n_gaps = 0
+    gap = np.empty(n, np.intp)
+    gap_open = np.empty(n, np.float32)
+    # Every path's first block starts at the entry (base 0: x + 0 is x, so no lift), so its exit
+    # there depends on the block's row alone: found once per row (hundreds), not once per path.
+    row_exits = np.zeros(rows, np.bool_)
+    row_upper = np.zeros(rows, np.bool_)
+    row_gap = np.zeros(rows, np.bool_)
+    row_open = np.empty(rows, np.float32)
+    for m in range(rows):
+        for k in range(min(width, horizon)):
+            reached_up, reached_down = not high_table[m, k] < up, not -low_table[m, k] < down
+            if reached_up or reached_down:
+                row_exits[m], row_open[m] = True, open_table[m, k]
+                row_upper[m], row_gap[m] = _exit_side(reached_up, reached_down, open_table[m, k], up, down, long)
+                break
+    left = np.empty(n, np.intp)  # the paths still inside after their first block
+    n_left = 0
+    for i in range(n):
+        m = starts[0, i]
+        if row_exits[m]:
+            n_up += row_upper[m]
+            n_down += not row_upper[m]
+            r[i] = r_up if row_upper[m] else r_down
+            if row_gap[m]:
+                gap[n_gaps], gap_open[n_gaps] = i, row_open[m]
+                n_gaps += 1
+        else:
+            left[n_left] = i
+            n_left += 1
+    # The others: the first later block whose extremes (those at its last bar) reach a level, then
+    # the bars of that block before each level is reached; the extremes only grow along a path, so
+    # both are counts, with no branch to mispredict (the exits fall at random).
+    for q in range(n_left):
+        i = left[q]
+        j, inside = min(1, blocks - 1), True  # with a single block, its bars again: no exit, out at the close
+        for b in range(1, blocks - 1):
+            row, lift = starts[b, i], base[b, i]
+            inside &= (high_table[row, width - 1] + lift < up) & (-low_table[row, width - 1] - lift < down)
+            j += inside
+        row, lift = starts[j, i], base[j, i]
+        length = min(width, horizon - j * width)  # the horizon may cut the last block short
+        k_up = k_down = 0
+        for k in range(width):
+            k_up += high_table[row, k] + lift < up
+            k_down += -low_table[row, k] - lift < down
+        k = min(k_up, k_down, length)
+        if k == length:  # neither level within the horizon: out at the last close
+            r[i] = entry * exp_final[i] / entry - 1.0 if long else 1.0 - entry * exp_final[i] / entry
+            continue
+        open_at = open_table[row, k] + lift
+        upper, gapped = _exit_side(k_up == k, k_down == k, open_at, up, down, long)
+        n_up += upper
+        n_down += not upper
+        r[i] = r_up if upper else r_down
+        if gapped:
+            gap[n_gaps], gap_open[n_gaps] = i, open_at
+            n_gaps += 1
+    return n_up, n_down, gap[:n_gaps], gap_open[:n_gaps]
 
 
-def _count_rows(mask: np.ndarray) -> np.ndarray:
-    """True entries per column; int16 is enough for the horizon cap and is much faster than int64."""
-    return np.add.reduce(mask.view(np.uint8), axis=0, dtype=np.int16 if len(mask) < 32_000 else np.int64)
+@_compiled
+def _exit_side(reached_up: bool, reached_down: bool, open_at: np.float32, up: np.float32, down: np.float32,
+               long: bool) -> tuple[bool, bool]:
+    """At a path's exit bar: whether it exits at the upper level (else the lower), and whether at a
+    gap's open. The open is beyond a level only when the bar gaps through it; a bar reaching both
+    levels is booked as the stop, unless it opened beyond the target."""
+    gap_up, gap_down = open_at >= up, open_at <= -down
+    if long:
+        upper = (reached_up and not reached_down) or gap_up
+    else:
+        upper = not ((reached_down and not reached_up) or gap_down)
+    return upper, gap_up or gap_down
 
 
 def simulate_paths(moves: BarMoves, horizon: int, n_paths: int = 10_000, block: int = 6, seed: int = 0,
@@ -587,35 +650,70 @@ def simulate_paths(moves: BarMoves, horizon: int, n_paths: int = 10_000, block: 
     if n < 2 * block:
         raise TheoryError(f"block bootstrap needs at least {2 * block} bars, got {n}")
     shift = 0.0 if drift is None else drift - float(moves.close.mean())
-    # every possible block, measured from the close before it: bar k of the block starting at bar s
-    # is bar (s + k) mod n (circular). Levels before each bar, and the running high and low within it.
-    bars = np.stack([moves.open, moves.high, moves.low, moves.close])
-    o, h, lo, c = sliding_window_view(np.concatenate([bars, bars[:, : block - 1]], axis=1), block, axis=1) + shift
-    after = np.cumsum(c, axis=1)
-    before = after - c
-    block_close = after.astype(np.float32)
-    starts, at_end = _bootstrap_draws(seed, n, n_paths, block, horizon)
-    # each path's level where each of its blocks begins: the closes of its earlier blocks added up, in order
-    rise = block_close.take(at_end)
-    base = np.zeros(starts.shape, np.float32)
-    for j in range(1, len(starts)):
-        np.add(base[j - 1], rise[j - 1], out=base[j])
-    return SimulatedPaths(
-        starts, base, (before + o).astype(np.float32), np.maximum.accumulate(before + h, axis=1).astype(np.float32),
-        np.minimum.accumulate(before + lo, axis=1).astype(np.float32), (base[-1] + rise[-1]).astype(np.float64),
-        horizon, drift, at_end,
+    open_table, high_table, low_table, block_close = _block_tables(
+        moves.open, moves.high, moves.low, moves.close, shift, block
     )
+    starts = _bootstrap_draws(seed, n, n_paths, block, horizon)
+    base, final = _path_levels(starts, block_close, horizon)
+    return SimulatedPaths(starts, base, open_table, high_table, low_table, final, horizon, drift)
+
+
+@_compiled
+def _block_tables(open_move: np.ndarray, high_move: np.ndarray, low_move: np.ndarray, close_move: np.ndarray,
+                  shift: float, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every possible block, measured from the close before it: bar k of the block starting at bar s
+    is bar (s + k) mod n (circular), each move lifted by `shift`. Returns the float32 (n, block)
+    tables of the open of each bar, the running high and low within the block, and the close.
+    Compiled: the same float64 sums (a running sum of the closes, the level before each bar as
+    that sum minus the bar's close) as numpy's cumsum, in one pass instead of a dozen small ones."""
+    n = close_move.shape[0]
+    open_table = np.empty((n, block), np.float32)
+    high_table = np.empty((n, block), np.float32)
+    low_table = np.empty((n, block), np.float32)
+    block_close = np.empty((n, block), np.float32)
+    for s in range(n):
+        after = 0.0
+        high = low = 0.0
+        for k in range(block):
+            b = (s + k) % n
+            c = close_move[b] + shift
+            after = c if k == 0 else after + c
+            before = after - c
+            h, lo = before + (high_move[b] + shift), before + (low_move[b] + shift)
+            high = h if k == 0 else max(high, h)
+            low = lo if k == 0 else min(low, lo)
+            open_table[s, k] = before + (open_move[b] + shift)
+            high_table[s, k], low_table[s, k], block_close[s, k] = high, low, after
+    return open_table, high_table, low_table, block_close
+
+
+@_compiled
+def _path_levels(starts: np.ndarray, block_close: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each path's level where each of its blocks begins (float32, (blocks, paths)): the closes of
+    its earlier blocks added up in order, from 0 at the entry; and its last close, as float64."""
+    blocks, n = starts.shape
+    width = block_close.shape[1]
+    base = np.zeros((blocks, n), np.float32)
+    final = np.empty(n)
+    for j in range(blocks):
+        last = min(width, horizon - j * width) - 1  # the horizon may cut the last block short
+        for i in range(n):
+            level = base[j, i] + block_close[starts[j, i], last]
+            if j + 1 < blocks:
+                base[j + 1, i] = level
+            else:
+                final[i] = level
+    return base, final
 
 
 @lru_cache(maxsize=8)
-def _bootstrap_draws(seed: int, n: int, n_paths: int, block: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+def _bootstrap_draws(seed: int, n: int, n_paths: int, block: int, horizon: int) -> np.ndarray:
     """The bar each block of each path starts at, uniform on 0..n-1 from a Generator seeded with `seed`
-    ((blocks, paths)), and `_block_ends` of it. Cached, read-only: hourly snapshots draw the same
-    numbers again and again, and drawing them costs more than the rest of the simulation."""
+    ((blocks, paths)). Cached, read-only: hourly snapshots draw the same numbers again and again, and
+    drawing them costs more than the rest of the simulation."""
     starts = np.random.default_rng(seed).integers(0, n, size=(-(-horizon // block), n_paths))
-    at_end = _block_ends(starts, block, horizon)
-    starts.flags.writeable = at_end.flags.writeable = False
-    return starts, at_end
+    starts.flags.writeable = False
+    return starts
 
 
 # --- one bracket, both methods ----------------------------------------------------------------
