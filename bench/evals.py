@@ -151,8 +151,8 @@ def table(manifest, total: float, args: argparse.Namespace, label: str) -> int:
         "baselines": f"{len(manifest.baselines)} buy-and-hold curves",
         "audit": f"lookahead audit: {manifest.lookahead.samples if manifest.lookahead else 0} samples, "
                  f"{'passed' if manifest.lookahead and manifest.lookahead.passed else 'FLAGGED'}"
-                 + (" (ran in a worker alongside the replay: the time is the wait after it)" if args.workers > 1
-                    else ""),
+                 + (" (ran in the main process during the workers' replay: the time is the wait after it)"
+                    if args.workers > 1 else ""),
     }
     for name in ("setup", "features", "replay", "baselines", "audit"):
         print(f"{name:<12} {phases.get(name, 0.0):>9.2f}  {notes[name]}")
