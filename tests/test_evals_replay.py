@@ -453,8 +453,11 @@ def test_the_variants_are_split_over_the_workers_in_balanced_groups_of_a_theory_
     full = [VariantSpec(name=f"full{i}", provider="heuristic") for i in range(3)]  # the default set
     groups = lockstep_groups(plan, [full[0], *small, full[1], full[2]], 2)
     assert sorted(len(g) for g in groups) == [2, 3]
+    # sets are ordered by fingerprint, so which set fills the larger group depends on the hashes;
+    # with equal sizes each set has a group whatever its hash
+    groups = lockstep_groups(plan, [full[0], *small, full[1]], 2)
     assert {frozenset(s.name for s in g) for g in groups} == {frozenset(s.name for s in small),
-                                                               frozenset(s.name for s in full)}
+                                                               frozenset(s.name for s in full[:2])}
     assert [len(g) for g in lockstep_groups(plan, small, 4)] == [1, 1]  # a group of one each: the plain walk
     assert [len(g) for g in lockstep_groups(plan, small + full, 1)] == [5]
 
