@@ -164,14 +164,19 @@ def test_shared_features_are_computed_once_and_read_by_every_variant(first_run):
     assert m.features.reused == VARIANTS * m.features.computed
 
 
-def test_the_cached_source_gives_exactly_the_snapshot_build_snapshot_gives_with_the_variants_own_outcomes(first_run):
+def _last_time_of(first_run):
+    """The first run's first variant's settings, its last decision time and the universe's candles then."""
     config, folder, m, _ = first_run
     c = load_variants(config)
     data = FileMarketData()
     plan = Plan(str(folder / "runs" / "first"), c, m.universe, tuple(c.decision_times()))
-    cs = cycle_settings(plan, c.variants[0])
     t = c.decision_times()[-1]
-    universe = {s: data.candles(s, t) for s in m.universe}
+    return data, cycle_settings(plan, c.variants[0]), t, {s: data.candles(s, t) for s in m.universe}
+
+
+def test_the_cached_source_gives_exactly_the_snapshot_build_snapshot_gives_with_the_variants_own_outcomes(first_run):
+    _config, folder, m, _ = first_run
+    data, cs, t, universe = _last_time_of(first_run)
     assert decidable(universe, "ETH/USDT", t, cs.data, cs.window)
     outcomes = [1.2, -1.0, 2.0, -1.0]  # this variant's own closed trades: bayes must see them
     assert m.features.shared and Path(m.features.cache_path) == folder / "data" / "evals" / "features.sqlite"
@@ -388,13 +393,8 @@ def test_variants_at_different_progress_resume_together_each_from_its_own_last_c
 
 
 def test_the_variants_of_a_worker_parse_each_snapshot_once_and_each_gets_its_own_outcomes(first_run, monkeypatch):
-    config, folder, m, _ = first_run
-    c = load_variants(config)
-    data = FileMarketData()
-    plan = Plan(str(folder / "runs" / "first"), c, m.universe, tuple(c.decision_times()))
-    cs = cycle_settings(plan, c.variants[0])
-    t = c.decision_times()[-1]
-    universe = {s: data.candles(s, t) for s in m.universe}
+    m = first_run[2]
+    data, cs, t, universe = _last_time_of(first_run)
     funding = data.funding_rates()
     parsed = []
     real = features_mod.FeatureSnapshot.model_validate_json
