@@ -11,11 +11,11 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from theories.base import TheoryError
+from theories.jit import compiled
 from theories.montecarlo import (
     TAIL,
     BarMoves,
     SimulatedPaths,
-    _compiled,
     _path_levels,
     estimate_drift,
     simulate_paths,
@@ -157,7 +157,7 @@ def test_without_a_writable_cache_folder_the_loops_are_compiled_all_the_same(mon
     monkeypatch.setattr(numba.core.caching.CacheImpl, "_locator_classes", [])
     with pytest.raises(RuntimeError, match="no locator"):
         numba.njit(cache=True)(_path_levels.py_func)
-    levels = _compiled(_path_levels.py_func)
+    levels = compiled(_path_levels.py_func)
     starts = np.array([[0, 1, 2], [2, 0, 1]])
     closes = np.array([[0.5, 1.0], [0.25, 2.0], [-0.5, 4.0]], np.float32)
     base, final = levels(starts, closes, 4)

@@ -58,13 +58,12 @@ is at least 5% its VaR95 and CVaR95 both equal the stop distance; the simulation
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
-from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
 
 from theories.base import (
@@ -88,6 +87,7 @@ from theories.base import (
 )
 from theories.candles import Candles
 from theories.indicators import atr
+from theories.jit import compiled as _compiled
 
 BGK_BETA = 0.5825971579390106  # -zeta(1/2) / sqrt(2 pi), Broadie, Glasserman & Kou (1997)
 TAIL = 0.05  # VaR95 / CVaR95 look at the worst 5% of outcomes
@@ -168,17 +168,6 @@ class BracketReport(BaseModel):
     drift: DriftEstimate
     closed_form: BracketOdds
     simulated: BracketOdds
-
-
-def _compiled(function: Callable) -> Callable:
-    """`function` compiled by numba, its machine code cached on disk next to this file (or where
-    NUMBA_CACHE_DIR says): a fresh process then loads it in a fraction of a second instead of
-    compiling for a few seconds. Where numba finds no writable place for the cache, it is compiled
-    in each process instead of failing the import."""
-    try:
-        return njit(cache=True, nogil=True)(function)
-    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        return njit(nogil=True)(function)
 
 
 # --- closed form ------------------------------------------------------------------------------
