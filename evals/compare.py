@@ -27,8 +27,9 @@ The tests, per pair (A = the baseline or the first LLM variant, B = the other; d
   (2) the Brier loss (confidence - hit)^2 on the decisions where both stated a direction, a
   forecast-quality loss. A positive DM statistic means A's loss is larger (B is better).
 - each variant's probabilistic Sharpe ratio (vs 0) and deflated Sharpe ratio on its daily
-  returns, with n_trials = the number of variants tried in the run and the spread of their Sharpe
-  ratios (Bailey & Lopez de Prado 2012, 2014).
+  returns, with n_trials = every distinct variant tried on this history (`evals.trials`: this run's
+  and those of other runs over overlapping periods in the runs folder; this run's alone when no
+  count is given) and the spread of this run's Sharpe ratios (Bailey & Lopez de Prado 2012, 2014).
 
 Per symbol and per regime the TRADE metrics and the signal metrics are given; the curve metrics
 (Sharpe, drawdown, ...) exist only for the whole account, because the symbols share one account
@@ -63,6 +64,7 @@ from evals.metrics import (
     reshuffled_drawdowns,
     trade_stats,
 )
+from evals.trials import TrialCount
 from theories.candles import Candles
 
 VariantKind = Literal["heuristic", "strategy", "llm", "other"]
@@ -407,7 +409,8 @@ class RunComparison(_Frozen):
     variants: list[VariantSummary]
     comparisons: list[PairedComparison]
     baselines: list[BaselineSummary] = Field(description="Buy-and-hold curves (no decisions: curve metrics only).")
-    n_trials: int = Field(description="Variants tried in the run: the deflated Sharpe's number of trials.")
+    n_trials: int = Field(description="Distinct variants tried on this history: the deflated Sharpe's number of "
+                                      "trials (`evals.trials`).")
     trial_sharpes: list[float] = Field(description="Per-day Sharpe ratio of each variant with one (deflation input).")
     options: StatsOptions
     notes: tuple[str, ...] = ()
@@ -415,11 +418,13 @@ class RunComparison(_Frozen):
 
 def compare_run(variants: Sequence[VariantData], candles: Mapping[str, Candles],
                 baselines: Mapping[str, EquityCurve] | None = None,
-                options: StatsOptions | None = None, currency: str = "quote") -> RunComparison:
+                options: StatsOptions | None = None, currency: str = "quote",
+                trials: TrialCount | None = None) -> RunComparison:
     """Summaries of every variant, and the paired comparisons `comparison_pairs` chooses.
 
     `candles` score the signals' directions (`evals.ledger.directional_hits`); `currency` names the
-    quote currency in the verdicts (money amounts are in it).
+    quote currency in the verdicts (money amounts are in it). `trials` is the deflated Sharpe's N
+    counted over the runs folder (`evals.trials.count_trials`); without it, N is the number of variants.
     """
     opts = options or StatsOptions()
     names = [v.name for v in variants]
@@ -428,7 +433,7 @@ def compare_run(variants: Sequence[VariantData], candles: Mapping[str, Candles],
     hits = {v.name: _hit_map(v.ledger.decisions, candles) for v in variants}
     sharpes = [s for s in (variant_sharpe(v.ledger.curve) for v in variants)
                if s is not None]
-    n_trials = len(variants)
+    n_trials = len(variants) if trials is None else trials.n_trials
     summaries = [summarise_variant(v, hits[v.name], n_trials=n_trials, trial_sharpes=sharpes, options=opts)
                  for v in variants]
     pairs, notes = comparison_pairs(variants)
@@ -438,6 +443,8 @@ def compare_run(variants: Sequence[VariantData], candles: Mapping[str, Candles],
         k = len(comparisons)
         notes.append(f"{k} comparison{'s' if k > 1 else ''}, each at {opts.level:.0%} on its own: by chance "
                      f"alone about {(1 - opts.level) * k:.1f} of them would look significant with no real difference")
+    if trials is not None:
+        notes.append(trials.note())
     base = [BaselineSummary(name=k, curve=curve_stats(c)) for k, c in sorted((baselines or {}).items())]
     return RunComparison(variants=summaries, comparisons=comparisons, baselines=base, n_trials=n_trials,
                          trial_sharpes=sharpes, options=opts, notes=tuple(notes))

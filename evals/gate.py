@@ -11,8 +11,9 @@ Inside that span:
 
 The checks (defaults from the issue, config `[evals.gate]`): trades >= 500, span >= 2 years, win rate
 >= 55%, profit factor >= 1.4, max drawdown < 15%, annualised Sharpe > 1.0, deflated Sharpe >= 0.95
-(significant at 95%: n_trials = the variants of the run with results, deflated by the spread of
-their per-day Sharpe ratios over the same out-of-sample span). A number that cannot be computed (no
+(significant at 95%: n_trials = every distinct variant tried on this history, counted over the runs
+folder by `evals.trials` (the variants of the run with results when no count is given), deflated by
+the spread of the run's per-day Sharpe ratios over the same out-of-sample span). A number that cannot be computed (no
 trades, no losing trade for the profit factor, a flat curve) fails its check: the gate promotes only
 what it can show. Failing is the normal outcome: these thresholds are meant to be hard.
 """
@@ -30,6 +31,7 @@ from evals import stats
 from evals.compare import VariantData, daily_returns, variant_sharpe
 from evals.ledger import Ledger
 from evals.metrics import YEAR_MS, EquityCurve, Trade, curve_stats, trade_stats
+from evals.trials import TrialCount
 from theories.candles import iso
 
 Op = Literal[">=", ">", "<", "<="]
@@ -71,7 +73,8 @@ class GateResult(_Frozen):
     oos_basis: str = Field(description="Why this span is the out-of-sample one.")
     checks: list[GateCheck]
     oos: OOSNumbers
-    n_trials: int = Field(description="Variants tried in the run (the deflated Sharpe's trials).")
+    n_trials: int = Field(description="Distinct variants tried on this history (the deflated Sharpe's trials).")
+    trials_note: str = Field("", description="How n_trials was counted (`evals.trials.TrialCount.note`).")
     thresholds: PromotionThresholds
 
     @property
@@ -116,6 +119,7 @@ def evaluate_gate(
     in_sample_until_ms: int | None,
     n_trials: int,
     trial_sharpes: Sequence[float],
+    trials_note: str = "",
 ) -> GateResult:
     """Every check on the out-of-sample part of `ledger` (the variant's full-run ledger).
 
@@ -131,7 +135,8 @@ def evaluate_gate(
     if returns.size < 3:
         dsr_note = f"{returns.size} daily returns out of sample: at least 3 needed"
     elif n_trials < 2 or len(trial_sharpes) < 2:
-        dsr_note = "the run tried fewer than 2 variants with a Sharpe ratio: nothing to deflate against, fails"
+        dsr_note = ("fewer than 2 trials, or fewer than 2 variants of the run with a Sharpe ratio: nothing to "
+                    "deflate against, fails")
     else:
         dsr = stats.deflated_sharpe(returns, n_trials=n_trials, trial_sharpes=list(trial_sharpes))
         dsr_value, dsr_note = dsr.dsr, dsr.note or ""
@@ -153,18 +158,21 @@ def evaluate_gate(
                      sharpe=cs.sharpe if cs else None, max_drawdown=cs.max_drawdown if cs else None)
     return GateResult(variant=variant, signature=signature, run_id=run_id, passed=all(c.passed for c in checks),
                       oos_start_ms=start, oos_end_ms=end, oos_basis=basis, checks=checks, oos=oos,
-                      n_trials=n_trials, thresholds=thresholds)
+                      n_trials=n_trials, trials_note=trials_note, thresholds=thresholds)
 
 
 def gate_variants(variants: Sequence[VariantData], thresholds: PromotionThresholds, *, run_id: str,
-                  period_start_ms: int, period_end_ms: int, in_sample_until_ms: int | None) -> dict[str, GateResult]:
-    """The gate for every variant of a run: n_trials is the number of variants, and the deflation uses the
-    spread of their per-day Sharpe ratios over the same out-of-sample span."""
+                  period_start_ms: int, period_end_ms: int, in_sample_until_ms: int | None,
+                  trials: TrialCount | None = None) -> dict[str, GateResult]:
+    """The gate for every variant of a run: n_trials is `trials`' count (`evals.trials.count_trials`), else the
+    number of variants; the deflation uses the spread of their per-day Sharpe ratios over the same
+    out-of-sample span."""
     start, end, _ = oos_span(period_start_ms, period_end_ms, in_sample_until_ms)
     sharpes = [s for s in (variant_sharpe(oos_slice(v.ledger, start, end)[1]) for v in variants) if s is not None]
     return {v.name: evaluate_gate(v.name, v.signature, run_id, v.ledger, thresholds, period_start_ms=period_start_ms,
                                   period_end_ms=period_end_ms, in_sample_until_ms=in_sample_until_ms,
-                                  n_trials=len(variants), trial_sharpes=sharpes)
+                                  n_trials=len(variants) if trials is None else trials.n_trials,
+                                  trial_sharpes=sharpes, trials_note="" if trials is None else trials.note())
             for v in variants}
 
 
@@ -196,6 +204,7 @@ def render_gate(result: GateResult) -> str:
         lines.append(f"{c.name:<16} {_value(c):>10}  {c.op + ' ' + _threshold(c):<10} {'pass' if c.passed else 'FAIL'}"
                      + (f"  ({c.note})" if c.note and (not c.passed or c.value is None) else ""))
     lines.append("")
+    lines.append(result.trials_note or f"Deflated Sharpe ratio: n_trials = {result.n_trials}.")
     if result.passed:
         lines.append(f"PASSED: {result.variant} meets every threshold out of sample.")
     else:

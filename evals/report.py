@@ -38,6 +38,7 @@ from evals.metrics import DAY_MS, EquityCurve, period_returns
 from evals.plots import calibration_png, equity_drawdown_png, returns_heatmap_png
 from evals.render import Report, Section, Table, write_report
 from evals.replay import EvalsError, load_run
+from evals.trials import count_trials
 from evals.variants import EvalManifest
 from theories.candles import CandleDataError, Candles, iso
 
@@ -292,7 +293,10 @@ METHOD = [
     "on the loss -(sum of R multiples) per decision time, and on the Brier loss (confidence - hit)^2.",
     "PSR (Bailey & Lopez de Prado 2012): the probability that the true Sharpe ratio exceeds 0 given the skew and "
     "kurtosis of the daily returns. DSR (Bailey & Lopez de Prado 2014): the same against the Sharpe ratio the best "
-    "of n_trials = the number of variants in the run would reach by luck, from the spread of their Sharpe ratios.",
+    "of n_trials unskilled variants would reach by luck. n_trials counts every distinct variant tried on this "
+    "history: this run's, and those of the other runs in the runs folder whose period overlaps (a re-run of the "
+    "same variant is not a new trial); the spread of Sharpe ratios comes from this run's variants, measured on "
+    "the same span.",
     "Per symbol and per regime: trade and signal metrics only; Sharpe, drawdown and the other curve metrics exist for "
     "the whole account, because the symbols share one account.",
 ]
@@ -310,7 +314,7 @@ def build_report(run: LoadedRun, comparison: RunComparison, gates: Mapping[str, 
         f"Run {m.run_id}: {iso(m.period_start_ms)} to {iso(m.period_end_ms)}, a decision every {m.cadence} "
         f"({m.decision_times} decision times) over {', '.join(m.universe)}; {split}. Starting cash "
         f"{m.initial_cash:,.2f} per variant. Run status: {m.status}.",
-        f"Variants: {statuses}. With results: {comparison.n_trials} (the n_trials of the deflated Sharpe ratio).",
+        f"Variants: {statuses}. With results: {len(run.variants)}.",
     ]
     summary += run.notes
     if run.missing:
@@ -413,11 +417,12 @@ def write_run_report(run_dir: str | Path, thresholds: PromotionThresholds | None
             candles = {}
             run.notes.append(f"The run's candles cannot be read ({exc}): signal directions are not scored, so "
                              "directional accuracy, calibration and McNemar are missing.")
-    comparison = compare_run(run.variants, candles, run.baselines, options, quote_currency(run.manifest))
     m = run.manifest
+    trials = count_trials(run.path.parent, m, (v.name for v in run.variants))
+    comparison = compare_run(run.variants, candles, run.baselines, options, quote_currency(m), trials=trials)
     gates = gate_variants(run.variants, thresholds or PromotionThresholds(), run_id=m.run_id,
                           period_start_ms=m.period_start_ms, period_end_ms=m.period_end_ms,
-                          in_sample_until_ms=m.in_sample_until_ms)
+                          in_sample_until_ms=m.in_sample_until_ms, trials=trials)
     out_dir = run.path / "report"
     report = build_report(run, comparison, gates, out_dir)
     md, html = write_report(report, out_dir)

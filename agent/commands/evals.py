@@ -157,6 +157,7 @@ def newest_run_with(root: Path, variant: str) -> Path:
 def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
     from evals.gate import gate_variants, render_gate
     from evals.report import RunError, load_run_data
+    from evals.trials import count_trials
 
     root = runs_dir(args, settings)
     folder = resolve_run(args.run, root) if args.run else newest_run_with(root, args.variant)
@@ -171,8 +172,9 @@ def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"variant {args.variant!r} of run {run.manifest.run_id} has no results: "
                          f"{run.missing[args.variant]}")
     m = run.manifest
+    trials = count_trials(folder.parent, m, (v.name for v in run.variants))
     gates = gate_variants(run.variants, settings.evals.gate, run_id=m.run_id, period_start_ms=m.period_start_ms,
-                          period_end_ms=m.period_end_ms, in_sample_until_ms=m.in_sample_until_ms)
+                          period_end_ms=m.period_end_ms, in_sample_until_ms=m.in_sample_until_ms, trials=trials)
     result = gates[args.variant]
     out = folder / "gate" / f"{args.variant}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
