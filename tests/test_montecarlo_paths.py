@@ -17,6 +17,7 @@ from theories.montecarlo import (
     BarMoves,
     SimulatedPaths,
     _path_levels,
+    _smallest,
     estimate_drift,
     simulate_paths,
 )
@@ -102,6 +103,16 @@ def test_bars_given_path_by_path_exit_as_when_read_bar_by_bar():
     paths = SimulatedPaths.from_bars(open_level, high, low, close)
     for stop, target in brackets(100.0, 0.01, seed=5):
         assert paths.odds(100.0, stop, target).model_dump() == bar_by_bar_odds(paths, 100.0, stop, target)
+
+
+def test_the_smallest_returns_are_a_full_sorts_head_whether_few_many_or_none_sit_below_the_stop():
+    rng = np.random.default_rng(6)
+    stop = -0.015
+    for below, at in ((10, 3000), (0, 600), (700, 50), (40, 300), (0, 0)):
+        r = np.concatenate([stop - rng.exponential(0.01, below), np.full(at, stop), rng.uniform(stop, 0.03, 5000)])
+        rng.shuffle(r)
+        for k in (1, 250, 500):
+            assert np.array_equal(_smallest(r, k, stop), np.sort(r)[:k])
 
 
 def test_the_cached_draws_are_a_fresh_generators_and_cannot_be_changed():

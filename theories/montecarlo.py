@@ -215,29 +215,68 @@ def killed_brownian(
     width = up + down
     n = _series_terms(s2, width, horizon)
     c = mu / s2
-    w = n * math.pi / width
-    k = mu * mu / (2.0 * s2) + s2 * w * w / 2.0  # decay rate of term n, drift factor included
-    kt = k * horizon
-    sin0 = np.sin(w * down)
-    n_sin0 = n * sin0
     pre = s2 * math.pi / width**2
     p_up_inf = barrier_probability(mu, s2, up, down)
-    mass = np.empty(0)
+    y = np.empty(0) if edges is None else np.asarray(edges, dtype=np.float64) + down
+    # the series' arithmetic is compiled, a few passes instead of some forty small numpy calls; its
+    # exponentials are numpy's (one call), whose float64 exp is not the C library's compiled code calls
+    w, k, sin0, exponent = _series_exponents(n, width, mu, s2, c, up, down, float(horizon), y)
     with np.errstate(over="ignore", invalid="ignore"):  # a strong drift over tiny variance: checked below
-        tail_down = pre * float(np.sum(n_sin0 * np.exp(-c * down - kt) / k))
-        n_sin0[1::2] *= -1.0  # times (-1)^(n+1)
-        tail_up = pre * float(np.sum(n_sin0 * np.exp(c * up - kt) / k))
-        if edges is not None:
-            # exact integral of exp(c (y - y0)) sin(w y) over each cell: the antiderivative at the edges
-            y = np.asarray(edges, dtype=np.float64) + down
-            cells = _cell_integrals(w, y, np.exp(c * (y - down)), c, c * c + w * w)
-            mass = ((2.0 / width) * sin0 * np.exp(-kt)) @ cells
+        terms, weights, cells = _series_parts(n, w, k, sin0, np.exp(exponent), y, c, width)
+        tail_down = pre * float(terms[0].sum())
+        tail_up = pre * float(terms[1].sum())
+        mass = weights @ cells if edges is not None else np.empty(0)
     p_up = p_up_inf - tail_up
     p_down = (1.0 - p_up_inf) - tail_down
     ok = math.isfinite(p_up) and math.isfinite(p_down) and np.isfinite(mass).all()
     if not ok or min(p_up, p_down) < -1e-9 or p_up + p_down > 1 + 1e-9:
         raise TheoryError("closed form lost precision: drift too strong for the variance and barrier distances")
     return p_up, p_down, mass
+
+
+@_compiled
+def _series_exponents(n: np.ndarray, width: float, mu: float, s2: float, c: float, up: float, down: float,
+                      horizon: float, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Of the sine series on [0, width] started at `down`: the frequencies w_n, the decay rates k_n,
+    sin(w_n down) and, in one array for one call of numpy's exp, the exponents of each term's flux
+    through -down, through +up and of its decay (-c down - k_n T, c up - k_n T, -k_n T), then those
+    of the tilt at the points `y` (c (y - down)). Each float as numpy computed it, operation by
+    operation (sin is the C library's, as numpy's is)."""
+    terms = n.shape[0]
+    w, k, sin0 = np.empty(terms), np.empty(terms), np.empty(terms)
+    exponent = np.empty(3 * terms + y.shape[0])
+    g = mu * mu / (2.0 * s2)
+    for i in range(terms):
+        w[i] = n[i] * math.pi / width
+        k[i] = g + s2 * w[i] * w[i] / 2.0
+        sin0[i] = math.sin(w[i] * down)
+        kt = k[i] * horizon
+        exponent[i] = -c * down - kt
+        exponent[terms + i] = c * up - kt
+        exponent[2 * terms + i] = -kt
+    for j in range(y.shape[0]):
+        exponent[3 * terms + j] = c * (y[j] - down)
+    return w, k, sin0, exponent
+
+
+@_compiled
+def _series_parts(n: np.ndarray, w: np.ndarray, k: np.ndarray, sin0: np.ndarray, e: np.ndarray, y: np.ndarray,
+                  c: float, width: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From the exponentials `e` of `_series_exponents`' exponents: each term of the tails of the
+    fluxes through -down and +up ((2, terms), for the caller to add up with numpy's pairwise sum),
+    the weight of each term in the surviving density, (2 / width) sin(w_n y0) exp(-k_n T), and each
+    term's integral over the cells between the points `y` (`_cell_integrals`; none without points)."""
+    terms = n.shape[0]
+    tails, weights, scale = np.empty((2, terms)), np.empty(terms), np.empty(terms)
+    for i in range(terms):
+        n_sin0 = n[i] * sin0[i]
+        tails[0, i] = n_sin0 * e[i] / k[i]
+        tails[1, i] = (n_sin0 if i % 2 == 0 else n_sin0 * -1.0) * e[terms + i] / k[i]  # times (-1)^(n+1)
+        weights[i] = 2.0 / width * sin0[i] * e[2 * terms + i]
+        scale[i] = c * c + w[i] * w[i]
+    if y.shape[0] == 0:
+        return tails, weights, np.empty((terms, 0))
+    return tails, weights, _cell_integrals(w, y, e[3 * terms:], c, scale)
 
 
 @_compiled
@@ -260,7 +299,7 @@ def _cell_integrals(w: np.ndarray, y: np.ndarray, tilt: np.ndarray, c: float, sc
 
 def _bracket_levels(entry: float, stop: float, target: float) -> tuple[str, float, float]:
     """Side, and the log distances up and down to the upper and lower level."""
-    if not all(math.isfinite(v) and v > 0 for v in (entry, stop, target)):
+    if not (math.isfinite(entry) and math.isfinite(stop) and math.isfinite(target) and min(entry, stop, target) > 0):
         raise TheoryError("entry, stop and target must be finite positive prices")
     if stop < entry < target:
         return "long", math.log(target / entry), math.log(entry / stop)
@@ -301,7 +340,8 @@ def closed_form_odds(
     up_k, down_k = up + shift, down + shift
     sd_t = math.sqrt(s2 * horizon)
     cells = int(min(max(_MIN_CELLS, math.ceil(40 * (up + down) / sd_t)), _MAX_CELLS))
-    inner = np.linspace(-down, up, cells + 1)
+    grid = _grid(down, up, cells)
+    inner = grid[: cells + 1]
     edges = np.concatenate(([-down_k], inner, [up_k])) if shift else inner
     p_up, p_down, mass = killed_brownian(mu, s2, up_k, down_k, horizon, edges)
     mass = np.maximum(mass, 0.0)  # truncation noise below 1e-15
@@ -310,12 +350,7 @@ def closed_form_odds(
     p_up, p_down = max(p_up, 0.0), max(p_down, 0.0)
     r_down = _trade_returns(side, entry, entry * math.exp(-down))  # exit at the lower level
     r_up = _trade_returns(side, entry, entry * math.exp(up))
-    r_edges = _trade_returns(side, entry, entry * np.exp(inner))
-    r_edges[0], r_edges[-1] = r_down, r_up  # the same floats as the atoms, so the cells sort beside them
-    r_mid = _trade_returns(side, entry, entry * np.exp(0.5 * (inner[:-1] + inner[1:])))
-    lo = np.concatenate(([r_down], np.minimum(r_edges[:-1], r_edges[1:]), [r_up]))
-    hi = np.concatenate(([r_down], np.maximum(r_edges[:-1], r_edges[1:]), [r_up]))
-    weights = np.concatenate(([p_down], mass, [p_up]))
+    lo, hi, weights, r_mid = _cell_returns(np.exp(grid), entry, side == "long", r_down, r_up, p_down, p_up, mass)
     var95, cvar95 = _tail_risk(lo, hi, weights)
     expected = p_down * r_down + p_up * r_up + float(np.dot(r_mid, mass))
     p_target, p_stop = (p_up, p_down) if side == "long" else (p_down, p_up)
@@ -324,6 +359,50 @@ def closed_form_odds(
         var95=var95, cvar95=cvar95,
     )
 
+
+
+
+@_compiled
+def _grid(down: float, up: float, cells: int) -> np.ndarray:
+    """np.linspace(-down, up, cells + 1), then the midpoints of its cells, in one array (for one
+    call of numpy's exp). linspace's arithmetic: point j = j * step + start (j / cells * width when
+    the step underflows to zero), the last point exactly `up`; a midpoint is 0.5 * (a + b)."""
+    out = np.empty(2 * cells + 1)
+    width = up - -down
+    step = width / cells
+    for j in range(cells):
+        out[j] = (j * step if step != 0 else j / cells * width) + -down
+    out[cells] = up
+    for j in range(cells):
+        out[cells + 1 + j] = 0.5 * (out[j] + out[j + 1])
+    return out
+
+
+@_compiled
+def _cell_returns(growth: np.ndarray, entry: float, long: bool, r_down: float, r_up: float, p_down: float,
+                  p_up: float, mass: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The closed form's return distribution: the atoms at the lower and the upper level and the
+    cells between, as (lowest return, highest return, weight), and the return at each cell's middle.
+    `growth` is exp of the grid's points, then of the midpoints. The end points' returns are the
+    atoms' floats, so the cells beside them sort beside them. numpy's arithmetic (a return is exit /
+    entry - 1 for a long, 1 - exit / entry for a short, exit = entry * growth; numpy's minimum and
+    maximum), compiled to save a dozen small array operations."""
+    cells = mass.shape[0]
+    lo, hi, weights, r_mid = np.empty(cells + 2), np.empty(cells + 2), np.empty(cells + 2), np.empty(cells)
+    lo[0] = hi[0] = r_down
+    lo[cells + 1] = hi[cells + 1] = r_up
+    weights[0], weights[cells + 1] = p_down, p_up
+    before = r_down
+    for j in range(cells):
+        exit_at = entry * growth[j + 1]
+        after = r_up if j == cells - 1 else (exit_at / entry - 1.0 if long else 1.0 - exit_at / entry)
+        lo[j + 1] = before if before <= after or before != before else after
+        hi[j + 1] = before if before >= after or before != before else after
+        weights[j + 1] = mass[j]
+        exit_mid = entry * growth[cells + 1 + j]
+        r_mid[j] = exit_mid / entry - 1.0 if long else 1.0 - exit_mid / entry
+        before = after
+    return lo, hi, weights, r_mid
 
 
 # --- bars and drift ---------------------------------------------------------------------------
@@ -352,13 +431,14 @@ class BarMoves:
             raise TheoryError("open, high, low and close must be one-dimensional arrays of equal length")
         if len(cols[0]) < 2:
             raise TheoryError("need at least 2 bars to measure moves from a previous close")
-        o, h, lo, c = cols
-        if not all(np.isfinite(a).all() and (a > 0).all() for a in cols):
+        prices = np.stack(cols)  # one array: each check and the logs in one call, not four
+        o, h, lo, c = prices
+        if not (np.isfinite(prices).all() and (prices > 0).all()):
             raise TheoryError("open, high, low and close must be finite positive prices")
         if (h < np.maximum(o, c)).any() or (lo > np.minimum(o, c)).any():
             raise TheoryError("bars need low <= open, close <= high")
-        prev = np.log(c[:-1])
-        return cls(*(np.log(a[1:]) - prev for a in cols))
+        logs = np.log(prices)
+        return cls(*(logs[:, 1:] - logs[3, :-1]))
 
     @classmethod
     def from_candles(cls, candles: Candles) -> BarMoves:
@@ -524,7 +604,7 @@ class SimulatedPaths:
         r[gap] = _trade_returns(side, entry, entry * np.exp(gap_open.astype(np.float64)))
         tail = TAIL * len(r)
         k = math.ceil(tail)
-        worst = np.sort(r)[:k]  # a full sort: faster than partition when many exits share the stop's value
+        worst = _smallest(r, k, float(at_level.min()))
         # the quantile function averaged over the worst 5%: a fraction of the k-th worst when 5% of n is not whole
         shortfall = (worst[:-1].sum() + (tail - (k - 1)) * worst[-1]) / tail
         p_up, p_down = n_up / len(r), n_down / len(r)
@@ -533,6 +613,19 @@ class SimulatedPaths:
             p_target=p_target, p_stop=p_stop, p_neither=1.0 - p_up - p_down, expected_return=float(r.mean()),
             var95=-float(worst[-1]), cvar95=-float(shortfall),
         )
+
+
+def _smallest(r: np.ndarray, k: int, level: float) -> np.ndarray:
+    """The `k` smallest of `r`, sorted: np.sort(r)[:k]. Many paths exit at the stop, all at the same
+    value `level`, and few (gaps) fall below it: when those below and those at it make up k, the k
+    smallest are the ones below, sorted, then `level` repeated, without sorting all the paths."""
+    below = np.sort(r[r < level])
+    if len(below) >= k:
+        return below[:k]
+    at = k - len(below)
+    if np.count_nonzero(r == level) < at:
+        return np.sort(r)[:k]  # a full sort: faster than partition when many exits share the stop's value
+    return np.concatenate((below, np.full(at, level)))
 
 
 @_compiled
@@ -593,14 +686,16 @@ def _first_exits(starts: np.ndarray, base: np.ndarray, open_table: np.ndarray, h
             j += inside
         row, lift = starts[j, i], base[j, i]
         length = min(width, horizon - j * width)  # the horizon may cut the last block short
+        if j == blocks - 1 and (high_table[row, length - 1] + lift < up) & (-low_table[row, length - 1] - lift < down):
+            # neither level within the horizon, out at the last close: the extremes at the horizon say
+            # so without counting bars (a branch, yet ~15% faster than counting, measured)
+            r[i] = entry * exp_final[i] / entry - 1.0 if long else 1.0 - entry * exp_final[i] / entry
+            continue
         k_up = k_down = 0
         for k in range(width):
             k_up += high_table[row, k] + lift < up
             k_down += -low_table[row, k] - lift < down
-        k = min(k_up, k_down, length)
-        if k == length:  # neither level within the horizon: out at the last close
-            r[i] = entry * exp_final[i] / entry - 1.0 if long else 1.0 - entry * exp_final[i] / entry
-            continue
+        k = min(k_up, k_down, length)  # < length: block j's extremes at its last bar reach a level
         open_at = open_table[row, k] + lift
         upper, gapped = _exit_side(k_up == k, k_down == k, open_at, up, down, long)
         n_up += upper
@@ -880,23 +975,24 @@ def montecarlo(
     moves = BarMoves.from_ohlc(open, high, low, close).tail(p.lookback)
     drift = estimate_drift(moves.close, p.shrink_drift)
     paths = simulate_paths(moves, p.horizon, p.n_paths, p.block, p.seed, drift.used)
-    long = _report(entry, entry - risk, entry + reward, p.horizon, drift, paths, p.discrete_correction)
-    short = _report(entry, entry + risk, entry - reward, p.horizon, drift, paths, p.discrete_correction)
+    levels = {"long": (entry - risk, entry + reward), "short": (entry + risk, entry - reward)}
     fields: dict[str, float] = {}
-    for name, rep in (("long", long), ("short", short)):
-        for key, odds in (("closed", rep.closed_form), ("sim", rep.simulated)):
+    gap = 0.0
+    for name, (stop, target) in levels.items():  # what bracket_odds reports, without its report's model
+        closed = closed_form_odds(entry, stop, target, p.horizon, drift.used, drift.volatility**2,
+                                  discrete_correction=p.discrete_correction)
+        simulated = paths.odds(entry, stop, target)
+        for key, odds in (("closed", closed), ("sim", simulated)):
             for f in _ODDS:
                 fields[f"{name}_{f}_{key}"] = getattr(odds, f)
             fields[f"{name}_expected_r_{key}"] = odds.expected_return * entry / risk
-    gap = max(
-        abs(getattr(r.closed_form, f) - getattr(r.simulated, f))
-        for r in (long, short) for f in ("p_target", "p_stop", "p_neither")
-    )
+        gap = max(gap, *(abs(getattr(closed, f) - getattr(simulated, f)) for f in ("p_target", "p_stop", "p_neither")))
     label = _label(fields["long_expected_r_sim"], fields["short_expected_r_sim"], drift, gap, p)
     return MonteCarloResult(
-        entry=entry, atr=a, horizon=p.horizon, reward_risk=p.reward_risk, long_stop=long.stop,
-        long_target=long.target, short_stop=short.stop, short_target=short.target, drift_raw=drift.raw,
-        drift_t=drift.t, drift_used=drift.used, volatility=drift.volatility, n_paths=p.n_paths, label=label,
+        entry=entry, atr=a, horizon=p.horizon, reward_risk=p.reward_risk, long_stop=levels["long"][0],
+        long_target=levels["long"][1], short_stop=levels["short"][0], short_target=levels["short"][1],
+        drift_raw=drift.raw, drift_t=drift.t, drift_used=drift.used, volatility=drift.volatility, n_paths=p.n_paths,
+        label=label,
         **fields,
     )
 
