@@ -291,10 +291,10 @@ def test_memoised_gains_are_a_fresh_computation_and_read_only():
     cached = filter_gains(300, 1e-5, 2e-5, 1e-8)
     fresh = filter_gains.__wrapped__(300, 1e-5, 2e-5, 1e-8)
     assert filter_gains(300, 1e-5, 2e-5, 1e-8) is cached
-    assert cached.level_gain == fresh.level_gain and cached.slope_gain == fresh.slope_gain
-    np.testing.assert_array_equal(cached.slope_var, fresh.slope_var)
-    with pytest.raises(ValueError):
-        cached.slope_var[0] = 1.0
+    for name in ("level_gain", "slope_gain", "slope_var", "innovation_var"):
+        np.testing.assert_array_equal(getattr(cached, name), getattr(fresh, name))
+        with pytest.raises(ValueError):
+            getattr(cached, name)[0] = 1.0
 
 
 def test_kalman_trend_reads_the_full_filters_last_steps(shared_data):
