@@ -24,6 +24,7 @@ from theories.regime import (
     REGIMES,
     RegimeParams,
     _pairwise_sum,
+    _sample_std,
     classify_regimes,
     fit_markov,
     hamilton_filter,
@@ -132,12 +133,12 @@ def assert_rules_equal(close, high, low, p):
     np.testing.assert_array_equal(got.breakout_up, up)
 
 
-def test_pairwise_sum_is_numpys_float64_sum_for_every_length():
+def test_pairwise_sum_and_sample_std_are_numpys_for_every_length():
     x = np.random.default_rng(3).standard_normal(20_010) * 1e-2 + 1e-3
-    for n in [*range(300), 499, 500, 1000, 1023, 4097, 20_000]:
-        assert 0.0 + _pairwise_sum(x, 7, n, 0.0, False) == np.add.reduce(x[7 : 7 + n]), n
-        d = x[7 : 7 + n] - 0.01
-        assert 0.0 + _pairwise_sum(x, 7, n, 0.01, True) == np.add.reduce(d * d), n
+    squares = np.empty(len(x))
+    for n in [*range(2, 300), 499, 500, 1000, 1023, 4097, 20_000]:
+        assert 0.0 + _pairwise_sum(x, 7, n) == np.add.reduce(x[7 : 7 + n]), n
+        assert _sample_std(x, 7 + n, n, squares) == np.std(x[7 : 7 + n], ddof=1), n
 
 
 def test_compiled_rules_equal_the_numpy_rules_on_real_windows_of_ten_symbols(real_candles):
