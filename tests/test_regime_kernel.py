@@ -24,6 +24,7 @@ from theories.regime import (
     REGIMES,
     RegimeParams,
     _pairwise_sum,
+    _rolling_std,
     _sample_std,
     classify_regimes,
     fit_markov,
@@ -139,6 +140,13 @@ def test_pairwise_sum_and_sample_std_are_numpys_for_every_length():
     for n in [*range(2, 300), 499, 500, 1000, 1023, 4097, 20_000]:
         assert 0.0 + _pairwise_sum(x, 7, n) == np.add.reduce(x[7 : 7 + n]), n
         assert _sample_std(x, 7 + n, n, squares) == np.std(x[7 : 7 + n], ddof=1), n
+
+
+def test_rolling_std_is_numpys_for_every_window_length(real_candles):
+    r = np.concatenate(([np.nan], np.diff(np.log(real_candles["BTC"][0][-600:]))))  # r[0] is NaN, as in the rules
+    squares = np.empty(len(r))
+    for w in [*range(2, 140), 200, 300]:
+        np.testing.assert_array_equal(_rolling_std(r, w, squares), rolling_std(r, w), err_msg=f"window {w}")
 
 
 def test_compiled_rules_equal_the_numpy_rules_on_real_windows_of_ten_symbols(real_candles):

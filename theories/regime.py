@@ -391,12 +391,65 @@ def _sample_std(x, end, n, squares):
     (Arguments are never constants at the call sites: numba would compile a copy per constant.)
     """
     start = end - n
-    short = n <= 128  # then `_block_sum` directly: a call less per sum is ~20% of a 24-bar window's cost
+    short = n <= 128  # then `_block_sum` directly, a call less
     mean = (0.0 + (_block_sum(x, start, n) if short else _pairwise_sum(x, start, n))) / n
     for i in range(start, end):
         d = x[i] - mean
         squares[i] = d * d
     return math.sqrt((0.0 + (_block_sum(squares, start, n) if short else _pairwise_sum(squares, start, n))) / (n - 1))
+
+
+@compiled
+def _rolling_std(x, w, squares):
+    """`np.std` (ddof=1) of the w values ending at each index, NaN for the first w - 1, bit for bit.
+
+    numpy sums 8 to 128 values with eight running partial sums (see `_block_sum`); that case, the
+    one the rules use, is written out here with the squared deviations formed on the fly: ~4x
+    faster than a `_sample_std` call per window. Other lengths go through `_sample_std`.
+    """
+    n = len(x)
+    out = np.full(n, np.nan)
+    if w < 8 or w > 128:
+        for i in range(w - 1, n):
+            out[i] = _sample_std(x, i + 1, w, squares)
+        return out
+    blocks_end = w - w % 8
+    for i in range(w - 1, n):
+        s = i + 1 - w
+        a0, a1, a2, a3, a4, a5, a6, a7 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4], x[s + 5], x[s + 6], x[s + 7]
+        for k in range(s + 8, s + blocks_end, 8):
+            a0 += x[k]
+            a1 += x[k + 1]
+            a2 += x[k + 2]
+            a3 += x[k + 3]
+            a4 += x[k + 4]
+            a5 += x[k + 5]
+            a6 += x[k + 6]
+            a7 += x[k + 7]
+        total = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+        for k in range(s + blocks_end, s + w):
+            total += x[k]
+        mean = (0.0 + total) / w
+        d0, d1, d2, d3 = x[s] - mean, x[s + 1] - mean, x[s + 2] - mean, x[s + 3] - mean
+        d4, d5, d6, d7 = x[s + 4] - mean, x[s + 5] - mean, x[s + 6] - mean, x[s + 7] - mean
+        a0, a1, a2, a3, a4, a5, a6, a7 = d0 * d0, d1 * d1, d2 * d2, d3 * d3, d4 * d4, d5 * d5, d6 * d6, d7 * d7
+        for k in range(s + 8, s + blocks_end, 8):
+            d0, d1, d2, d3 = x[k] - mean, x[k + 1] - mean, x[k + 2] - mean, x[k + 3] - mean
+            d4, d5, d6, d7 = x[k + 4] - mean, x[k + 5] - mean, x[k + 6] - mean, x[k + 7] - mean
+            a0 += d0 * d0
+            a1 += d1 * d1
+            a2 += d2 * d2
+            a3 += d3 * d3
+            a4 += d4 * d4
+            a5 += d5 * d5
+            a6 += d6 * d6
+            a7 += d7 * d7
+        total = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+        for k in range(s + blocks_end, s + w):
+            d0 = x[k] - mean
+            total += d0 * d0
+        out[i] = math.sqrt((0.0 + total) / (w - 1))
+    return out
 
 
 _BULL, _BEAR, _BREAKOUT = _CODE[BULL_TREND], _CODE[BEAR_TREND], _CODE[BREAKOUT]
@@ -434,9 +487,7 @@ def _classify(close, log_close, high, low, trend_lookback, vol_window, fast_vol_
         trend[i] = (log_close[i] - log_close[i - trend_lookback]) / scale
 
     # realised volatility (NaN while its window reaches back to r[0]), ranked among its finite values
-    vol = np.full(n, nan)
-    for i in range(vol_window - 1, n):
-        vol[i] = _sample_std(r, i + 1, vol_window, squares)
+    vol = _rolling_std(r, vol_window, squares)
     known = np.flatnonzero(np.isfinite(vol))
     order = known[np.argsort(vol[known])]
     m = len(order)
