@@ -225,7 +225,7 @@ def local_linear_trend_filter(
     level: list[float] = []
     slope: list[float] = []
     innov: list[float] = []
-    # bound appends and plain floats: this loop is the theory's hot path (numpy per step is slower)
+    # every step kept (the hourly path keeps only the last: `filter_last`); plain floats and bound appends
     put_level, put_slope, put_innov = level.append, slope.append, innov.append
     a0 = a1 = 0.0
     for yt, k0, k1 in zip(y.tolist(), gains.level_gain.tolist(), gains.slope_gain.tolist(), strict=True):
