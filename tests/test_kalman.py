@@ -291,10 +291,10 @@ def test_memoised_gains_are_a_fresh_computation_and_read_only():
     cached = filter_gains(300, 1e-5, 2e-5, 1e-8)
     fresh = filter_gains.__wrapped__(300, 1e-5, 2e-5, 1e-8)
     assert filter_gains(300, 1e-5, 2e-5, 1e-8) is cached
-    assert cached.level_gain == fresh.level_gain and cached.slope_gain == fresh.slope_gain
-    np.testing.assert_array_equal(cached.slope_var, fresh.slope_var)
-    with pytest.raises(ValueError):
-        cached.slope_var[0] = 1.0
+    for name in ("level_gain", "slope_gain", "slope_var", "innovation_var"):
+        np.testing.assert_array_equal(getattr(cached, name), getattr(fresh, name))
+        with pytest.raises(ValueError):
+            getattr(cached, name)[0] = 1.0
 
 
 def test_kalman_trend_reads_the_full_filters_last_steps(shared_data):
@@ -308,3 +308,23 @@ def test_kalman_trend_reads_the_full_filters_last_steps(shared_data):
     assert res.deviation == y[-1] - kf.level[-1]
     assert res.velocity_sigma == kf.slope[-1] / math.sqrt(kf.slope_var[-1])
     assert res.deviation_sigma == kf.innovation[-1] / math.sqrt(kf.innovation_var[-1])
+
+
+@pytest.mark.parametrize("h, ql, qt", [(2e-6, 3e-5, 1e-12), (1e-5, 2e-5, 1e-8)])
+def test_hourly_path_matches_statsmodels_on_real_windows_of_ten_symbols(shared_data, h, ql, qt):
+    noise = NoiseFit(h, ql, qt, "mle", "", 500)
+    for path in sorted((shared_data / "candles" / "binance-spot-1h").glob("*_USDT.csv.gz")):
+        close = pd.read_csv(path).close.to_numpy(dtype=np.float64)[-1500:]
+        for end in range(600, 1501, 300):
+            res = kalman_trend(close[:end], noise)
+            y = np.log(close[end - 500 : end])
+            uc = UnobservedComponents(y, level="lltrend", use_exact_diffuse=True)
+            uc.ssm.tolerance = 0
+            ref = uc.filter([h, ql, qt])
+            assert math.log(res.level) == pytest.approx(ref.filtered_state[0, -1], rel=1e-13)
+            assert res.velocity == pytest.approx(ref.filtered_state[1, -1], abs=1e-13)
+            assert res.acceleration == pytest.approx(ref.filtered_state[1, -1] - ref.filtered_state[1, -2], abs=1e-13)
+            assert res.velocity_sigma == pytest.approx(
+                ref.filtered_state[1, -1] / math.sqrt(ref.filtered_state_cov[1, 1, -1]), rel=1e-9, abs=1e-9)
+            assert res.deviation_sigma == pytest.approx(
+                ref.forecasts_error[0, -1] / math.sqrt(ref.forecasts_error_cov[0, 0, -1]), rel=1e-9, abs=1e-9)

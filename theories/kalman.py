@@ -10,7 +10,7 @@ y_t = log close:
 
 The filter is written out with scalar arithmetic (two states, one observation) for speed, in two
 halves: covariances and gains do not depend on the data, so `filter_gains` computes them once per
-(noise fit, window length) and each hourly window runs only the state update (~0.1 ms). The
+(noise fit, window length) and each hourly window runs only the state update (compiled). The
 prior on (level, slope) is N(0, diffuse_var * I). Its covariance update carries det(P), so the
 slope variance is never a difference of two ~diffuse_var numbers (the textbook P11 - P01^2 / F
 is 1e6 - 1e6 at the start and loses ~1e-8 in the slope), which keeps it exact for any prior
@@ -83,6 +83,7 @@ from theories.base import (
     pct,
     unit,
 )
+from theories.jit import compiled
 
 DIFFUSE_VAR = 1e12  # prior variance of level and slope: the exact diffuse limit in double precision
 
@@ -159,8 +160,8 @@ class FilterGains:
     the two-number state update, with the same operations in the same order (bit-identical).
     """
 
-    level_gain: tuple[float, ...]  # P00_{t|t-1} / F_t
-    slope_gain: tuple[float, ...]  # P01_{t|t-1} / F_t
+    level_gain: np.ndarray  # P00_{t|t-1} / F_t, read-only
+    slope_gain: np.ndarray  # P01_{t|t-1} / F_t, read-only
     slope_var: np.ndarray  # Var(slope_{t|t}), read-only
     innovation_var: np.ndarray  # F_t, read-only
 
@@ -209,10 +210,10 @@ def filter_gains(
         p00 = a00 + q_level
         p01 += p11
         p11 += q_trend
-    frozen = [np.array(v) for v in (slope_var, innov_var)]
+    frozen = [np.array(v) for v in (level_gain, slope_gain, slope_var, innov_var)]
     for arr in frozen:
         arr.flags.writeable = False  # shared by every window filtered with this fit
-    return FilterGains(tuple(level_gain), tuple(slope_gain), *frozen)
+    return FilterGains(*frozen)
 
 
 def local_linear_trend_filter(
@@ -224,10 +225,10 @@ def local_linear_trend_filter(
     level: list[float] = []
     slope: list[float] = []
     innov: list[float] = []
-    # bound appends and plain floats: this loop is the theory's hot path (numpy per step is slower)
+    # every step kept (the hourly path keeps only the last: `filter_last`); plain floats and bound appends
     put_level, put_slope, put_innov = level.append, slope.append, innov.append
     a0 = a1 = 0.0
-    for yt, k0, k1 in zip(y.tolist(), gains.level_gain, gains.slope_gain, strict=True):
+    for yt, k0, k1 in zip(y.tolist(), gains.level_gain.tolist(), gains.slope_gain.tolist(), strict=True):
         v = yt - a0
         a0 += k0 * v
         a1 += k1 * v
@@ -243,15 +244,25 @@ def local_linear_trend_filter(
 
 def filter_last(y: np.ndarray, gains: FilterGains) -> tuple[float, float, float, float]:
     """(level, slope, previous slope, innovation) at the last step: `local_linear_trend_filter`'s
-    last entries, by the same operations, without keeping every step (about 3x faster per window)."""
+    last entries, by the same operations (bit-identical), without keeping every step."""
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    if len(y) != len(gains.level_gain):
+        raise ValueError(f"{len(y)} observations for gains of {len(gains.level_gain)} steps")
+    return _state_update_last(y, gains.level_gain, gains.slope_gain)
+
+
+@compiled
+def _state_update_last(y, level_gain, slope_gain):
+    """The state half of the filter over all of y, keeping the last step. Compiled: the plain Python
+    loop cost ~0.1 ms per 500-bar window, this ~1 us."""
     a0 = a1 = level = prev_slope = v = 0.0
-    for yt, k0, k1 in zip(np.asarray(y, dtype=np.float64).tolist(), gains.level_gain, gains.slope_gain, strict=True):
-        v = yt - a0
-        a0 += k0 * v
+    for t in range(len(y)):
+        v = y[t] - a0
+        a0 += level_gain[t] * v
         prev_slope = a1
-        a1 += k1 * v
+        a1 += slope_gain[t] * v
         level = a0
-        a0 += a1
+        a0 += a1  # predict: level + slope; the slope carries over
     return level, a1, prev_slope, v
 
 
