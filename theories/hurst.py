@@ -395,17 +395,19 @@ def _dfa_and_rs(
         points = 0
         for w in range(windows):
             first = w * s if w < m else n - m * s + (w - m) * s
+            # views indexed from 0 by range loops: numba then skips negative-index checks (~2x faster)
+            yw, xw, fill = profile[first : first + s], x[first : first + s], resid2[points : points + s]
             # np.add.reduceat sums a segment as its first value plus the pairwise sum of the rest
-            mean_y = (profile[first] + pairwise_sum(profile, first + 1, s - 1)) / s
-            mean_x = (x[first] + pairwise_sum(x, first + 1, s - 1)) / s
+            mean_y = (yw[0] + pairwise_sum(yw, 1, s - 1)) / s
+            mean_x = (xw[0] + pairwise_sum(xw, 1, s - 1)) / s
             for j in range(s):
-                dev_y[j] = profile[first + j] - mean_y
-                dev_x[j] = x[first + j] - mean_x
+                dev_y[j] = yw[j] - mean_y
+                dev_x[j] = xw[j] - mean_x
                 squares[j] = dev_y[j] * (j - half)
             b = (squares[0] + pairwise_sum(squares, 1, s - 1)) / tt[i]
             for j in range(s):
                 r = dev_y[j] - b * (j - half)
-                resid2[points + j] = r * r
+                fill[j] = r * r
             points += s
             low = high = 0.0
             for j in range(s):

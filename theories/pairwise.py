@@ -16,29 +16,28 @@ from theories.jit import compiled
 
 @compiled
 def _block_sum(a: np.ndarray, lo: int, n: int) -> float:
+    # on a view, indexed from 0 by range loops: numba then knows no index is negative and skips the
+    # wraparound checks that kept these loops ~2x slower
+    v = a[lo : lo + n]
     if n < 8:
         total = 0.0
-        for i in range(lo, lo + n):
-            total += a[i]
+        for i in range(n):
+            total += v[i]
         return total
-    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-    i = lo + 8
-    end8 = lo + n - n % 8
-    while i < end8:
-        r0 += a[i]
-        r1 += a[i + 1]
-        r2 += a[i + 2]
-        r3 += a[i + 3]
-        r4 += a[i + 4]
-        r5 += a[i + 5]
-        r6 += a[i + 6]
-        r7 += a[i + 7]
-        i += 8
+    r0, r1, r2, r3, r4, r5, r6, r7 = v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
+    end8 = n - n % 8
+    for i in range(8, end8, 8):
+        r0 += v[i]
+        r1 += v[i + 1]
+        r2 += v[i + 2]
+        r3 += v[i + 3]
+        r4 += v[i + 4]
+        r5 += v[i + 5]
+        r6 += v[i + 6]
+        r7 += v[i + 7]
     total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < lo + n:
-        total += a[i]
-        i += 1
+    for i in range(end8, n):
+        total += v[i]
     return total
 
 

@@ -134,9 +134,11 @@ def _variance_ratio_sums(x: np.ndarray, lags: np.ndarray, weights: np.ndarray) -
     added one by one (numpy's BLAS dot adds in another order: the last bits differ, ~1e-16 relative)."""
     nq = len(x) - 1
     mu = (x[nq] - x[0]) / nq
+    # loops index views from 0 (x[1:] rather than x[k + 1]): numba then skips negative-index checks
     d2 = np.empty(nq)
+    later = x[1:]
     for k in range(nq):
-        dk = (x[k + 1] - x[k]) - mu
+        dk = (later[k] - x[k]) - mu
         d2[k] = dk * dk
     ss = pairwise_sum(d2, 0, nq)  # d2.sum(), as numpy adds it
     vr = np.empty(len(lags))
@@ -146,8 +148,9 @@ def _variance_ratio_sums(x: np.ndarray, lags: np.ndarray, weights: np.ndarray) -
     sigma_a2 = ss / (nq - 1)
     for j in range(1, weights.shape[1] + 1):
         cross = 0.0
+        led = d2[j:]
         for k in range(nq - j):
-            cross += d2[k + j] * d2[k]
+            cross += led[k] * d2[k]
         delta = nq * cross / ss**2
         for i in range(len(lags)):
             theta[i] += weights[i, j - 1] * delta
@@ -155,8 +158,9 @@ def _variance_ratio_sums(x: np.ndarray, lags: np.ndarray, weights: np.ndarray) -
         q = lags[i]
         qmu = q * mu
         dq = np.empty(nq + 1 - q)
+        ahead = x[q:]
         for k in range(nq + 1 - q):
-            dq[k] = (x[k + q] - x[k]) - qmu
+            dq[k] = (ahead[k] - x[k]) - qmu
         sq = np.dot(dq, dq)
         m = q * (nq - q + 1) * (1 - q / nq)
         vr[i] = sq / m / sigma_a2
@@ -205,8 +209,9 @@ def _realised_vol(r: np.ndarray, window: int, annualise: float) -> tuple[float, 
     squares = np.empty(window)
     for start in range(count):
         mean = pairwise_sum(r, start, window) / window
+        values = r[start : start + window]  # a view indexed from 0: no negative-index checks
         for i in range(window):
-            dev = r[start + i] - mean
+            dev = values[i] - mean
             squares[i] = dev * dev
         rolling[start] = math.sqrt(pairwise_sum(squares, 0, window) / (window - 1)) * annualise
     current = rolling[-1]
