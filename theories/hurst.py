@@ -126,6 +126,8 @@ class _Layout:
 
     scales: tuple[int, ...]
     log_scales: np.ndarray  # (K,) log s, the regressor of the Hurst slopes
+    log_scales_centred: np.ndarray  # (K,) log s minus its mean, and its sum of squares (`_centred`)
+    log_scales_ss: float
     index: np.ndarray  # (E,) position in the series of each laid-out point
     t: np.ndarray  # (E,) time within the window, centred: k - (s - 1) / 2
     starts: np.ndarray  # (W,) first point of each window
@@ -159,8 +161,10 @@ def _layout(n: int, scales: tuple[int, ...]) -> _Layout:
         size += [float(s)] * len(firsts)
         tt += [float(ts @ ts)] * len(firsts)
     sizes = np.array(size)
+    log_s = np.log(np.array(scales, dtype=np.float64))
+    centred, ss = _centred(log_s)
     layout = _Layout(
-        scales=scales, log_scales=np.log(np.array(scales, dtype=np.float64)), index=np.concatenate(index),
+        scales=scales, log_scales=log_s, log_scales_centred=centred, log_scales_ss=ss, index=np.concatenate(index),
         t=np.concatenate(t), starts=np.array(starts), size=sizes, counts=sizes.astype(np.int64), tt=np.array(tt),
         scale_starts=np.array(scale_starts), scale_windows=np.array(scale_windows),
         scale_points=np.array(scale_points, dtype=np.float64),
@@ -212,14 +216,22 @@ def _demeaned(x: np.ndarray) -> np.ndarray:
 
 def _slope(log_x: np.ndarray, log_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """OLS slope of log_y (last axis) on log_x and its standard error."""
-    k = log_x.shape[-1]
+    return _slope_on_centred(*_centred(log_x), log_y)
+
+
+def _centred(log_x: np.ndarray) -> tuple[np.ndarray, float]:
     # sums over counts rather than .mean() (the same numbers): the mean wrapper costs more at these sizes
-    xc = log_x - log_x.sum() / k
-    sxx = float(xc @ xc)
+    xc = log_x - log_x.sum() / log_x.shape[-1]
+    return xc, float(xc @ xc)
+
+
+def _slope_on_centred(xc: np.ndarray, sxx: float, log_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_slope` given the centred regressor and its sum of squares (`_centred`)."""
+    k = xc.shape[-1]
     yc = log_y - log_y.sum(axis=-1, keepdims=True) / k
     slope = (yc @ xc) / sxx
     resid = yc - slope[..., None] * xc
-    se = np.sqrt((resid * resid).sum(axis=-1) / (len(log_x) - 2) / sxx)
+    se = np.sqrt((resid * resid).sum(axis=-1) / (k - 2) / sxx)
     return slope, se
 
 
@@ -347,7 +359,9 @@ def hurst(returns: np.ndarray, params: HurstParams | None = None) -> HurstResult
         s = scales[np.flatnonzero(rs_count == 0)[0]]
         raise TheoryError(f"every {s}-bar window of returns is constant: no rescaled range")
     log_f, log_rs = np.log((f, rs_sum / rs_count))
-    slopes, ses = _slope(lay.log_scales, np.stack((log_f, log_rs, log_rs - _log_expected_rs(lay.scales))))
+    slopes, ses = _slope_on_centred(
+        lay.log_scales_centred, lay.log_scales_ss, np.stack((log_f, log_rs, log_rs - _log_expected_rs(lay.scales)))
+    )
     h, se, h_raw, h_al = float(slopes[0]), float(ses[0]), float(slopes[1]), 0.5 + float(slopes[2])
     return HurstResult(
         hurst=h, hurst_se=se, null_sd=null_sd, z=(h - 0.5) / null_sd, rs_hurst=h_al, rs_hurst_raw=h_raw,

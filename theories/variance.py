@@ -118,13 +118,23 @@ def variance_ratios(log_price: np.ndarray, lags: tuple[int, ...]) -> tuple[np.nd
     qmax = max(lags)
     if nq < 2 * qmax:
         raise TheoryError(f"variance ratio at lag {qmax} needs at least {2 * qmax} returns, got {nq}")
-    weights, homo_var = _vr_weights(lags)
-    vr, theta, ss = _variance_ratio_sums(np.ascontiguousarray(x), np.array(lags, dtype=np.int64), weights)
+    vr, z_star = _ratios_and_robust_z(x, lags)
+    return vr, z_star, math.sqrt(nq) * (vr - 1) / np.sqrt(_vr_weights(lags)[1])
+
+
+def _ratios_and_robust_z(x: np.ndarray, lags: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """VR(q) and z*(q) of `variance_ratios` (x long enough), without the homoskedastic z."""
+    vr, theta, ss = _variance_ratio_sums(np.ascontiguousarray(x), _lags_array(lags), _vr_weights(lags)[0])
     if not math.isfinite(ss) or ss <= 1e-300:
         raise TheoryError("variance ratio needs a log price that moves (the returns have zero variance)")
-    z_star = math.sqrt(nq) * (vr - 1) / np.sqrt(theta)
-    z_homo = math.sqrt(nq) * (vr - 1) / np.sqrt(homo_var)
-    return vr, z_star, z_homo
+    return vr, math.sqrt(len(x) - 1) * (vr - 1) / np.sqrt(theta)
+
+
+@lru_cache(maxsize=64)
+def _lags_array(lags: tuple[int, ...]) -> np.ndarray:
+    out = np.array(lags, dtype=np.int64)
+    out.flags.writeable = False
+    return out
 
 
 @compiled
@@ -186,8 +196,12 @@ def chow_denning(z: np.ndarray, alpha: float) -> tuple[float, float]:
     m = len(z)
     p_single = 2.0 * ndtr(-np.max(np.abs(z)))
     p_joint = 1.0 - (1.0 - p_single) ** m
-    critical = -ndtri((1.0 - (1.0 - alpha) ** (1.0 / m)) / 2.0)
-    return float(p_joint), float(critical)
+    return float(p_joint), _sidak_critical(alpha, m)
+
+
+@lru_cache(maxsize=64)
+def _sidak_critical(alpha: float, m: int) -> float:
+    return float(-ndtri((1.0 - (1.0 - alpha) ** (1.0 / m)) / 2.0))
 
 
 def realised_vol(returns: np.ndarray, window: int, lookback: int, bars_per_year: float) -> tuple[float, float]:
@@ -263,7 +277,7 @@ def variance(
         raise TheoryError(
             f"variance ratios up to lag {max(p.lags)} need at least {need} returns, got {len(log_price) - 1}"
         )
-    vr, z_star, _ = variance_ratios(log_price, p.lags)
+    vr, z_star = _ratios_and_robust_z(log_price, p.lags)  # `need` >= 4 max(lags): long enough
     joint_p, critical = chow_denning(z_star, p.alpha)
     returns = np.diff(log_close)
     rv, rv_pct = realised_vol(returns, p.vol_window, p.vol_lookback, bars_per_year)
