@@ -10,6 +10,8 @@ from theories.candles import Candles
 from theories.hurst import (
     THEORY,
     HurstParams,
+    _dfa_and_rs,
+    _layout,
     dfa_fluctuation,
     dfa_hurst,
     dfa_null,
@@ -274,3 +276,18 @@ def test_hurst_matches_per_window_loops_on_real_returns(shared_data):
         assert res.rs_hurst_raw == pytest.approx(np.polyfit(log_s, log_rs, 1)[0], rel=1e-10)
         corrected = 0.5 + np.polyfit(log_s, log_rs - np.log(expected_rs(scales)), 1)[0]
         assert res.rs_hurst == pytest.approx(corrected, rel=1e-10)
+
+
+def test_compiled_pass_gives_the_numpy_layout_fluctuations_and_rescaled_ranges_bit_for_bit(shared_data):
+    # hurst() runs DFA and R/S in one compiled pass; the public numpy functions are its reference
+    close = pd.read_csv(shared_data / "candles" / "binance-spot-1h" / "SOL_USDT.csv.gz").close.to_numpy()
+    r_all = np.diff(np.log(close))
+    for start, n, min_scale in [(s, 500 - s % 37, 4 + s % 9) for s in range(0, len(r_all) - 500, 4111)]:
+        x = np.ascontiguousarray(r_all[start : start + n])
+        scales = log_scales(n, min_scale)
+        lay = _layout(n, tuple(int(s) for s in scales))
+        f, rs_sum, rs_count, spread, size = _dfa_and_rs(x, scales, lay.tt[lay.scale_windows], lay.scale_points)
+        np.testing.assert_array_equal(f, dfa_fluctuation(x, scales))
+        np.testing.assert_array_equal(rs_sum / rs_count, rescaled_range(x, scales))
+        d = x - x.mean()
+        assert (spread, size) == ((d * d).sum(), np.abs(x).sum())

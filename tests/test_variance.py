@@ -7,7 +7,7 @@ from arch.unitroot import VarianceRatio
 
 from theories.base import TheoryContext, TheoryError
 from theories.candles import HOUR_MS, Candles
-from theories.indicators import atr
+from theories.indicators import atr, percentile_rank, rolling_std
 from theories.variance import (
     THEORY,
     VarianceParams,
@@ -187,3 +187,35 @@ def test_theory_runs_on_real_hourly_data(shared_data):
     assert 0 < res.vol_percentile <= 1
     assert 0 < res.atr_fraction < 0.1
     assert res.label and "->" in res.summary()
+
+
+def _numpy_variance_ratios(x: np.ndarray, lags: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """VR(q) and z*(q) as plain numpy writes them (the formulation the compiled sums replace)."""
+    nq = len(x) - 1
+    mu = (x[-1] - x[0]) / nq
+    d = np.diff(x) - mu
+    ss = (d * d).sum()
+    vr, theta = [], []
+    for q in lags:
+        dq = x[q:] - x[:-q] - q * mu
+        vr.append((dq @ dq) / (q * (nq - q + 1) * (1 - q / nq)) / (ss / (nq - 1)))
+        delta = [nq * (d[j:] ** 2 @ d[:-j] ** 2) / ss**2 for j in range(1, q)]
+        theta.append(sum((2.0 * (q - j) / q) ** 2 * delta[j - 1] for j in range(1, q)))
+    vr = np.array(vr)
+    return vr, math.sqrt(nq) * (vr - 1) / np.sqrt(theta)
+
+
+def test_compiled_variance_ratios_and_realised_vol_match_numpy_on_real_prices(shared_data):
+    close = pd.read_csv(shared_data / "candles" / "binance-spot-1h" / "ETH_USDT.csv.gz").close.to_numpy()
+    log_close = np.log(close)
+    for start in range(0, len(close) - 600, 3000):
+        x = log_close[start : start + 500]
+        vr, z_star, _ = variance_ratios(x, LAGS)
+        ref_vr, ref_z = _numpy_variance_ratios(x, LAGS)
+        # the same dot products (BLAS) for VR: the same bits; theta's sums add in another order
+        np.testing.assert_array_equal(vr, ref_vr)
+        np.testing.assert_allclose(z_star, ref_z, rtol=1e-12)
+        # realised vol: each window's std in numpy's order, so bit for bit
+        r = np.diff(log_close[start : start + 600])
+        rolling = rolling_std(r[-(400 + 24 - 1) :], 24) * math.sqrt(BARS_PER_YEAR)
+        assert realised_vol(r, 24, 400, BARS_PER_YEAR) == (rolling[-1], percentile_rank(rolling, rolling[-1]))

@@ -47,6 +47,8 @@ from theories.base import (
     pval,
     unit,
 )
+from theories.jit import compiled
+from theories.pairwise import pairwise_sum
 
 
 class AutocorrParams(TheoryParams):
@@ -97,30 +99,62 @@ def _ljung_box(rho: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return q, chdtrc(m, q)  # chi-square(m) upper tail; scipy.stats.chi2.sf is ~50x slower
 
 
-@lru_cache(maxsize=64)
-def _lead_index(n: int, nlags: int) -> np.ndarray:
-    """index[k - 1, t] = t + k: row k of a series padded with nlags zeros, gathered by it, is the series
-    led by k bars (zero past its end)."""
-    index = np.arange(1, nlags + 1)[:, None] + np.arange(n)
-    index.flags.writeable = False
-    return index
-
-
 def robust_portmanteau(x: np.ndarray, nlags: int) -> tuple[float, float, np.ndarray]:
     """Q*, its chi-square(nlags) p-value, and the per-lag robust z (Lobato, Nankervis & Savin 2001)."""
-    x = np.asarray(x, dtype=np.float64)
-    n = len(x)
-    d = x - x.sum() / n  # x - np.mean(x), the same numbers without the wrapper's cost
-    # every lag at once: with led[k - 1] = d led by k bars (zero-padded), the cross-products d_t d_{t-k}
-    # are led * d, so gamma and tau are two matrix-vector products (a loop over lags cost ~4x more)
-    led = np.concatenate((d, np.zeros(nlags)))[_lead_index(n, nlags)]
-    gamma = (led @ d) / n
-    tau = ((led * led) @ (d * d)) / n
-    if np.any(tau <= 0):
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    _, _, demeaned = _prepare(x)
+    return _robust_q(demeaned[0], nlags)
+
+
+def _robust_q(d: np.ndarray, nlags: int) -> tuple[float, float, np.ndarray]:
+    z, q, cross_products_vanish = _robust_z(d, nlags)
+    if cross_products_vanish:
         raise TheoryError("robust portmanteau is undefined when a lag's cross-products are all zero")
-    z = gamma / np.sqrt(tau / n)
-    q = float(np.sum(z * z))
     return q, float(chdtrc(nlags, q)), z
+
+
+@compiled
+def _prepare(x: np.ndarray) -> tuple[bool, bool, np.ndarray]:
+    """Whether x and x^2 are all finite, whether either is constant, and both demeaned as numpy does
+    it (x - x.sum() / n), in one compiled pass instead of ~8 numpy calls."""
+    n = len(x)
+    out = np.empty((2, n))
+    finite, constant = True, False
+    for row in range(2):
+        v = out[row]
+        for t in range(n):
+            v[t] = x[t] if row == 0 else x[t] * x[t]
+            finite &= np.isfinite(v[t])
+        constant |= v.max() == v.min()
+        mean = pairwise_sum(v, 0, n) / n
+        for t in range(n):
+            v[t] -= mean
+    return finite, constant, out
+
+
+@compiled
+def _robust_z(d: np.ndarray, nlags: int) -> tuple[np.ndarray, float, bool]:
+    """Per-lag robust z = gamma_k / sqrt(tau_k / n) of the demeaned d, Q* = sum z^2, and whether some
+    tau_k is zero. gamma_k = sum d_t d_{t-k} / n, tau_k = sum d_t^2 d_{t-k}^2 / n; compiled (the matrix
+    form cost ~0.07 ms), the cross-products added one by one (~1e-16 relative from numpy's BLAS order)."""
+    n = len(d)
+    squares = d * d
+    z = np.empty(nlags)
+    vanish = False
+    for k in range(1, nlags + 1):
+        gamma = tau = 0.0
+        for t in range(n - k):
+            gamma += d[t + k] * d[t]
+            tau += squares[t + k] * squares[t]
+        gamma /= n
+        tau /= n
+        if tau <= 0:
+            vanish = True  # the caller raises; z is left undefined
+            z[k - 1] = 0.0
+        else:
+            z[k - 1] = gamma / np.sqrt(tau / n)
+    squares[:nlags] = z * z
+    return z, pairwise_sum(squares, 0, nlags), vanish
 
 
 @lru_cache(maxsize=64)
@@ -128,11 +162,11 @@ def _fft_length(n: int) -> int:
     return _next_regular(2 * n + 1)  # the padded length statsmodels' acovf uses
 
 
-def _acf(xs: np.ndarray, nlags: int) -> np.ndarray:
-    """Autocorrelations at lags 1..nlags of each row of `xs`, by statsmodels' `acf(x, nlags, fft=True)`
-    steps (its `acovf`: demean, FFT to the padded length, |F|^2, inverse FFT, divide by n)."""
-    n = xs.shape[-1]
-    xo = xs - xs.sum(axis=-1, keepdims=True) / n  # x - x.mean(), the same numbers
+def _acf(xo: np.ndarray, nlags: int) -> np.ndarray:
+    """Autocorrelations at lags 1..nlags of each row of the demeaned `xo`, by statsmodels'
+    `acf(x, nlags, fft=True)` steps (its `acovf`: demean, FFT to the padded length, |F|^2, inverse FFT,
+    divide by n)."""
+    n = xo.shape[-1]
     f = np.fft.fft(xo, n=_fft_length(n))
     acov = (np.fft.ifft(f * np.conjugate(f))[..., :n] / n).real
     return acov[..., 1 : nlags + 1] / acov[..., :1]
@@ -164,14 +198,14 @@ def autocorrelation(returns: np.ndarray, params: AutocorrParams | None = None) -
     n = len(r)
     if n < max(2 * p.nlags, 30):
         raise TheoryError(f"autocorrelation with {p.nlags} lags needs at least {max(2 * p.nlags, 30)} returns, got {n}")
-    both = np.stack((r, r * r))
-    if not np.isfinite(both).all() or (both.max(axis=-1) == both.min(axis=-1)).any():
-        _check(both[0], "returns")  # one of them fails: these say which, in the order they were checked
-        _check(both[1], "squared returns")
-    rho = _acf(both, p.nlags)
+    finite, constant, demeaned = _prepare(np.ascontiguousarray(r))
+    if not finite or constant:
+        _check(r, "returns")  # one of them fails: these say which, in the order they were checked
+        _check(r * r, "squared returns")
+    rho = _acf(demeaned, p.nlags)
     band = p.band_z / math.sqrt(n)
     (q, q_sq), (q_p, q_sq_p) = _ljung_box(rho, n)
-    q_robust, q_robust_p, z = robust_portmanteau(r, p.nlags)
+    q_robust, q_robust_p, z = _robust_q(demeaned[0], p.nlags)
     return AutocorrResult(
         acf=tuple(rho[0, : p.report_lags].tolist()),
         significant_lags=tuple((np.flatnonzero(np.abs(z) > p.band_z) + 1).tolist()),

@@ -33,6 +33,8 @@ from theories.base import (
     pct,
     unit,
 )
+from theories.jit import compiled
+from theories.pairwise import pairwise_sum
 
 
 class EntropyParams(TheoryParams):
@@ -77,37 +79,79 @@ def gaussian_reference(bin_width_sigma: float, span_sigma: float) -> float:
 
 def shannon_entropy(x: np.ndarray, bin_width_sigma: float = 0.5, span_sigma: float = 3.0) -> tuple[float, float]:
     """Normalised Shannon entropy of `x` standardised, and the share of points in the tail bins."""
-    x = np.asarray(x, dtype=np.float64)
+    x = np.ascontiguousarray(x, dtype=np.float64)
     n = len(x)
     if n < 2:
         raise TheoryError("Shannon entropy needs returns with non-zero spread")
-    # x.std(ddof=1) and x - x.mean() as numpy computes them (the same numbers) without the wrappers,
-    # which cost more than the arithmetic at this size
-    d = x - x.sum() / n
-    sd = math.sqrt((d * d).sum() / (n - 1))
+    inner = sigma_bin_edges(bin_width_sigma, span_sigma)
+    sd, counts = _sigma_bin_counts(x, inner)
     if not math.isfinite(sd) or sd == 0:
         raise TheoryError("Shannon entropy needs returns with non-zero spread")
-    z = d / sd
-    inner = sigma_bin_edges(bin_width_sigma, span_sigma)
-    counts = np.bincount(np.searchsorted(inner, z, side="right"), minlength=len(inner) + 1)
-    p = counts[counts > 0] / len(z)
-    tails = (counts[0] + counts[-1]) / len(z)
+    p = counts[counts > 0] / n
+    tails = (counts[0] + counts[-1]) / n
     return float(-(p * np.log(p)).sum() / math.log(len(inner) + 1)), float(tails)
+
+
+@compiled
+def _sigma_bin_counts(x: np.ndarray, inner: np.ndarray) -> tuple[float, np.ndarray]:
+    """The sample sd of x (ddof 1), and the count of (x - mean) / sd in each bin between the `inner`
+    edges (a value on an edge goes to the bin above), as numpy's std and searchsorted(side="right")
+    give them: the same arithmetic in one compiled pass instead of ~10 numpy calls."""
+    n = len(x)
+    d = x - pairwise_sum(x, 0, n) / n
+    squares = d * d
+    sd = math.sqrt(pairwise_sum(squares, 0, n) / (n - 1))
+    counts = np.zeros(len(inner) + 1, np.int64)
+    if not (sd > 0 and sd < np.inf):
+        return sd, counts
+    for t in range(n):
+        z = d[t] / sd
+        above = 0
+        while above < len(inner) and inner[above] <= z:
+            above += 1
+        counts[above] += 1
+    return sd, counts
 
 
 def permutation_entropy(x: np.ndarray, order: int = 4, delay: int = 1) -> float:
     """Normalised permutation entropy (Bandt & Pompe 2002). Ties are ranked by position."""
-    x = np.asarray(x, dtype=np.float64)
+    x = np.ascontiguousarray(x, dtype=np.float64)
     n = len(x) - (order - 1) * delay
     if n < 1:
         raise TheoryError(f"permutation entropy of order {order} needs more than {(order - 1) * delay} points")
-    # the patterns' points side by side, column i = x[t + i * delay] (cheaper than sliding_window_view)
-    windows = np.stack([x[i * delay : i * delay + n] for i in range(order)], axis=1)
-    ranks = np.argsort(windows, axis=1, kind="stable")
-    codes = ranks @ (order ** np.arange(order))  # a unique integer per ordinal pattern, below order**order
-    counts = np.bincount(codes)
+    counts = _pattern_counts(x, order, delay)
     p = counts[counts > 0] / n  # in increasing code order, as np.unique gave them
     return float(-(p * np.log(p)).sum() / math.log(math.factorial(order)))
+
+
+@compiled
+def _pattern_counts(x: np.ndarray, order: int, delay: int) -> np.ndarray:
+    """How often each ordinal pattern occurs among the n - (order - 1) delay patterns of `order` points
+    x[t], x[t + delay], ..., by its code sum_i argsort_i order^i (argsort stable: ties by position, NaN
+    last, as numpy sorts). Compiled: numpy's stack, argsort and bincount cost ~0.07 ms at 500 points."""
+    n = len(x) - (order - 1) * delay
+    counts = np.zeros(order**order, np.int64)
+    values = np.empty(order)
+    index = np.empty(order, np.int64)
+    for t in range(n):
+        # insertion sort of the pattern's positions by value: stable, as only a strictly greater value
+        # (NaN counts as greater than any number) moves ahead of a later one
+        for i in range(order):
+            v = x[t + i * delay]
+            j = i
+            while j > 0 and (values[j - 1] > v or (np.isnan(values[j - 1]) and not np.isnan(v))):
+                values[j] = values[j - 1]
+                index[j] = index[j - 1]
+                j -= 1
+            values[j] = v
+            index[j] = i
+        code = 0
+        weight = 1
+        for i in range(order):
+            code += index[i] * weight
+            weight *= order
+        counts[code] += 1
+    return counts
 
 
 def _label(shannon: float, reference: float, perm: float) -> str:
@@ -128,7 +172,7 @@ def _label(shannon: float, reference: float, perm: float) -> str:
 
 def entropy(returns: np.ndarray, params: EntropyParams | None = None) -> EntropyResult:
     p = params or EntropyParams()
-    r = np.asarray(returns, dtype=np.float64)[-p.lookback :]
+    r = np.ascontiguousarray(np.asarray(returns, dtype=np.float64)[-p.lookback :])
     sh, tails = shannon_entropy(r, p.bin_width_sigma, p.span_sigma)
     ref = gaussian_reference(p.bin_width_sigma, p.span_sigma)
     pe = permutation_entropy(r, p.order, p.delay)
