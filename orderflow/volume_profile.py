@@ -24,6 +24,7 @@ from scipy.signal import find_peaks
 
 from theories.base import COUNT, FRACTION, LABEL, PRICE, VOLUME, TheoryParams, TheoryResult, num, pct, unit
 from theories.candles import Candles
+from theories.jit import compiled
 
 
 class VolumeProfileParams(TheoryParams):
@@ -70,24 +71,37 @@ class VolumeProfile(TheoryResult):
 def profile_histogram(low: np.ndarray, high: np.ndarray, volume: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Volume per bin: each bar's volume spread uniformly over [low, high], split by overlap.
 
-    Only the (bar, bin) pairs that overlap are formed: a bar touches the bins from the one holding
+    Only the (bar, bin) pairs that overlap are visited: a bar touches the bins from the one holding
     its low to the one holding its high, a few of the profile's bins, so this costs a few entries
-    per bar instead of a bars x bins matrix. `np.bincount` adds each bin's shares in bar order, the
-    order a bars x bins matrix summed over its bars adds them, so the sums are the same bit for bit.
+    per bar instead of a bars x bins matrix. Each bin's shares are added in bar order, the order a
+    bars x bins matrix summed over its bars adds them, so the sums are the same bit for bit.
     """
     nb = len(edges) - 1
-    span = high - low
-    flat = span <= 0  # a bar with no range: all its volume in the bin holding its price
+    flat = high - low <= 0  # a bar with no range: all its volume in the bin holding its price
     # bins j with edges[j] <= low < edges[j + 1] (first) and edges[j] < high <= edges[j + 1] (last)
     first = np.minimum(np.maximum(np.searchsorted(edges, low, side="right") - 1, 0), nb - 1)
     last = np.where(flat, first, np.minimum(np.maximum(np.searchsorted(edges, high, side="left") - 1, first), nb - 1))
-    counts = last - first + 1
-    bar = np.repeat(np.arange(len(low)), counts)
-    bins = np.arange(len(bar)) - np.repeat(np.cumsum(counts) - counts - first, counts)  # first .. last per bar
-    overlap = np.maximum(np.minimum(high[bar], edges[bins + 1]) - np.maximum(low[bar], edges[bins]), 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        weights = np.where(flat[bar], 1.0, overlap / span[bar])
-    return np.bincount(bins, weights=weights * volume[bar], minlength=nb)
+    return _spread_volume(low, high, volume, edges, first, last)
+
+
+@compiled
+def _spread_volume(low: np.ndarray, high: np.ndarray, volume: np.ndarray, edges: np.ndarray, first: np.ndarray,
+                   last: np.ndarray) -> np.ndarray:
+    """`profile_histogram`'s sums: bar i adds its overlap share of its volume to bins first[i]..last[i].
+
+    A compiled loop: the same pairs gathered into numpy arrays and summed by `np.bincount` (the same
+    additions in the same order) cost ~0.15 ms per 500-bar profile in array set-up; this, a few us.
+    """
+    hist = np.zeros(len(edges) - 1)
+    for i in range(len(low)):
+        span = high[i] - low[i]
+        for j in range(first[i], last[i] + 1):
+            if span <= 0:
+                share = 1.0
+            else:
+                share = max(min(high[i], edges[j + 1]) - max(low[i], edges[j]), 0.0) / span
+            hist[j] += share * volume[i]
+    return hist
 
 
 def value_area(hist: np.ndarray, poc: int, share: float) -> tuple[int, int]:
