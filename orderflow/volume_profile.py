@@ -10,8 +10,8 @@ inside the range the volume traded, and the uniform split is the usual assumptio
   holds more volume, until it holds `value_area_share` (70%) of the total (the Market Profile
   rule, Steidlmayer; CBOT Market Profile handbook).
 - High-/low-volume nodes: peaks and troughs of the profile smoothed with a Gaussian kernel
-  (`scipy.ndimage.gaussian_filter1d`), found with `scipy.signal.find_peaks`, keeping those with
-  a prominence of at least `node_prominence` of the smoothed maximum.
+  (`scipy.ndimage.gaussian_filter1d`), found by `prominent_peaks` (the rules of `scipy.signal.find_peaks`),
+  keeping those with a prominence of at least `node_prominence` of the smoothed maximum.
 Prices in the quote currency, volumes in base units.
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 from scipy.ndimage import gaussian_filter1d
-from scipy.signal import find_peaks
 
 from theories.base import COUNT, FRACTION, LABEL, PRICE, VOLUME, TheoryParams, TheoryResult, num, pct, unit
 from theories.candles import Candles
@@ -104,6 +103,45 @@ def _spread_volume(low: np.ndarray, high: np.ndarray, volume: np.ndarray, edges:
     return hist
 
 
+@compiled
+def prominent_peaks(x: np.ndarray, min_prominence: float) -> np.ndarray:
+    """`scipy.signal.find_peaks(x, prominence=min_prominence)[0]`: the same peaks, the same rules (tested).
+
+    A peak is a sample, or the middle (rounded down) of a flat run, higher than both neighbours; the
+    first and last samples never are. Its prominence is its height above the higher of the lowest
+    points between it and the nearest higher sample on each side (or the array's end). Compiled:
+    scipy's general function costs ~45 us per call on the profile's 50 bins, this ~1 us, and the
+    profile looks for both peaks and troughs in every snapshot.
+    """
+    n = len(x)
+    found = np.empty(n, dtype=np.int64)
+    m = 0
+    i = 1
+    while i < n - 1:
+        if x[i - 1] < x[i]:
+            ahead = i + 1
+            while ahead < n - 1 and x[ahead] == x[i]:
+                ahead += 1
+            if x[ahead] < x[i]:
+                peak = (i + ahead - 1) // 2
+                left_min = x[peak]
+                j = peak
+                while j >= 0 and x[j] <= x[peak]:
+                    left_min = min(left_min, x[j])
+                    j -= 1
+                right_min = x[peak]
+                j = peak
+                while j < n and x[j] <= x[peak]:
+                    right_min = min(right_min, x[j])
+                    j += 1
+                if x[peak] - max(left_min, right_min) >= min_prominence:
+                    found[m] = peak
+                    m += 1
+                i = ahead
+        i += 1
+    return found[:m]
+
+
 def value_area(hist: np.ndarray, poc: int, share: float) -> tuple[int, int]:
     """Bin indices [lo, hi] of the value area grown from `poc` until it holds `share` of the volume."""
     target = share * hist.sum()
@@ -144,8 +182,8 @@ def volume_profile(candles: Candles, params: VolumeProfileParams | None = None) 
     # in shares of the maximum, rounded: float ripple on a flat stretch must not split one node into many
     # (find_peaks reports a flat plateau once, at its middle)
     smooth = np.round(smooth / float(smooth.max()), 9)
-    peaks, _ = find_peaks(smooth, prominence=p.node_prominence)
-    troughs, _ = find_peaks(-smooth, prominence=p.node_prominence)
+    peaks = prominent_peaks(smooth, p.node_prominence)
+    troughs = prominent_peaks(-smooth, p.node_prominence)
     hvn = [float(centres[i]) for i in peaks]
     lvn = [float(centres[i]) for i in troughs]
 
