@@ -280,3 +280,19 @@ def test_atr_breakout_votes_the_opposite_way_on_the_mirror_image(seed, jump, lou
     up, down = atr_breakout.THEORY(ctx_of(c)), atr_breakout.THEORY(ctx_of(mirrored(c, 300.0)))
     assert down.vote == -up.vote
     assert down.strength == pytest.approx(up.strength)
+
+
+def test_mean_of_previous_is_numpys_mean_to_the_bit_and_last_finite_refuses_warm_up_values(shared_data):
+    from agent.market import load_candle_file
+    from theories.strategies.rule import last_finite, mean_of_previous
+
+    volume = load_candle_file(shared_data / "candles" / "binance-spot-1h" / "SOL_USDT.csv.gz").volume[-3000:]
+    for end in range(30, len(volume), 37):
+        for n in (20, 7):
+            assert mean_of_previous(volume[:end], n) == float(np.mean(volume[end - n - 1 : end - 1]))
+    assert last_finite("x", np.array([np.nan, 1.0, 2.0]), 2).tolist() == [1.0, 2.0]
+    for bad in (np.nan, np.inf, -np.inf):
+        with pytest.raises(TheoryError, match="warm-up"):
+            last_finite("x", np.array([1.0, bad, 2.0]), 2)
+    with pytest.raises(TheoryError, match="warm-up"):
+        last_finite("x", np.array([1.0]), 2)
