@@ -34,6 +34,7 @@ from orderflow.trades import (
 )
 from orderflow.volume_profile import (
     VolumeProfileParams,
+    gaussian_weights,
     profile_histogram,
     prominent_peaks,
     value_area,
@@ -407,3 +408,15 @@ def test_prominent_peaks_are_scipys_on_real_smoothed_profiles(shared_data):
         smooth = np.round(smooth / smooth.max(), 9)
         for y in (smooth, -smooth):
             assert np.array_equal(prominent_peaks(y, 0.1), find_peaks(y, prominence=0.1)[0])
+
+
+def test_smoothing_with_the_remembered_kernel_is_gaussian_filter1d_to_the_bit(shared_data):
+    from scipy.ndimage import correlate1d, gaussian_filter1d
+
+    c = load_candle_file(shared_data / "candles" / "binance-spot-1h" / "BTC_USDT.csv.gz")
+    for end in range(500, len(c), 503):
+        low, high, vol = c.low[end - 500 : end], c.high[end - 500 : end], c.volume[end - 500 : end]
+        hist = profile_histogram(low, high, vol, np.linspace(low.min(), high.max(), 51))
+        for sigma in (1.5, 0.7, 3.0):
+            assert np.array_equal(correlate1d(hist, gaussian_weights(sigma), mode="constant"),
+                                  gaussian_filter1d(hist, sigma, mode="constant"))
