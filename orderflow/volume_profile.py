@@ -95,8 +95,8 @@ def _spread_volume(low: np.ndarray, high: np.ndarray, volume: np.ndarray, edges:
         span = high[i] - low[i]
         # bins j with edges[j] <= low < edges[j + 1] (first) and edges[j] < high <= edges[j + 1] (last),
         # clipped to the profile; a bar with no range puts all its volume in the bin holding its price
-        first = min(max(np.searchsorted(edges, low[i], side="right") - 1, 0), nb - 1)
-        last = first if span <= 0 else min(max(np.searchsorted(edges, high[i], side="left") - 1, first), nb - 1)
+        first = min(max(_edges_below(edges, low[i], True) - 1, 0), nb - 1)
+        last = first if span <= 0 else min(max(_edges_below(edges, high[i], False) - 1, first), nb - 1)
         for j in range(first, last + 1):
             if span <= 0:
                 share = 1.0
@@ -104,6 +104,20 @@ def _spread_volume(low: np.ndarray, high: np.ndarray, volume: np.ndarray, edges:
                 share = max(min(high[i], edges[j + 1]) - max(low[i], edges[j]), 0.0) / span
             hist[j] += share * volume[i]
     return hist
+
+
+@compiled
+def _edges_below(edges: np.ndarray, price: float, inclusive: bool) -> int:
+    """How many (rising) edges lie below `price`, or at or below it when `inclusive`: np.searchsorted's
+    left and right sides, by bisection (numba's own searchsorted costs over a second to compile)."""
+    lo, hi = 0, len(edges)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if edges[mid] < price or (inclusive and edges[mid] == price):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 @compiled
