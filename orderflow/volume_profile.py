@@ -10,20 +10,23 @@ inside the range the volume traded, and the uniform split is the usual assumptio
   holds more volume, until it holds `value_area_share` (70%) of the total (the Market Profile
   rule, Steidlmayer; CBOT Market Profile handbook).
 - High-/low-volume nodes: peaks and troughs of the profile smoothed with a Gaussian kernel
-  (`scipy.ndimage.gaussian_filter1d`), found with `scipy.signal.find_peaks`, keeping those with
-  a prominence of at least `node_prominence` of the smoothed maximum.
+  (`scipy.ndimage.gaussian_filter1d`'s, `gaussian_weights`), found by `prominent_peaks` (the rules
+  of `scipy.signal.find_peaks`), keeping those with a prominence of at least `node_prominence` of
+  the smoothed maximum.
 Prices in the quote currency, volumes in base units.
 """
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 from pydantic import Field
-from scipy.ndimage import gaussian_filter1d
-from scipy.signal import find_peaks
+from scipy.ndimage import correlate1d
 
 from theories.base import COUNT, FRACTION, LABEL, PRICE, VOLUME, TheoryParams, TheoryResult, num, pct, unit
 from theories.candles import Candles
+from theories.jit import compiled
 
 
 class VolumeProfileParams(TheoryParams):
@@ -70,24 +73,90 @@ class VolumeProfile(TheoryResult):
 def profile_histogram(low: np.ndarray, high: np.ndarray, volume: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Volume per bin: each bar's volume spread uniformly over [low, high], split by overlap.
 
-    Only the (bar, bin) pairs that overlap are formed: a bar touches the bins from the one holding
+    Only the (bar, bin) pairs that overlap are visited: a bar touches the bins from the one holding
     its low to the one holding its high, a few of the profile's bins, so this costs a few entries
-    per bar instead of a bars x bins matrix. `np.bincount` adds each bin's shares in bar order, the
-    order a bars x bins matrix summed over its bars adds them, so the sums are the same bit for bit.
+    per bar instead of a bars x bins matrix. Each bin's shares are added in bar order, the order a
+    bars x bins matrix summed over its bars adds them, so the sums are the same bit for bit.
+    """
+    columns = (np.asarray(a, dtype=np.float64) for a in (low, high, volume, edges))
+    return _spread_volume(*columns)
+
+
+@compiled
+def _spread_volume(low: np.ndarray, high: np.ndarray, volume: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """`profile_histogram`'s loop: bar i adds its overlap share of its volume to the bins it touches.
+
+    Compiled: the same pairs gathered into numpy arrays and summed by `np.bincount` (the same additions
+    in the same order) cost ~0.15 ms per 500-bar profile in array set-up; this, a few microseconds.
     """
     nb = len(edges) - 1
-    span = high - low
-    flat = span <= 0  # a bar with no range: all its volume in the bin holding its price
-    # bins j with edges[j] <= low < edges[j + 1] (first) and edges[j] < high <= edges[j + 1] (last)
-    first = np.minimum(np.maximum(np.searchsorted(edges, low, side="right") - 1, 0), nb - 1)
-    last = np.where(flat, first, np.minimum(np.maximum(np.searchsorted(edges, high, side="left") - 1, first), nb - 1))
-    counts = last - first + 1
-    bar = np.repeat(np.arange(len(low)), counts)
-    bins = np.arange(len(bar)) - np.repeat(np.cumsum(counts) - counts - first, counts)  # first .. last per bar
-    overlap = np.maximum(np.minimum(high[bar], edges[bins + 1]) - np.maximum(low[bar], edges[bins]), 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        weights = np.where(flat[bar], 1.0, overlap / span[bar])
-    return np.bincount(bins, weights=weights * volume[bar], minlength=nb)
+    hist = np.zeros(nb)
+    for i in range(len(low)):
+        span = high[i] - low[i]
+        # bins j with edges[j] <= low < edges[j + 1] (first) and edges[j] < high <= edges[j + 1] (last),
+        # clipped to the profile; a bar with no range puts all its volume in the bin holding its price
+        first = min(max(_edges_below(edges, low[i], True) - 1, 0), nb - 1)
+        last = first if span <= 0 else min(max(_edges_below(edges, high[i], False) - 1, first), nb - 1)
+        for j in range(first, last + 1):
+            if span <= 0:
+                share = 1.0
+            else:
+                share = max(min(high[i], edges[j + 1]) - max(low[i], edges[j]), 0.0) / span
+            hist[j] += share * volume[i]
+    return hist
+
+
+@compiled
+def _edges_below(edges: np.ndarray, price: float, inclusive: bool) -> int:
+    """How many (rising) edges lie below `price`, or at or below it when `inclusive`: np.searchsorted's
+    left and right sides, by bisection (numba's own searchsorted costs over a second to compile)."""
+    lo, hi = 0, len(edges)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if edges[mid] < price or (inclusive and edges[mid] == price):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@compiled
+def prominent_peaks(x: np.ndarray, min_prominence: float) -> np.ndarray:
+    """`scipy.signal.find_peaks(x, prominence=min_prominence)[0]`: the same peaks, the same rules (tested).
+
+    A peak is a sample, or the middle (rounded down) of a flat run, higher than both neighbours; the
+    first and last samples never are. Its prominence is its height above the higher of the lowest
+    points between it and the nearest higher sample on each side (or the array's end). Compiled:
+    scipy's general function costs ~45 us per call on the profile's 50 bins, this ~1 us, and the
+    profile looks for both peaks and troughs in every snapshot.
+    """
+    n = len(x)
+    found = np.empty(n, dtype=np.int64)
+    m = 0
+    i = 1
+    while i < n - 1:
+        if x[i - 1] < x[i]:
+            ahead = i + 1
+            while ahead < n - 1 and x[ahead] == x[i]:
+                ahead += 1
+            if x[ahead] < x[i]:
+                peak = (i + ahead - 1) // 2
+                left_min = x[peak]
+                j = peak
+                while j >= 0 and x[j] <= x[peak]:
+                    left_min = min(left_min, x[j])
+                    j -= 1
+                right_min = x[peak]
+                j = peak
+                while j < n and x[j] <= x[peak]:
+                    right_min = min(right_min, x[j])
+                    j += 1
+                if x[peak] - max(left_min, right_min) >= min_prominence:
+                    found[m] = peak
+                    m += 1
+                i = ahead
+        i += 1
+    return found[:m]
 
 
 def value_area(hist: np.ndarray, poc: int, share: float) -> tuple[int, int]:
@@ -108,6 +177,18 @@ def value_area(hist: np.ndarray, poc: int, share: float) -> tuple[int, int]:
     return lo, hi
 
 
+@cache
+def gaussian_weights(sigma: float) -> np.ndarray:
+    """The kernel `scipy.ndimage.gaussian_filter1d(x, sigma)` correlates `x` with (truncated at 4 sigma), made
+    as it makes it, once per sigma: building it was a third of the smoothing's cost, every snapshot."""
+    radius = int(4.0 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (sigma * sigma) * x**2)
+    weights = (phi / phi.sum())[::-1]
+    weights.flags.writeable = False  # shared by every call
+    return weights
+
+
 def volume_profile(candles: Candles, params: VolumeProfileParams | None = None) -> VolumeProfile:
     """The volume profile of `candles` (all of them: pass the window you want)."""
     p = params or VolumeProfileParams()
@@ -126,12 +207,12 @@ def volume_profile(candles: Candles, params: VolumeProfileParams | None = None) 
     poc = int(np.argmax(hist))
     va_lo, va_hi = value_area(hist, poc, p.value_area_share)
 
-    smooth = gaussian_filter1d(hist, p.smoothing_bins, mode="constant") if p.smoothing_bins > 0 else hist
+    smooth = correlate1d(hist, gaussian_weights(p.smoothing_bins), mode="constant") if p.smoothing_bins > 0 else hist
     # in shares of the maximum, rounded: float ripple on a flat stretch must not split one node into many
     # (find_peaks reports a flat plateau once, at its middle)
     smooth = np.round(smooth / float(smooth.max()), 9)
-    peaks, _ = find_peaks(smooth, prominence=p.node_prominence)
-    troughs, _ = find_peaks(-smooth, prominence=p.node_prominence)
+    peaks = prominent_peaks(smooth, p.node_prominence)
+    troughs = prominent_peaks(-smooth, p.node_prominence)
     hvn = [float(centres[i]) for i in peaks]
     lvn = [float(centres[i]) for i in troughs]
 

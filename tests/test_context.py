@@ -317,3 +317,20 @@ def test_the_context_cache_key_follows_the_leaders_highs_and_lows():
     market_context("A/USDT", a, LEADER, at, cache=cache)
     market_context("A/USDT", {**a, LEADER: wider}, LEADER, at, cache=cache)
     assert cache.misses == 2
+
+
+def test_the_remembered_universe_key_is_the_digest_of_exactly_the_views_given():
+    from theories.context import _digest, _universe_key
+
+    rng = np.random.default_rng(15)
+    full = {s: _candles(_walk(700, rng), s) for s in (LEADER, "A/USDT", "B/USDT")}
+    p = ContextParams()
+
+    def direct(cut):
+        return tuple((s, c.interval_ms, len(c), c.last_close_time, _digest(c, s == LEADER, p)) for s, c in cut.items())
+
+    for hours in (650, 650, 651, 700):  # fresh views of one hour twice, then other hours
+        cut = {s: c.closed_by(T0 + hours * HOUR_MS) for s, c in full.items()}
+        assert _universe_key(cut, LEADER, p) == direct(cut)
+    other = {**full, "B/USDT": _candles(_walk(700, rng), "B/USDT")}  # same shape, other candles
+    assert _universe_key(other, LEADER, p) == direct(other) != direct(full)

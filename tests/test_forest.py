@@ -127,6 +127,21 @@ def test_flat_forest_gives_sklearns_probabilities():
     assert isinstance(fit.flat, FlatForest) and fit.flat.depth <= p.max_depth
 
 
+def test_flat_forest_sends_each_row_to_the_leaves_scikit_learn_does_on_real_data(shared_data):
+    # the compiled walk must land in each tree's own leaf (Tree.apply), so its mean of the leaves' up
+    # shares is the numpy walk's to the bit
+    df = pd.read_csv(shared_data / "candles" / "binance-spot-1h" / "ETH_USDT.csv.gz").tail(2000)
+    c = Candles(df.time, df.open, df.high, df.low, df.close, df.volume, symbol="ETH/USDT")
+    fit = fit_forest(c, ForestParams(), c.last_close_time)
+    flat = fit.flat
+    for x in training_set(c, 4).X[::7]:
+        x32 = np.asarray(x, dtype=np.float32)
+        want = np.array([t.apply(x32[None, :])[0] + flat.roots[i] for i, t in enumerate(fit.trees)])
+        got = forest._leaves(x32.astype(np.float64), flat.roots, flat.left, flat.right, flat.feature, flat.threshold)
+        np.testing.assert_array_equal(got, want)
+        assert flat.predict_up(x) == float(flat.p_up[want].mean())
+
+
 def _sklearn_forest(X: np.ndarray, y: np.ndarray, p: ForestParams) -> RandomForestClassifier:
     forest = RandomForestClassifier(n_estimators=p.n_estimators, max_depth=p.max_depth,
                                     min_samples_leaf=p.min_samples_leaf, max_features="sqrt",

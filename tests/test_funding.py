@@ -207,3 +207,16 @@ def test_cuts_are_views_of_the_same_validated_data():
         f.rate = np.zeros(3)
     with pytest.raises(ValueError):
         f.rate[0] = 1.0
+
+
+def test_the_three_day_mean_takes_exactly_the_settlements_of_the_last_72_hours(shared_data):
+    hour = 3_600_000
+    rates = load_funding(shared_data / "funding" / "binance-usdm")["BTC/USDT"]
+    rng = np.random.default_rng(3)
+    for at in rng.integers(int(rates.time[10]), int(rates.time[-1]), 200):
+        at = int(at) // hour * hour
+        known = rates.settled_by(at)
+        if at - int(known.time[-1]) > 16 * hour:
+            continue
+        r = funding_extremes.funding_extremes(rates, at, 100.0, hour)
+        assert r.mean_rate_3d == float(np.mean(known.rate[known.time > at - 72 * hour]))

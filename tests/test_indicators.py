@@ -45,3 +45,25 @@ def test_wilder_atr_known_values():
 
 def test_percentile_rank_counts_at_or_below():
     assert percentile_rank(np.array([1.0, 2, 3, 4, np.nan]), 2.0) == 0.5
+
+
+def test_ema_and_atr_are_scipys_linear_filter_to_the_bit_on_real_data(shared_data):
+    from scipy.signal import lfilter
+
+    from agent.market import load_candle_file
+
+    c = load_candle_file(shared_data / "candles" / "binance-spot-1h" / "ETH_USDT.csv.gz").tail(5000)
+    for span in (9, 48, 50):
+        a = 2.0 / (span + 1)
+        y, _ = lfilter([a], [1.0, a - 1.0], c.close[1:], zi=(1 - a) * c.close[:1])
+        want = np.concatenate((c.close[:1], y))
+        want[: span - 1] = np.nan
+        np.testing.assert_array_equal(ema(c.close, span), want)
+        rows = np.stack((c.close[-500:], c.high[-500:], c.low[-500:]))  # one series per row, each as alone
+        np.testing.assert_array_equal(ema(rows, span), np.stack([ema(r, span) for r in rows]))
+    for n in (14, 20):
+        tr = true_range(c.high, c.low, c.close)
+        seed = tr[:n].mean()
+        y, _ = lfilter([1.0 / n], [1.0, 1.0 / n - 1.0], tr[n:], zi=[(1 - 1.0 / n) * seed])
+        want = np.concatenate((np.full(n - 1, np.nan), [seed], y))
+        np.testing.assert_array_equal(atr(c.high, c.low, c.close, n), want)

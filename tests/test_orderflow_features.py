@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.signal import find_peaks
 
 from agent.market import load_candle_file
 from orderflow.book import BookDataError, OrderBook
@@ -31,7 +32,14 @@ from orderflow.trades import (
     large_trades,
     vwap,
 )
-from orderflow.volume_profile import VolumeProfileParams, profile_histogram, value_area, volume_profile
+from orderflow.volume_profile import (
+    VolumeProfileParams,
+    gaussian_weights,
+    profile_histogram,
+    prominent_peaks,
+    value_area,
+    volume_profile,
+)
 from theories.candles import Candles
 
 PREV = (100.0, 5.0, 101.0, 7.0)  # bid, bid size, ask, ask size
@@ -376,3 +384,39 @@ def test_profile_histogram_handles_flat_bars_bars_on_edges_and_bars_outside_the_
         vol = rng.uniform(0, 10, m)
         edges = np.linspace(rng.choice([low.min(), 1.3]), rng.choice([high.max(), 2.2]), int(rng.integers(6, 40)))
         assert np.array_equal(profile_histogram(low, high, vol, edges), dense_profile_histogram(low, high, vol, edges))
+
+
+def test_prominent_peaks_are_scipys_find_peaks_with_a_prominence():
+    rng = np.random.default_rng(9)
+    for _ in range(3000):
+        n = int(rng.integers(0, 60))
+        # few distinct levels: flat runs (plateaus) of every length, at the ends too, and equal neighbours
+        x = np.round(rng.uniform(0, 1, n) * rng.choice([3, 10, 1000]), 0) / 10
+        for prominence in (0.1, 0.05, 0.3):
+            for y in (x, -x):
+                assert np.array_equal(prominent_peaks(y, prominence), find_peaks(y, prominence=prominence)[0])
+
+
+def test_prominent_peaks_are_scipys_on_real_smoothed_profiles(shared_data):
+    from scipy.ndimage import gaussian_filter1d
+
+    c = load_candle_file(shared_data / "candles" / "binance-spot-1h" / "ETH_USDT.csv.gz")
+    for end in range(500, len(c), 97):
+        low, high, vol = c.low[end - 500 : end], c.high[end - 500 : end], c.volume[end - 500 : end]
+        smooth = gaussian_filter1d(profile_histogram(low, high, vol, np.linspace(low.min(), high.max(), 51)), 1.5,
+                                   mode="constant")
+        smooth = np.round(smooth / smooth.max(), 9)
+        for y in (smooth, -smooth):
+            assert np.array_equal(prominent_peaks(y, 0.1), find_peaks(y, prominence=0.1)[0])
+
+
+def test_smoothing_with_the_remembered_kernel_is_gaussian_filter1d_to_the_bit(shared_data):
+    from scipy.ndimage import correlate1d, gaussian_filter1d
+
+    c = load_candle_file(shared_data / "candles" / "binance-spot-1h" / "BTC_USDT.csv.gz")
+    for end in range(500, len(c), 503):
+        low, high, vol = c.low[end - 500 : end], c.high[end - 500 : end], c.volume[end - 500 : end]
+        hist = profile_histogram(low, high, vol, np.linspace(low.min(), high.max(), 51))
+        for sigma in (1.5, 0.7, 3.0):
+            assert np.array_equal(correlate1d(hist, gaussian_weights(sigma), mode="constant"),
+                                  gaussian_filter1d(hist, sigma, mode="constant"))

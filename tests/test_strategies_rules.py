@@ -280,3 +280,34 @@ def test_atr_breakout_votes_the_opposite_way_on_the_mirror_image(seed, jump, lou
     up, down = atr_breakout.THEORY(ctx_of(c)), atr_breakout.THEORY(ctx_of(mirrored(c, 300.0)))
     assert down.vote == -up.vote
     assert down.strength == pytest.approx(up.strength)
+
+
+def test_mean_of_previous_is_numpys_mean_to_the_bit_and_last_finite_refuses_warm_up_values(shared_data):
+    from agent.market import load_candle_file
+    from theories.strategies.rule import last_finite, mean_of_previous
+
+    volume = load_candle_file(shared_data / "candles" / "binance-spot-1h" / "SOL_USDT.csv.gz").volume[-3000:]
+    for end in range(30, len(volume), 37):
+        for n in (20, 7):
+            assert mean_of_previous(volume[:end], n) == float(np.mean(volume[end - n - 1 : end - 1]))
+    assert last_finite("x", np.array([np.nan, 1.0, 2.0]), 2).tolist() == [1.0, 2.0]
+    for bad in (np.nan, np.inf, -np.inf):
+        with pytest.raises(TheoryError, match="warm-up"):
+            last_finite("x", np.array([1.0, bad, 2.0]), 2)
+    with pytest.raises(TheoryError, match="warm-up"):
+        last_finite("x", np.array([1.0]), 2)
+
+
+def test_vwap_reversion_is_worked_out_once_per_primary_bar_with_a_cache_and_answers_the_same(shared_data):
+    from agent.market import load_candle_file
+    from theories.base import FitCache
+
+    history = load_candle_file(shared_data / "candles" / "binance-spot-1h" / "BTC_USDT.csv.gz").tail(3000)
+    cache = FitCache()
+    start = (history.last_close_time - 48 * H) // (4 * H) * (4 * H)
+    for at in range(start, start + 48 * H, H):
+        plain = TheoryContext(symbol="BTC/USDT", at_ms=at, candles=history.closed_by(at).tail(500),
+                              history=history.closed_by(at))
+        cached = TheoryContext(**{**plain.__dict__, "cache": cache})
+        assert vwap_reversion.THEORY(cached) == vwap_reversion.THEORY(plain)
+    assert cache.misses == 12 and cache.hits == 36  # a new 4h bar every 4 hours

@@ -111,3 +111,47 @@ def test_every_higher_bar_is_complete_closed_by_the_decision_and_exact(n, drops,
     expected = [s for s in starts if s + factor * H <= at
                 and ((closed.time >= s) & (closed.time < s + factor * H)).sum() == factor]
     assert out.time.tolist() == expected
+
+
+def _same_candles(a: Candles, b: Candles) -> bool:
+    columns = ("time", "open", "high", "low", "close", "volume")
+    return (len(a) == len(b) and all(np.array_equal(getattr(a, f), getattr(b, f)) for f in columns)
+            and (a.interval_ms, a.symbol, a.source) == (b.interval_ms, b.symbol, b.source))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n=st.integers(1, 160),
+    drops=st.sets(st.integers(0, 159), max_size=20),
+    cut=st.integers(0, 170),
+    count=st.integers(1, 30),
+    factor=st.sampled_from([2, 4, 24]),
+)
+def test_complete_bars_equal_a_resample_of_the_recent_window(n, drops, cut, count, factor):
+    # complete_bars slices the bars of the whole series, remembered per series; it must give exactly
+    # what resampling just the recent candles gives, gaps and partial first buckets included
+    c = hourly(n, drop=tuple(d for d in drops if d < n))
+    if not len(c.time):
+        return
+    at = T0 + cut * H
+    recent = c.closed_by(at).tail((count + 1) * factor)
+    assert _same_candles(complete_bars(c, factor * H, at, count),
+                         resample(recent, factor * H, at_ms=at).tail(count))
+
+
+def test_complete_bars_equal_a_resample_of_the_recent_window_on_real_data(shared_data):
+    from agent.market import load_candle_file
+
+    rng = np.random.default_rng(5)
+    for symbol in ("BTC_USDT", "DOGE_USDT"):
+        full = load_candle_file(shared_data / "candles" / "binance-spot-1h" / f"{symbol}.csv.gz").tail(20_000)
+        keep = rng.random(len(full)) > 0.02  # outages: some 4h bars lose a constituent
+        gappy = Candles(full.time[keep], full.open[keep], full.high[keep], full.low[keep], full.close[keep],
+                        full.volume[keep], interval_ms=H, symbol=symbol, source="gappy")
+        for c in (full, gappy):
+            for at in rng.integers(int(c.time[0]), c.last_close_time + 8 * H, 100):
+                at = int(at) // H * H
+                for count in (84, 300):
+                    recent = c.closed_by(at).tail((count + 1) * 4)
+                    assert _same_candles(complete_bars(c, 4 * H, at, count),
+                                         resample(recent, 4 * H, at_ms=at).tail(count))

@@ -18,6 +18,9 @@ grouping here is a few vectorised numpy reductions.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 
 from theories.candles import Candles
@@ -76,7 +79,49 @@ def complete_bars(candles: Candles, interval_ms: int, at_ms: int, count: int) ->
         raise ValueError(f"cannot make {interval_ms} ms bars from coarser {candles.interval_ms} ms candles")
     per = interval_ms // candles.interval_ms
     recent = candles.closed_by(at_ms).tail((count + 1) * per)  # +1: the first bucket may be partial
-    return resample(recent, interval_ms, at_ms=at_ms).tail(count)
+    whole = _origin_bars(recent, interval_ms) if len(recent) else None
+    if whole is None:
+        return resample(recent, interval_ms, at_ms=at_ms).tail(count)
+    # The bars `resample(recent, ...)` would build are exactly the origin's complete bars lying wholly
+    # inside `recent`: a bar starting before its first candle lacks that bar's first constituent there,
+    # and one ending after its last close is unfinished; every other bar has the same constituents in
+    # both, so the same open, extremes, close and (summed in the same order) volume.
+    done = whole.closed_by(recent.last_close_time)
+    first = int(np.searchsorted(done.time, recent.time[0], side="left"))
+    return done.tail(min(count, len(done) - first))
+
+
+def _origin_bars(candles: Candles, interval_ms: int) -> Candles | None:
+    """Every complete `interval_ms` bar of the validated candles `candles` is a view of, built once.
+
+    A replay asks for the same symbol's 4h bars every hour, from two strategies each time: resampling
+    (and validating) its last ~1,200 candles cost ~0.3 ms a call; slicing the bars of the whole series,
+    remembered per series (candles are immutable), costs a few microseconds. None when the series
+    cannot be resampled at all (times off the epoch grid): the caller's `resample` then says why.
+    """
+    root, _ = candles.origin
+    key = (id(root), interval_ms)
+    with _ORIGIN_BARS_LOCK:
+        known = _ORIGIN_BARS.get(key)
+        if known is not None:
+            _ORIGIN_BARS.move_to_end(key)
+            return known[1]
+    try:
+        bars = resample(root, interval_ms)
+    except ValueError:
+        bars = None
+    with _ORIGIN_BARS_LOCK:
+        # the entry holds `root`, so while it is remembered no other object can take its id
+        _ORIGIN_BARS[key] = (root, bars)
+        if len(_ORIGIN_BARS) > _ORIGIN_BARS_MAX:
+            _ORIGIN_BARS.popitem(last=False)
+    return bars
+
+
+# _origin_bars' memo: (id of the series, bar interval) -> (the series, its bars); bounded LRU
+_ORIGIN_BARS: OrderedDict[tuple[int, int], tuple[Candles, Candles | None]] = OrderedDict()
+_ORIGIN_BARS_MAX = 64
+_ORIGIN_BARS_LOCK = threading.Lock()
 
 
 def _empty(interval_ms: int, symbol: str, source: str) -> Candles:

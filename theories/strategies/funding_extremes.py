@@ -55,7 +55,8 @@ def funding_extremes(
     t, rate = int(known.time[-1]), float(known.rate[-1])
     if at_ms - t > p.max_age_hours * HOUR_MS:
         raise TheoryError(f"funding data of {name} is stale: last settlement {iso(t)}, decision at {iso(at_ms)}")
-    recent = known.rate[known.time > at_ms - 72 * HOUR_MS]
+    # the settlements of the last 72 h: a search of the rising times, not a mask over the whole history
+    recent = known.rate[int(np.searchsorted(known.time, at_ms - 72 * HOUR_MS, side="right")) :]
     vote = 1 if rate < p.long_below else -1 if rate > p.short_above else 0
     threshold = p.long_below if vote >= 0 and rate < 0 else p.short_above
     conds = (f"fund<{p.long_below:.2%}",) if vote == 1 else (f"fund>{p.short_above:.2%}",) if vote == -1 else ()

@@ -22,7 +22,7 @@ import numpy as np
 import talib
 from pydantic import Field
 
-from theories.base import PRICE, SIGMA, Theory, TheoryContext, TheoryError, TheoryParams, dec, unit
+from theories.base import PRICE, SIGMA, Theory, TheoryContext, TheoryError, TheoryParams, dec, fingerprint, unit
 from theories.candles import Candles
 from theories.strategies.rule import StrategyResult, decide, last_finite, plan_label, strength
 from theories.timeframes import HOUR_MS, complete_bars
@@ -125,7 +125,9 @@ def _run(ctx: TheoryContext, params: VwapReversionParams) -> VwapReversionResult
         bars = complete_bars(ctx.history, params.interval_ms, ctx.at_ms, params.bars)
     except ValueError as exc:
         raise TheoryError(str(exc)) from None
-    return vwap_reversion(bars, params)
+    # The rule reads nothing but the complete primary bars, which change once per primary bar (4 h on
+    # hourly candles): with a cache, it is worked out once per new bar instead of every hour.
+    return ctx.cached(("vwap_reversion", fingerprint(bars), params), lambda: vwap_reversion(bars, params))
 
 
 THEORY = Theory(
