@@ -299,3 +299,14 @@ def test_variants_deciding_on_one_snapshot_share_its_rendered_prompt_and_only_eq
     stricter = synthesiser(HeuristicProvider(), tmp_path, records=None, rules=rules)
     assert stricter.decide(btc).prompt.messages != one.decide(btc).prompt.messages
     assert stricter.decide(btc).prompt == render(PromptTemplate.load("baseline"), btc, rules)
+
+
+def test_the_kept_encoders_write_what_json_dumps_writes(sample_snapshots):
+    """`canonical_json` and `sorted_json` keep one encoder each: the text of `json.dumps` with their options."""
+    from agent.llm.base import canonical_json, sorted_json
+
+    values = [heuristic_signal(s) for s in sample_snapshots.values()]
+    values += [{"b": [1, 2.5, None, True], "a": {"é": "\u2028\"", "n": float("nan")}}, "x", 3, None]
+    for v in values:
+        assert sorted_json(v) == json.dumps(v, sort_keys=True)
+        assert canonical_json(v) == json.dumps(v, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

@@ -95,3 +95,11 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",
 
 def canonical_json(value: Any) -> str:
     return _CANONICAL.encode(value)
+
+
+_SORTED = json.JSONEncoder(sort_keys=True)  # likewise for `json.dumps(value, sort_keys=True)`
+
+
+def sorted_json(value: Any) -> str:
+    """`json.dumps(value, sort_keys=True)`: the text a rule provider answers with (one encoder, kept)."""
+    return _SORTED.encode(value)
