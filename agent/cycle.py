@@ -477,7 +477,7 @@ def _decide(
     exposure, committed_cash = open_exposure(broker, marks)
     request = RiskRequest(
         now_ms=decision_ms,
-        proposal=TradeProposal.model_validate(signal.model_dump(exclude={"reasoning"})),
+        proposal=proposal_of(signal),
         account=AccountState(
             initial_balance=account.initial_balance, balance=account.balance, equity=account.equity,
             cash=account.cash - committed_cash, ledger=tuple(
@@ -533,6 +533,17 @@ def _decide(
                                  broker_key(cfg.run): broker.export_state()}, cycle_id, decision_ms)
     watch.add("store", t)
     return result, verdict.breakers, llm_seconds
+
+
+def proposal_of(signal: Signal) -> TradeProposal:
+    """The gate's view of a signal: its fields but the reasoning, validated as a `TradeProposal`.
+
+    The fields are passed as they are (no dump of the signal into a dict first, on every decision of
+    a replay): the same values as `TradeProposal.model_validate(signal.model_dump(exclude={"reasoning"}))`.
+    """
+    return TradeProposal(
+        symbol=signal.symbol, direction=signal.direction, confidence=signal.confidence, entry=signal.entry,
+        stop=signal.stop, target=signal.target, horizon_hours=signal.horizon_hours, theories=signal.theories)
 
 
 WORKING = ("pending", "open", "partially_filled", "awaiting_person")

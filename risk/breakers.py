@@ -73,6 +73,9 @@ class BreakerStatus(BaseModel):
     recovery_until_ms: int | None = None
 
 
+NO_TRIP = BreakerStatus()  # the status with no breaker active (frozen, so shared)
+
+
 def _limit(cfg: BreakerConfig, name: BreakerName) -> float:
     return {"daily": cfg.daily_loss, "weekly": cfg.weekly_loss, "monthly": cfg.monthly_loss}[name]
 
@@ -138,7 +141,11 @@ def update_breakers(
             multiplier = cfg.recovery_multiplier
             recovery_until = t.recovery_until_ms
     events = tuple(new)
-    out = BreakerState(active=active, last_trip_period_ms=last, events=state.events + events)
+    # Every change of the active trips or the trip periods raises an event: without one the state is
+    # the old one, returned as it is (most decisions; a new state validates the whole event log).
+    out = BreakerState(active=active, last_trip_period_ms=last, events=state.events + events) if events else state
+    if not active:
+        return out, events, NO_TRIP
     status = BreakerStatus(halted_by=tuple(n for n in BREAKERS if n in halted), size_multiplier=multiplier,
                            recovery_until_ms=recovery_until)
     return out, events, status

@@ -36,6 +36,9 @@ def _gate_reason(code: str, message: str) -> Reason:
     return Reason(rule="gate", code=code, message=message)
 
 
+_HOLD = _gate_reason("hold", "the proposal is HOLD: nothing to trade")  # frozen, so one serves every HOLD
+
+
 def _validation_reasons(err: ValidationError) -> tuple[Reason, ...]:
     return tuple(
         Reason(rule="well_formed", code="malformed_input",
@@ -98,8 +101,7 @@ class RiskGate:
         state = ctx.breaker_state
         s = r.proposal
         if s.direction == "HOLD":
-            return Rejected(reasons=(_gate_reason("hold", "the proposal is HOLD: nothing to trade"),),
-                            breakers=state, events=events)
+            return Rejected(reasons=(_HOLD,), breakers=state, events=events)
         cfg, a = self.config, r.account
 
         refusals: list[Reason] = []

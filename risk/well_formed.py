@@ -70,9 +70,10 @@ def problems(r: RiskRequest) -> list[str]:
     return out
 
 
-
 def _ordered(times: Sequence[int], strict: bool) -> bool:
     """Whether the times never decrease (strict: always increase); vectorised, exact for any Python int."""
+    if len(times) < 2:  # most ledgers of a replay's decisions: nothing to compare, no array to build
+        return True
     try:
         t = np.asarray(times, dtype=np.int64)
     except OverflowError:  # beyond int64: compare as Python ints

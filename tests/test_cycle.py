@@ -460,3 +460,22 @@ def test_data_problem_gives_the_plain_answer_on_real_candles_with_holes():
         assert got == _data_problem_plain(cut, decision, policy, window)
         answers.add((got or "none").split(":")[0].split(" ")[0])
     assert answers == {"none", "only", "stale", "gapped"}  # every branch was compared
+
+
+def test_the_gate_s_proposal_of_a_signal_is_the_one_validated_from_its_dump():
+    """`proposal_of` passes the signal's fields as they are: the same proposal as from the signal's dump."""
+    from agent.cycle import proposal_of
+    from agent.signal import Signal
+    from risk.inputs import TradeProposal
+
+    signals = [
+        Signal.hold("BTC/USDT", "nothing to do", 1.0),
+        Signal(symbol="ETH/USDT", direction="LONG", confidence=0.61, entry=3000.5, stop=2950.0, target=3101.5,
+               horizon_hours=24.0, reasoning="r", theories=["montecarlo", "kalman"]),
+        Signal(symbol="SOL/USDT", direction="SHORT", confidence=1.0, entry=150.0, stop=153.0, target=141.0,
+               horizon_hours=0.5, reasoning="r", theories=[]),
+    ]
+    for s in signals:
+        fast, plain = proposal_of(s), TradeProposal.model_validate(s.model_dump(exclude={"reasoning"}))
+        assert fast == plain and fast.model_dump_json() == plain.model_dump_json()
+        assert isinstance(fast.theories, tuple)

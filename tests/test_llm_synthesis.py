@@ -231,3 +231,82 @@ def test_a_provider_that_changes_its_schema_copy_never_changes_the_next_decision
     assert "reasoning" in pristine["properties"] and "extra" not in pristine
     assert seen == [pristine] * 4
     assert len(set(keys)) == 1
+
+
+# --- work shared between decisions ---------------------------------------------------------------
+
+
+def test_the_request_key_from_kept_parameters_json_is_the_hash_of_the_whole_request_s_canonical_json():
+    """`keyed_request` writes the request's JSON out by hand: the bytes of `canonical_json` of the whole."""
+    import hashlib
+
+    from agent.llm.base import canonical_json, keyed_request, request_key
+
+    cases = [
+        ("ollama", "llama3.1:8b", "ab" * 32, {"temperature": 0.0, "num_ctx": 4096, "format": "json"}),
+        ("strategy", "momentum-v1-c0.6", "h", {"rule_params": {"b": [1, 2.5], "a": None}, "z": "é\u2028\"q\""}),
+        ("openai", "gpt-4o-mini", "", {}),
+    ]
+    for provider, model, prompt, params in cases:
+        whole = {"provider": provider, "model": model, "prompt": prompt,
+                 "parameters": {**params, "schema_sha256": "s" * 64}}
+        expected = hashlib.sha256(canonical_json(whole).encode()).hexdigest()
+        params_json = canonical_json({**params, "schema_sha256": "s" * 64})
+        assert keyed_request(provider, model, prompt, params_json) == expected
+        assert request_key(provider, model, prompt, params, {}, "s" * 64) == expected
+
+
+def test_a_provider_whose_parameters_change_gets_a_new_request_key(btc, tmp_path):
+    """The synthesiser keeps the parameters' JSON only while they stay equal to a copy of them."""
+
+    class Tunable(HeuristicProvider):
+        def __init__(self) -> None:
+            self.params = {"rules": "1", "knob": {"x": 1}}
+
+        def parameters(self):
+            return self.params  # the same dict each time, changed in place below
+
+    p = Tunable()
+    synth = synthesiser(p, tmp_path, records=None)
+    first = synth.decide(btc).calls[0].request_key
+    assert synth.decide(btc).calls[0].request_key == first
+    p.params["knob"]["x"] = 2
+    second = synth.decide(btc).calls[0].request_key
+    assert second != first
+    p.params["knob"]["x"] = 1
+    assert synth.decide(btc).calls[0].request_key == first
+
+
+def test_variants_deciding_on_one_snapshot_share_its_rendered_prompt_and_only_equal_inputs_do(btc, tmp_path):
+    """The rendered prompt is remembered by its inputs (the snapshot by identity): equal inputs, the same
+    prompt object; any input that changes the text, a new one equal to a fresh render."""
+    from agent.llm.prompt import PromptTemplate, render
+
+    one = synthesiser(HeuristicProvider(), tmp_path, records=None)
+    other = synthesiser(HeuristicProvider(), tmp_path, records=None, template=PromptTemplate.load("baseline"))
+    a, b = one.decide(btc, outcomes=[1.0]), other.decide(btc, outcomes=[1.0])
+    assert a.prompt is b.prompt
+    assert a.prompt == render(PromptTemplate.load("baseline"), btc, SignalRules(), (), [1.0])
+    # equal but rendered differently: 0.0 and -0.0 are '+0.0' and '-0.0'
+    zero, negative_zero = one.decide(btc, outcomes=[0.0]).prompt, one.decide(btc, outcomes=[-0.0]).prompt
+    assert "+0.0" in zero.user and "-0.0" in negative_zero.user and zero.sha256 != negative_zero.sha256
+    # an equal snapshot that is another object is rendered for itself (and to the same text)
+    twin = btc.model_copy()
+    assert one.decide(twin).prompt is not one.decide(btc).prompt
+    assert one.decide(twin).prompt == one.decide(btc).prompt
+    # other rules change the constraints' text
+    rules = SignalRules(min_reward_risk=2.0)
+    stricter = synthesiser(HeuristicProvider(), tmp_path, records=None, rules=rules)
+    assert stricter.decide(btc).prompt.messages != one.decide(btc).prompt.messages
+    assert stricter.decide(btc).prompt == render(PromptTemplate.load("baseline"), btc, rules)
+
+
+def test_the_kept_encoders_write_what_json_dumps_writes(sample_snapshots):
+    """`canonical_json` and `sorted_json` keep one encoder each: the text of `json.dumps` with their options."""
+    from agent.llm.base import canonical_json, sorted_json
+
+    values = [heuristic_signal(s) for s in sample_snapshots.values()]
+    values += [{"b": [1, 2.5, None, True], "a": {"é": "\u2028\"", "n": float("nan")}}, "x", 3, None]
+    for v in values:
+        assert sorted_json(v) == json.dumps(v, sort_keys=True)
+        assert canonical_json(v) == json.dumps(v, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

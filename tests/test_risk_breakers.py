@@ -21,6 +21,7 @@ from risk import (
     manual_reset,
     update_breakers,
 )
+from risk.breakers import BreakerStatus
 from risk.config import BreakerConfig
 
 HOUR = 3_600_000
@@ -158,3 +159,18 @@ def test_gate_trips_the_daily_breaker_and_carries_the_state_forward():
     released = GATE.evaluate(request(T0 + 3 * DAY, 96_900.0, recovering.breakers, ledger))
     assert isinstance(released, Approved) and released.risk_amount == pytest.approx(0.02 * 96_900.0)
     assert [e.kind for e in released.breakers.events] == ["trip", "halt_end", "recovery_end"]
+
+
+def test_an_update_that_raises_no_event_returns_the_state_it_was_given_and_the_idle_status():
+    """Without an event nothing in the state changed: the same state comes back (equal to a rebuilt one)."""
+    tripped, events, _ = step(BreakerState(), T0, 96_000.0)
+    assert [e.kind for e in events] == ["trip"]
+    for state, now in ((BreakerState(), T0), (tripped, T0 + HOUR)):
+        out, events, _ = step(state, now, 99_000.0)
+        assert events == () and out is state
+        assert out == BreakerState(active=dict(state.active), last_trip_period_ms=dict(state.last_trip_period_ms),
+                                   events=state.events)
+    _, _, idle = step(BreakerState(), T0, 99_000.0)
+    assert idle == BreakerStatus()
+    _, _, halted = step(tripped, T0 + HOUR, 99_000.0)
+    assert halted.halted_by == ("daily",)

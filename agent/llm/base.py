@@ -69,7 +69,18 @@ def request_key(provider: str, model: str, prompt_hash: str, parameters: dict[st
     `schema_sha256`: `schema`'s hash (`schema_hash(schema)`) when the caller has it already.
     """
     params = {**parameters, "schema_sha256": schema_sha256 or schema_hash(schema)}
-    blob = canonical_json({"provider": provider, "model": model, "prompt": prompt_hash, "parameters": params})
+    return keyed_request(provider, model, prompt_hash, canonical_json(params))
+
+
+def keyed_request(provider: str, model: str, prompt_hash: str, parameters_json: str) -> str:
+    """`request_key` from the canonical JSON of its parameters (the schema's hash included), which a caller
+    making many calls with the same parameters can keep instead of encoding them for every call.
+
+    The bytes hashed are the canonical JSON of the whole request, written out: its keys sorted
+    (model, parameters, prompt, provider), compact separators, the parameters' JSON as it is.
+    """
+    blob = (f'{{"model":{canonical_json(model)},"parameters":{parameters_json},'
+            f'"prompt":{canonical_json(prompt_hash)},"provider":{canonical_json(provider)}}}')
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -77,5 +88,18 @@ def schema_hash(schema: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(schema).encode()).hexdigest()
 
 
+# The encoder `json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))` would build
+# for every call (it builds one whenever an option differs from the defaults); it keeps no state between calls.
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return _CANONICAL.encode(value)
+
+
+_SORTED = json.JSONEncoder(sort_keys=True)  # likewise for `json.dumps(value, sort_keys=True)`
+
+
+def sorted_json(value: Any) -> str:
+    """`json.dumps(value, sort_keys=True)`: the text a rule provider answers with (one encoder, kept)."""
+    return _SORTED.encode(value)

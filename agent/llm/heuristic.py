@@ -27,11 +27,10 @@ The reasoning starts with "No LLM used" so nobody mistakes the output for a mode
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
-from agent.llm.base import Reply
+from agent.llm.base import Reply, sorted_json
 from agent.snapshot import FeatureSnapshot
 
 MIN_NET_VOTES = 2
@@ -147,5 +146,5 @@ class HeuristicProvider:
     def complete(
         self, messages: Sequence[dict[str, str]], schema: dict[str, Any], snapshot: FeatureSnapshot
     ) -> Reply:
-        text = json.dumps(heuristic_signal(snapshot), sort_keys=True)
+        text = sorted_json(heuristic_signal(snapshot))
         return Reply(text=text, finish_reason="stop", tokens_in=0, tokens_out=0, raw_response=text)

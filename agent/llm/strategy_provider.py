@@ -71,14 +71,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import math
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from agent.llm.base import Reply
+from agent.llm.base import Reply, sorted_json
 from agent.signal import TOLERANCE, SignalRules
 from agent.snapshot import FeatureSnapshot
 from theories.base import TheoryError, TheoryParams
@@ -265,5 +264,5 @@ class StrategyProvider:
     ) -> Reply:
         signal = strategy_signal(snapshot, self.strategy, self.rules, proxy_reward_risk=self.proxy_reward_risk,
                                  confidence=self.confidence)
-        text = json.dumps(signal, sort_keys=True)
+        text = sorted_json(signal)
         return Reply(text=text, finish_reason="stop", tokens_in=0, tokens_out=0, raw_response=text)

@@ -11,6 +11,7 @@ strict mode a miss raises `ReplayMissError`, so an eval can never silently diffe
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import time
@@ -27,7 +28,7 @@ from agent.llm.base import (
     ProviderError,
     Reply,
     canonical_json,
-    request_key,
+    keyed_request,
     schema_hash,
 )
 from agent.llm.budget import CostBudget, worst_case_cost
@@ -111,6 +112,46 @@ def _schema_hash(schema: dict) -> str:
     return digest if schema == pristine else schema_hash(schema)
 
 
+class _Same:
+    """A cache key that matches one object only: a snapshot is a value, but hashing one by value would
+    cost a pass over all its theory results (and its dicts are unhashable)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+
+@functools.lru_cache(maxsize=64)
+def _shown(
+    snapshot: _Same,
+    template: PromptTemplate,
+    rules: SignalRules,
+    positions: tuple[OpenPosition, ...],
+    outcomes: tuple[float, ...],
+    outcomes_repr: tuple[str, ...],
+    anonymise: bool,
+) -> tuple[RenderedPrompt, FeatureSnapshot, SnapshotFacts]:
+    """The rendered prompt, the snapshot it shows and that snapshot's facts, for one set of prompt inputs.
+
+    Everything here is a pure function of the inputs, and an evals replay asks it once per variant
+    for the same shared snapshot (variants that differ only in their provider render the same
+    prompt): remembered for the few snapshots of the current decision time, rendered once. The
+    snapshot is matched by identity and held by the key, so its id cannot be reused while the entry
+    lives. `outcomes_repr` tells apart outcomes that are equal but render differently (0.0, -0.0).
+    """
+    snap = snapshot.obj
+    prompt = render(template, snap, rules, positions, outcomes, anonymise=anonymise)
+    shown = snap.anonymised_copy() if anonymise else snap
+    return prompt, shown, SnapshotFacts.of(shown)
+
+
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -134,6 +175,8 @@ class Synthesiser:
     max_output_tokens: int = 600
     _summaries: list[CallSummary] = field(default_factory=list, init=False)
     _schema: dict | None = field(default=None, init=False)  # the copy handed to the provider (see `_provider_schema`)
+    # the provider's last parameters and schema hash, and their canonical JSON (see `_parameters_json`)
+    _parameters: tuple[dict, str, str] | None = field(default=None, init=False)
 
     def decide(
         self,
@@ -141,15 +184,17 @@ class Synthesiser:
         positions: Sequence[OpenPosition] = (),
         outcomes: Sequence[float] = (),
     ) -> Decision:
-        prompt = render(self.template, snapshot, self.rules, positions, outcomes, anonymise=self.anonymise)
-        shown = snapshot.anonymised_copy() if self.anonymise else snapshot
-        facts = SnapshotFacts.of(shown)
-        schema = self._provider_schema()
+        outcomes = tuple(outcomes)
+        prompt, shown, facts = _shown(_Same(snapshot), self.template, self.rules, tuple(positions), outcomes,
+                                      tuple(map(repr, outcomes)), self.anonymise)
+        schema, digest = self._provider_schema()
         messages = prompt.messages
         self._summaries = []
         reason = "no call was made"
         for attempt in range(1 + self.repair_retries):
-            reply, call = self._call(attempt, messages, schema, shown, prompt, snapshot.symbol)
+            if attempt:  # the provider may have changed its copy of the schema during the last call
+                digest = _schema_hash(schema)
+            reply, call = self._call(attempt, messages, schema, digest, shown, prompt, snapshot.symbol)
             if reply is None:
                 reason = call["error"] or call["outcome"]
                 break
@@ -173,15 +218,29 @@ class Synthesiser:
             signal=hold, prompt=prompt, calls=self._summaries, hold_reason=reason, llm_used=self.provider.is_llm
         )
 
-    def _provider_schema(self) -> dict:
-        """The schema for this decision's calls: equal to the generated one, and never the shared original.
+    def _provider_schema(self) -> tuple[dict, str]:
+        """The schema for this decision's calls (equal to the generated one, never the shared original), and its hash.
 
         The copy made for an earlier decision is handed out again while it is still unchanged (one
         comparison instead of a fresh copy per decision); a provider that changed it gets a new one.
         """
-        if self._schema is None or self._schema != _pristine_schema()[0]:
+        pristine, digest = _pristine_schema()
+        if self._schema is None or self._schema != pristine:
             self._schema = provider_schema()
-        return self._schema
+        return self._schema, digest
+
+    def _parameters_json(self, params: dict[str, Any], digest: str) -> str:
+        """The canonical JSON of the request key's parameters (the schema's hash included).
+
+        Kept while the provider's parameters and the schema stay the same (a comparison, instead of
+        encoding them again on every decision); kept as a copy, so a provider that changes the dict
+        it returned is seen as changed.
+        """
+        memo = self._parameters
+        if memo is None or memo[1] != digest or memo[0] != params:
+            memo = self._parameters = (
+                copy.deepcopy(params), digest, canonical_json({**params, "schema_sha256": digest}))
+        return memo[2]
 
     # --- one call --------------------------------------------------------------------------------
 
@@ -190,20 +249,22 @@ class Synthesiser:
         attempt: int,
         messages: list[dict[str, str]],
         schema: dict,
+        digest: str,
         shown: FeatureSnapshot,
         prompt: RenderedPrompt,
         symbol: str,
     ) -> tuple[Reply | None, dict[str, Any]]:
         """One call; returns the reply (None when there is none) and the call's record as `LLMCall` column values.
 
+        `digest` is `schema`'s hash.
         The record is plain values, not an `LLMCall` row: a replay makes one call per decision, and
         the row's instrumented constructor cost more than a deterministic provider's whole answer.
         """
         p = self.provider
         params = p.parameters()
         # the first attempt sends the rendered prompt itself, whose hash the decision's record asks again
-        prompt_hash = prompt.sha256 if messages == prompt.messages else messages_hash(messages)
-        key = request_key(p.name, p.model, prompt_hash, params, schema, _schema_hash(schema))
+        prompt_hash = prompt.sha256 if attempt == 0 else messages_hash(messages)
+        key = keyed_request(p.name, p.model, prompt_hash, self._parameters_json(params, digest))
         estimated_in = estimate_messages_tokens(messages) if p.is_llm else 0
         call: dict[str, Any] = {
             "created_ms": self.now_ms(), "request_key": key, "provider": p.name, "model": p.model,
