@@ -45,11 +45,12 @@ round trip) compressed with zlib level 6 and a preset dictionary: the entry's fi
 stored once. Snapshots of a set share their keys and labels, and the dictionary halves the size
 (about 1.9 KB a snapshot instead of 3.8 KB with plain zlib, measured on the 10-symbol data with
 every theory on; 2.2 KB on disk with SQLite's pages): a 1-year hourly 10-symbol set takes about
-200 MB instead of 370 MB. A lighter level does not pay either: level 3 compresses in half the
-time (~0.09 ms a snapshot less) but its blobs, ~6% larger, no longer fit two to a 4 KB SQLite page,
-and the file grew by 60% (measured on 2 days x 10 symbols). Binary floats would not pay: the
-JSON's digits already compress to about their 8 bytes, and the snapshot's JSON is what the
-readers parse. zlib's checksum catches
+200 MB instead of 370 MB. Neither a lighter level nor reusing a primed stream pays: level 3
+compresses in half the time (~0.09 ms a snapshot less) but its blobs, ~6% larger, no longer fit
+two to a 4 KB SQLite page, and the file grew by 60% (measured on 2 days x 10 symbols); copying a
+stream primed with the dictionary costs what priming a fresh one does (the copy is the whole
+deflate state). Binary floats would not pay: the JSON's digits already compress to about their 8
+bytes, and the snapshot's JSON is what the readers parse. zlib's checksum catches
 a damaged blob, which is then treated as a miss, never used.
 
 A file that is not a features cache (not SQLite, or another program's tables) is refused before
@@ -221,7 +222,6 @@ class FeatureCache:
         self.db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
         self._ids: dict[str, int] = {}
         self._zdicts: dict[int, bytes] = {}
-        self._codecs: dict[int, tuple[Any, Any]] = {}  # entry -> (compressor, decompressor) primed with its zdict
         try:
             self._open()
         except sqlite3.DatabaseError as exc:
@@ -309,26 +309,12 @@ class FeatureCache:
             self._zdicts[entry] = row[0]  # set once, never changed: kept for the connection's life
         return self._zdicts[entry]
 
-    def _codec(self, entry: int) -> tuple[Any, Any]:
-        """A compressor and a decompressor primed with the entry's dictionary, to be copied for each snapshot.
-
-        Loading the ~8 KB dictionary into a fresh zlib stream cost about as much as compressing a
-        snapshot; a copy of a primed stream starts in the same state, so it writes the same bytes.
-        """
-        codec = self._codecs.get(entry)
-        if codec is None:
-            zdict = self._zdict(entry)
-            codec = (zlib.compressobj(LEVEL, zdict=zdict or b""), zlib.decompressobj(zdict=zdict or b""))
-            if zdict is not None:  # kept once the dictionary is set (it never changes then)
-                self._codecs[entry] = codec
-        return codec
-
-    def _pack(self, entry: int, text: str) -> bytes:
-        z = self._codec(entry)[0].copy()
+    def _pack(self, zdict: bytes, text: str) -> bytes:
+        z = zlib.compressobj(LEVEL, zdict=zdict)
         return z.compress(text.encode()) + z.flush()
 
     def _unpack(self, entry: int, blob: bytes) -> str:
-        z = self._codec(entry)[1].copy()
+        z = zlib.decompressobj(zdict=self._zdict(entry) or b"")
         return (z.decompress(blob) + z.flush()).decode()
 
     # --- snapshots ---
@@ -364,7 +350,7 @@ class FeatureCache:
                 self.db.execute("UPDATE entries SET zdict=? WHERE id=?", (zdict, entry))
                 self._zdicts[entry] = zdict
             self.db.executemany("INSERT OR IGNORE INTO snapshots VALUES (?, ?, ?, ?)",
-                                [(entry, t, s, self._pack(entry, j)) for s, t, j in rows])
+                                [(entry, t, s, self._pack(zdict, j)) for s, t, j in rows])
         return len(rows)
 
     def get_range(self, key: str, start_ms: int, end_ms: int) -> dict[tuple[str, int], str]:
@@ -431,7 +417,6 @@ class FeatureCache:
             _retry(lambda: self.db.execute("VACUUM"))
         self._ids.clear()
         self._zdicts.clear()
-        self._codecs.clear()
         return len(doomed), snaps
 
 

@@ -184,26 +184,6 @@ def test_snapshots_round_trip_exactly_and_the_entry_dictionary_makes_them_small(
         cache.close()
 
 
-def test_each_snapshot_is_stored_as_the_bytes_a_fresh_zlib_stream_writes(tmp_path):
-    # the cache copies a stream primed with the entry's dictionary instead of priming one per snapshot:
-    # the blobs must be what a fresh stream writes (so caches written before and after read alike)
-    settings = small_settings()
-    key = cache_key(settings, code_fingerprint(), "d")
-    fill(tmp_path / "c.sqlite", key)
-    cache = FeatureCache(tmp_path / "c.sqlite")
-    try:
-        zdict = cache.db.execute("SELECT zdict FROM entries").fetchone()[0]
-        rows = cache.db.execute("SELECT symbol, time_ms, blob FROM snapshots").fetchall()
-        assert len(rows) == len(TIMES) * len(SYMBOLS)
-        for symbol, t, blob in rows:
-            z = zlib.compressobj(features_mod.LEVEL, zdict=zdict)
-            text = cache.get(key, symbol, t)
-            assert blob == z.compress(text.encode()) + z.flush()
-            assert zlib.decompressobj(zdict=zdict).decompress(blob).decode() == text == fresh(symbol, t, settings)
-    finally:
-        cache.close()
-
-
 def test_a_damaged_snapshot_is_a_miss_computed_again_never_a_wrong_hit(tmp_path, caplog):
     settings = small_settings()
     key = cache_key(settings, code_fingerprint(), "d")
