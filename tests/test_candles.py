@@ -97,3 +97,61 @@ def test_log_returns_and_bars_per_year():
     c = make(n=3, close=[10, 11, 12.1], high=[12.2] * 3)
     assert np.allclose(c.log_returns(), np.log([1.1, 1.1]))
     assert c.bars_per_year == 24 * 365
+
+
+def _broken_variants(c: Candles):
+    """Columns of `c`, then copies each broken one way: every rule `Candles` checks, at a few rows."""
+    base = {k: np.array(getattr(c, k)) for k in ("time", "open", "high", "low", "close", "volume")}
+    yield base
+    n = len(c)
+    for row in (0, n // 2, n - 1):
+        for column in ("open", "high", "low", "close", "volume"):
+            for bad in (np.nan, np.inf, -np.inf, -1.0) + ((0.0,) if column != "volume" else ()):
+                cols = {k: v.copy() for k, v in base.items()}
+                cols[column][row] = bad
+                yield cols
+        cols = {k: v.copy() for k, v in base.items()}
+        cols["high"][row] = np.nextafter(max(cols["open"][row], cols["close"][row]), 0)  # just below the body
+        yield cols
+        cols = {k: v.copy() for k, v in base.items()}
+        cols["low"][row] = np.nextafter(min(cols["open"][row], cols["close"][row]), np.inf)  # just above it
+        yield cols
+        for t in (cols["time"][row - 1] if row else cols["time"][1], 1_600_000_000, 5_000_000_000_000):
+            cols = {k: v.copy() for k, v in base.items()}
+            cols["time"][row] = t  # a repeated or backward time, seconds, after 2100
+            yield cols
+    # times whose steps overflow int64 into positive ones: increasing-looking, far out of range
+    cols = {k: v[:4].copy() for k, v in base.items()}
+    cols["time"][:] = [base["time"][0], 9_000_000_000_000_000_000, -9_000_000_000_000_000_000, base["time"][3]]
+    yield cols
+
+
+def test_the_quick_validity_test_passes_exactly_what_the_rule_by_rule_validation_passes(shared_data):
+    from agent.market.loaders import load_candles
+    from theories.candles import _valid, _validate
+    from theories.timeframes import resample
+
+    btc = load_candles(shared_data / "candles" / "binance-spot-1h", ["BTC/USDT"])["BTC/USDT"]
+    checked = failed = 0
+    for c in (btc.tail(500), resample(btc.tail(2000), 4 * HOUR_MS)):
+        for cols in _broken_variants(c):
+            t = cols["time"]
+            try:
+                _validate(cols, "x")
+                ok = True
+            except CandleDataError:
+                ok = False
+            assert _valid(cols, t[1:] - t[:-1]) == ok
+            checked += 1
+            failed += not ok
+    assert failed == checked - 2  # every variant but the two real series breaks a rule
+
+
+def test_views_hold_the_cut_columns_and_their_origin():
+    c = make(40)
+    for view, sl in ((c.tail(7), slice(33, 40)), (c.closed_by(T0 + 20 * HOUR_MS), slice(0, 20)),
+                     (c.closed_by(T0 + 20 * HOUR_MS).tail(5), slice(15, 20))):
+        for name in ("time", "open", "high", "low", "close", "volume"):
+            np.testing.assert_array_equal(getattr(view, name), getattr(c, name)[sl])
+        assert (view.interval_ms, view.symbol, view.source, view.origin) == (c.interval_ms, c.symbol, c.source,
+                                                                              (c, sl.start))

@@ -114,3 +114,21 @@ def test_field_units_lists_every_result_field_with_its_declared_unit():
     for model in [t.result for t in THEORIES.values()] + list(ATTACHED_RESULTS.values()):
         assert field_units(model) == tuple((name, field_unit(model, name)) for name in model.model_fields)
     assert ("label", LABEL) in field_units(THEORIES["hurst"].result)
+
+
+def test_theory_parameters_are_validated_once_per_mapping_and_again_when_it_changes():
+    from evals.variants import resolve_theories
+    from theories.registry import THEORIES
+
+    theory = THEORIES["autocorr"]
+    full = resolve_theories(["autocorr"])["autocorr"]  # the full parameters an evals replay passes every run
+    first = theory._params(full)
+    assert first == theory.params.model_validate(full)
+    assert theory._params(full) is first  # remembered
+    assert theory._params(dict(full)) == first  # an equal mapping, another object: validated, the same value
+    full["report_lags"] = first.report_lags + 1  # the same mapping, edited: validated again
+    assert theory._params(full).report_lags == first.report_lags + 1
+    with pytest.raises(ValueError):
+        theory._params({**full, "report_lags": -5})  # invalid: refused every time, never remembered
+    with pytest.raises(ValueError):
+        theory._params({**full, "report_lags": -5})
