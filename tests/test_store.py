@@ -513,3 +513,39 @@ def test_a_failed_decision_forgets_the_state_rows_it_knew(store):
     assert len(writes) == 3  # as stored by C
     store.record_decision([decision("paper@t1/E")], {"breakers:paper": {"x": 2}}, "paper@t1", T0)
     assert store.state("breakers:paper") == {"x": 2} and len(writes) == 4
+
+
+def test_signal_times_see_every_new_approval_whoever_stored_it(tmp_path):
+    # the symbols of a cycle ask the same window one after the other: a kept answer must show an approval
+    # stored since by this Store, by another Store on the file or by any other writer, and only a
+    # rejection may leave it as it was
+    path = tmp_path / "store.sqlite"
+    store, other = Store.at(path), Store.at(path)
+    cycle(store)
+
+    def verdict(by: Store, symbol: str, status: str, as_values: bool = False) -> None:
+        did = f"paper@t1/{symbol}"
+        gate = {"decision_id": did, "cycle_id": "paper@t1", "symbol": symbol, "status": status, "codes": "",
+                "reasons_json": "[]", "request_json": "{}"}
+        by.record_decision([decision(did, symbol=symbol),
+                            RowValues(GateDecisionRow, gate) if as_values else GateDecisionRow(**gate)],
+                           {}, "paper@t1", T0)
+
+    def seen() -> list[int]:
+        return store.signal_times("paper", T0 - H, T0)
+
+    assert seen() == []
+    verdict(store, "A/USDT", "rejected")
+    assert seen() == []
+    verdict(store, "B/USDT", "approved")
+    assert seen() == [T0]
+    verdict(store, "C/USDT", "approved", as_values=True)
+    assert seen() == [T0, T0]
+    verdict(other, "D/USDT", "approved")
+    assert seen() == [T0, T0, T0]
+    with other.session() as s:  # any other writer, even outside the Store's methods
+        s.exec(delete(GateDecisionRow).where(GateDecisionRow.symbol == "B/USDT"))
+        s.commit()
+    assert seen() == [T0, T0]
+    store.close()
+    other.close()

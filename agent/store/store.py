@@ -93,7 +93,7 @@ class Store:
         self._sql = CompiledStatements(self.engine.dialect)
         self._held: Connection | None = None  # see `_connection`
         self._held_by: tuple[int, int] | None = None  # (process, thread) that keeps it
-        self._reads: dict[tuple, Any] = {}  # see `_closed_trades_read`
+        self._reads: dict[tuple, Any] = {}  # see `_kept_read`
         self._states: dict[str, tuple[str, str, int]] = {}  # see `_put_state`
         self._kept_version: int | None = None  # see `_kept_is_current`
 
@@ -160,13 +160,15 @@ class Store:
             self._kept_version = version
         return True
 
-    def _closed_trades_read(self, conn: Connection, key: tuple, read: Callable[[], Any]) -> Any:
-        """`read()` of the closed trades, or its answer from an earlier call when they cannot have changed.
+    def _kept_read(self, conn: Connection, key: tuple, read: Callable[[], Any]) -> Any:
+        """`read()`, or its answer from an earlier call when what it reads cannot have changed since.
 
-        Asked before every decision, and the closed trades change a few times a day. Safe because each
-        way they can change empties the kept answers: a commit by any other connection (see
-        `_kept_is_current`, checked every time); the kept connection's own writes that can add a closed
-        trade (`record_sync`, `record_decision` given one) empty them. On a pooled connection nothing is kept.
+        For the reads asked before every decision of the closed trades (which change a few times a
+        day) and of the approved verdicts (see `_changes_kept_reads`). Safe because each way they can
+        change empties the kept answers: a commit by any other connection (see `_kept_is_current`,
+        checked every time); the kept connection's own writes that can add such a row (`record_sync`
+        given closed trades, `record_decision` given one) empty them. On a pooled connection nothing
+        is kept. An answer must be immutable (a kept one is shared).
         """
         if not self._kept_is_current(conn):
             return read()
@@ -292,7 +294,7 @@ class Store:
         # autoincrement ids and row order come out
         sql = self._sql
         if closed:
-            self._reads.clear()  # see `_closed_trades_read`
+            self._reads.clear()  # see `_kept_read`
         with self._kept_states() as written, self._connection(write=True) as conn:
             for o in orders:  # an order the store does not know is left alone
                 sql.run(conn, _ORDER_UPDATE, {
@@ -350,8 +352,8 @@ class Store:
             decision_id = first.decision_id
         else:
             raise StoreError("record_decision: the first row must be the DecisionRow")
-        if any((r.table if isinstance(r, RowValues) else type(r)) is ClosedTradeRow for r in rows):
-            self._reads.clear()  # see `_closed_trades_read`
+        if any(_changes_kept_reads(r) for r in rows):
+            self._reads.clear()  # see `_kept_read`
         # plain INSERTs in the given order (the decision first: every other row references it, an order
         # before the rows that reference it) on a connection, not an ORM session: a decision is written
         # once per symbol per cycle per variant in a replay, and the unit of work costs several times the
@@ -399,7 +401,7 @@ class Store:
             )
 
         with self._connection() as conn:  # the answer is immutable: a kept one can be shared
-            return self._closed_trades_read(conn, ("trade_history", variant, symbol, regime), read)
+            return self._kept_read(conn, ("trade_history", variant, symbol, regime), read)
 
     def recent_outcomes(self, symbol: str, limit: int = 20) -> list[float]:
         """R multiples of the symbol's last closed trades, oldest first (for the prompt and theories.bayes)."""
@@ -408,13 +410,18 @@ class Store:
             return tuple(r for (r,) in reversed(found))
 
         with self._connection() as conn:
-            return list(self._closed_trades_read(conn, ("recent_outcomes", symbol, limit), read))
+            return list(self._kept_read(conn, ("recent_outcomes", symbol, limit), read))
 
     def signal_times(self, run: str, since_ms: int, until_ms: int) -> list[int]:
         """Decision times of approved trades of a run in (since, until]: what counts against the hourly limit."""
+        # asked before every decision with the same window by each symbol of a cycle, and changed only
+        # by an approved verdict: kept like the closed-trade reads (see `_kept_read`)
+        def read() -> tuple[int, ...]:
+            return tuple(t for (t,) in self._sql.rows(
+                conn, _SIGNAL_TIMES, {"run": run, "since": since_ms, "until": until_ms}))
+
         with self._connection() as conn:
-            found = self._sql.rows(conn, _SIGNAL_TIMES, {"run": run, "since": since_ms, "until": until_ms})
-        return [t for (t,) in found]
+            return list(self._kept_read(conn, ("signal_times", run, since_ms, until_ms), read))
 
     def signal_of(self, decision_id: str) -> SignalRow | None:
         with self.session() as s:
@@ -471,6 +478,16 @@ _SIGNAL_TIMES = (
     .where(_DT.c.decision_ms > bindparam("since"), _DT.c.decision_ms <= bindparam("until"))
 )
 _INSERTS: dict[str, Any] = {}
+
+
+def _changes_kept_reads(row: SQLModel | RowValues) -> bool:
+    """Whether storing the row can change an answer `Store._kept_read` keeps: a closed trade (trade_history,
+    recent_outcomes) or an approved verdict (signal_times)."""
+    if isinstance(row, RowValues):
+        table, status = row.table, row.values.get("status")
+    else:
+        table, status = type(row), getattr(row, "status", None)
+    return table is ClosedTradeRow or (table is GateDecisionRow and status == "approved")
 
 
 def _insert_row(conn: Connection, row: SQLModel) -> None:
