@@ -438,3 +438,114 @@ def test_closed_trade_reads_see_every_new_trade_whoever_stored_it(tmp_path):
     assert seen() == ((2, 0, 2, 2), [1.5, 0.5])
     store.close()
     other.close()
+
+
+def _state_rows(path) -> list[tuple]:
+    with sqlite3.connect(path) as con:
+        return con.execute("SELECT key, value_json, cycle_id, updated_ms FROM agent_state ORDER BY key").fetchall()
+
+
+def _state_writes(store: Store) -> list[str]:
+    """The statements on the store's kept connection that write agent_state, from now on."""
+    seen: list[str] = []
+    store.cycle("paper@t1")  # the kept connection exists from the first call
+    store._held.connection.dbapi_connection.set_trace_callback(
+        lambda sql: seen.append(sql) if "agent_state" in sql and not sql.startswith("SELECT") else None)
+    return seen
+
+
+def test_state_rows_already_stored_are_not_written_again_and_the_rows_are_the_same(tmp_path, monkeypatch):
+    # a decision writes the breakers and the broker's memory: those of every decision of a cycle mostly
+    # repeat (same values, same cycle, same time) and are skipped; the stored rows must be exactly the
+    # ones of a store that writes every time, whatever else wrote to the file in between
+    def calls(store: Store, other: Store) -> list:
+        cycle(store)
+        cycle(store, "paper@t2")
+        def decide(by: Store, did: str, states: dict, cycle_id: str = "paper@t1", at: int = T0):
+            return lambda: by.record_decision([decision(did, cycle_id=cycle_id)], states, cycle_id, at)
+
+        both = {"breakers:paper": {"x": 1}, "broker:paper": {"o": [1]}}
+        moved = {"breakers:paper": {"x": 1}, "broker:paper": {"o": [2]}}
+        acts = [
+            lambda: store.record_sync("paper@t1", "paper", T0, [], [], [], [], ACCOUNT, {"broker:paper": {"o": [1]}}),
+            decide(store, "paper@t1/A", both),
+            decide(store, "paper@t1/B", both),
+            decide(store, "paper@t1/C", moved),
+            decide(other, "paper@t1/D", {"breakers:paper": {"x": 9}}),  # another Store on the file changes a row
+            decide(store, "paper@t1/E", moved),  # the same values must go to the store again
+            decide(store, "paper@t2/A", moved, "paper@t2", T0 + H),  # a new cycle: new cycle id and time
+        ]
+        rows = []
+        for act in acts:
+            act()
+            rows.append(_state_rows(store.url.removeprefix("sqlite:///")))
+        return rows
+
+    plain_dir, kept_dir = tmp_path / "plain", tmp_path / "kept"
+    kept, kept_other = Store.at(kept_dir / "s.sqlite"), Store.at(kept_dir / "s.sqlite")
+    writes = _state_writes(kept)
+    with_skips = calls(kept, kept_other)
+    monkeypatch.setattr(Store, "_kept_is_current", lambda self, conn: False)  # nothing known: every row written
+    plain, plain_other = Store.at(plain_dir / "s.sqlite"), Store.at(plain_dir / "s.sqlite")
+    assert calls(plain, plain_other) == with_skips
+    # statements: a new key is an UPDATE and an INSERT; the sync 2, A 2 (the new breakers; the memory as
+    # stored), B 0, C 1 (the memory), E 2 (after another Store's commit nothing is known), t2 2
+    assert len(writes) == 2 + 2 + 0 + 1 + 2 + 2
+    assert with_skips[-1] == [("breakers:paper", '{"x": 1}', "paper@t2", T0 + H),
+                              ("broker:paper", '{"o": [2]}', "paper@t2", T0 + H)]
+    for s in (kept, kept_other, plain, plain_other):
+        s.close()
+
+
+def test_a_failed_decision_forgets_the_state_rows_it_knew(store):
+    # a state row written in a transaction that rolled back is not stored: it must be written again
+    cycle(store)
+    writes = _state_writes(store)
+    store.record_decision([decision("paper@t1/A")], {"breakers:paper": {"x": 1}}, "paper@t1", T0)
+    bad = signal("paper@t1/B")
+    bad.reasoning = None  # NOT NULL: fails after the decision row, before the state
+    with pytest.raises(IntegrityError):
+        store.record_decision([decision("paper@t1/B"), bad], {"breakers:paper": {"x": 2}}, "paper@t1", T0)
+    assert store.state("breakers:paper") == {"x": 1}
+    store.record_decision([decision("paper@t1/C")], {"breakers:paper": {"x": 1}}, "paper@t1", T0)
+    assert len(writes) == 3  # A's UPDATE and INSERT (a new key), none for B, C's (nothing known after the failure)
+    store.record_decision([decision("paper@t1/D")], {"breakers:paper": {"x": 1}}, "paper@t1", T0)
+    assert len(writes) == 3  # as stored by C
+    store.record_decision([decision("paper@t1/E")], {"breakers:paper": {"x": 2}}, "paper@t1", T0)
+    assert store.state("breakers:paper") == {"x": 2} and len(writes) == 4
+
+
+def test_signal_times_see_every_new_approval_whoever_stored_it(tmp_path):
+    # the symbols of a cycle ask the same window one after the other: a kept answer must show an approval
+    # stored since by this Store, by another Store on the file or by any other writer, and only a
+    # rejection may leave it as it was
+    path = tmp_path / "store.sqlite"
+    store, other = Store.at(path), Store.at(path)
+    cycle(store)
+
+    def verdict(by: Store, symbol: str, status: str, as_values: bool = False) -> None:
+        did = f"paper@t1/{symbol}"
+        gate = {"decision_id": did, "cycle_id": "paper@t1", "symbol": symbol, "status": status, "codes": "",
+                "reasons_json": "[]", "request_json": "{}"}
+        by.record_decision([decision(did, symbol=symbol),
+                            RowValues(GateDecisionRow, gate) if as_values else GateDecisionRow(**gate)],
+                           {}, "paper@t1", T0)
+
+    def seen() -> list[int]:
+        return store.signal_times("paper", T0 - H, T0)
+
+    assert seen() == []
+    verdict(store, "A/USDT", "rejected")
+    assert seen() == []
+    verdict(store, "B/USDT", "approved")
+    assert seen() == [T0]
+    verdict(store, "C/USDT", "approved", as_values=True)
+    assert seen() == [T0, T0]
+    verdict(other, "D/USDT", "approved")
+    assert seen() == [T0, T0, T0]
+    with other.session() as s:  # any other writer, even outside the Store's methods
+        s.exec(delete(GateDecisionRow).where(GateDecisionRow.symbol == "B/USDT"))
+        s.commit()
+    assert seen() == [T0, T0]
+    store.close()
+    other.close()

@@ -93,8 +93,9 @@ class Store:
         self._sql = CompiledStatements(self.engine.dialect)
         self._held: Connection | None = None  # see `_connection`
         self._held_by: tuple[int, int] | None = None  # (process, thread) that keeps it
-        self._reads: dict[tuple, Any] = {}  # see `_closed_trades_read`
-        self._reads_version: int | None = None
+        self._reads: dict[tuple, Any] = {}  # see `_kept_read`
+        self._states: dict[str, tuple[str, str, int]] = {}  # see `_put_state`
+        self._kept_version: int | None = None  # see `_kept_is_current`
 
     @classmethod
     def at(cls, path: str | Path) -> Store:
@@ -142,22 +143,35 @@ class Store:
         else:
             yield held
 
-    def _closed_trades_read(self, conn: Connection, key: tuple, read: Callable[[], Any]) -> Any:
-        """`read()` of the closed trades, or its answer from an earlier call when they cannot have changed.
+    def _kept_is_current(self, conn: Connection) -> bool:
+        """Whether what this Store keeps about the file (`_reads`, `_states`) may be used on `conn`.
 
-        Asked before every decision, and the closed trades change a few times a day. Safe because each
-        way they can change empties the kept answers: a commit by any other connection (another Store
-        on the file, another process, this Store's ORM sessions and pooled connections) changes SQLite's
-        `PRAGMA data_version` on the kept connection, which is read every time; the kept connection's
-        own writes that can add a closed trade (`record_sync`, `record_decision` given one) empty them.
-        On a pooled connection nothing is kept.
+        Only on the kept connection, and only while no other connection has committed since it was
+        kept: SQLite's `PRAGMA data_version` changes on this connection with every commit made by any
+        other (another Store on the file, another process, this Store's ORM sessions and pooled
+        connections), never with its own. When it has changed, everything kept is forgotten.
         """
         if conn is not self._held:
-            return read()
+            return False
         version = conn.connection.dbapi_connection.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._reads_version:
+        if version != self._kept_version:
             self._reads.clear()
-            self._reads_version = version
+            self._states.clear()
+            self._kept_version = version
+        return True
+
+    def _kept_read(self, conn: Connection, key: tuple, read: Callable[[], Any]) -> Any:
+        """`read()`, or its answer from an earlier call when what it reads cannot have changed since.
+
+        For the reads asked before every decision of the closed trades (which change a few times a
+        day) and of the approved verdicts (see `_changes_kept_reads`). Safe because each way they can
+        change empties the kept answers: a commit by any other connection (see `_kept_is_current`,
+        checked every time); the kept connection's own writes that can add such a row (`record_sync`
+        given closed trades, `record_decision` given one) empty them. On a pooled connection nothing
+        is kept. An answer must be immutable (a kept one is shared).
+        """
+        if not self._kept_is_current(conn):
+            return read()
         if key not in self._reads:
             self._reads[key] = read()
         return self._reads[key]
@@ -214,13 +228,46 @@ class Store:
             found = self._sql.rows(conn, _STATE, {"k": key})
         return json.loads(found[0][0]) if found else None
 
-    def _put_state(self, conn: Connection, states: Mapping[str, Any], cycle_id: str, now_ms: int) -> None:
+    def _put_state(self, conn: Connection, states: Mapping[str, Any], cycle_id: str, now_ms: int
+                   ) -> dict[str, tuple[str, str, int]]:
+        """Write the state rows that differ from the stored ones; returns the rows written, for `_kept_states`.
+
+        A replay's decisions mostly leave the breakers and the broker's memory as they were, and every
+        decision of a cycle writes the same cycle id and time: a row this Store knows to be stored
+        already, column for column, is not written again (a write rewrites the table's page in the
+        log). What it knows are the rows its kept connection committed, forgotten at any commit by
+        another connection and at a failed write (see `_kept_is_current`, `_kept_states`).
+        """
         # UPDATE, and INSERT only when no row changed: the old value (a broker's memory can be large)
         # is never read back through the ORM just to be overwritten; two portable statements at most
+        current = bool(states) and self._kept_is_current(conn)
+        kept = self._states if current else {}
+        written = {}
         for key, value in states.items():
-            values = {"value_json": json.dumps(value, sort_keys=True), "cycle_id": cycle_id, "updated_ms": now_ms}
+            row = (json.dumps(value, sort_keys=True), cycle_id, now_ms)
+            if kept.get(key) == row:
+                continue
+            values = {"value_json": row[0], "cycle_id": cycle_id, "updated_ms": now_ms}
             if self._sql.run(conn, _STATE_UPDATE, {"k": key, **values}) == 0:
                 self._sql.insert(conn, StateRow, {"key": key, **values})
+            written[key] = row
+        return written if current else {}  # a pooled connection's commit is another connection's to the kept one
+
+    @contextmanager
+    def _kept_states(self) -> Iterator[dict[str, tuple[str, str, int]]]:
+        """Around a write transaction that calls `_put_state`: the rows it wrote are known once it committed.
+
+        The caller puts `_put_state`'s answer in the dict given. Nothing is learnt from a write that
+        failed (its transaction rolled back, or the commit may not have happened): everything known
+        is forgotten, so the next write of every state row goes to the store.
+        """
+        written: dict[str, tuple[str, str, int]] = {}
+        try:
+            yield written
+        except BaseException:
+            self._states.clear()
+            raise
+        self._states.update(written)
 
     # --- the two transactional writes ---------------------------------------------------------
 
@@ -247,8 +294,8 @@ class Store:
         # autoincrement ids and row order come out
         sql = self._sql
         if closed:
-            self._reads.clear()  # see `_closed_trades_read`
-        with self._connection(write=True) as conn:
+            self._reads.clear()  # see `_kept_read`
+        with self._kept_states() as written, self._connection(write=True) as conn:
             for o in orders:  # an order the store does not know is left alone
                 sql.run(conn, _ORDER_UPDATE, {
                     "c": o.client_order_id, "status": o.status, "filled_quantity": o.filled_quantity,
@@ -288,7 +335,7 @@ class Store:
                     continue
                 sql.insert(conn, PositionRow, _position_values(cycle_id, now_ms, p))
             sql.insert(conn, AccountSnapshotRow, _account_values(cycle_id, "sync", account))
-            self._put_state(conn, states, cycle_id, now_ms)
+            written.update(self._put_state(conn, states, cycle_id, now_ms))
 
     def record_decision(self, rows: Iterable[SQLModel | RowValues], states: Mapping[str, Any], cycle_id: str,
                         now_ms: int) -> None:
@@ -305,13 +352,13 @@ class Store:
             decision_id = first.decision_id
         else:
             raise StoreError("record_decision: the first row must be the DecisionRow")
-        if any((r.table if isinstance(r, RowValues) else type(r)) is ClosedTradeRow for r in rows):
-            self._reads.clear()  # see `_closed_trades_read`
+        if any(_changes_kept_reads(r) for r in rows):
+            self._reads.clear()  # see `_kept_read`
         # plain INSERTs in the given order (the decision first: every other row references it, an order
         # before the rows that reference it) on a connection, not an ORM session: a decision is written
         # once per symbol per cycle per variant in a replay, and the unit of work costs several times the
         # writes. `begin` commits at the end or rolls everything back: all of the decision or nothing.
-        with self._connection(write=True) as conn:
+        with self._kept_states() as written, self._connection(write=True) as conn:
             # SQLite keeps its transaction after a failed statement: the decision's INSERT is tried
             # first, and only a refused one asks why (a statement less per decision); elsewhere a
             # failed statement spoils the transaction, so the question comes first
@@ -328,7 +375,7 @@ class Store:
                     if i == 0 and sqlite and self._sql.rows(conn, _DECISION_EXISTS, {"d": decision_id}):
                         raise StoreError(f"decision {decision_id!r} is already stored") from None
                     raise
-            self._put_state(conn, states, cycle_id, now_ms)
+            written.update(self._put_state(conn, states, cycle_id, now_ms))
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -354,7 +401,7 @@ class Store:
             )
 
         with self._connection() as conn:  # the answer is immutable: a kept one can be shared
-            return self._closed_trades_read(conn, ("trade_history", variant, symbol, regime), read)
+            return self._kept_read(conn, ("trade_history", variant, symbol, regime), read)
 
     def recent_outcomes(self, symbol: str, limit: int = 20) -> list[float]:
         """R multiples of the symbol's last closed trades, oldest first (for the prompt and theories.bayes)."""
@@ -363,13 +410,18 @@ class Store:
             return tuple(r for (r,) in reversed(found))
 
         with self._connection() as conn:
-            return list(self._closed_trades_read(conn, ("recent_outcomes", symbol, limit), read))
+            return list(self._kept_read(conn, ("recent_outcomes", symbol, limit), read))
 
     def signal_times(self, run: str, since_ms: int, until_ms: int) -> list[int]:
         """Decision times of approved trades of a run in (since, until]: what counts against the hourly limit."""
+        # asked before every decision with the same window by each symbol of a cycle, and changed only
+        # by an approved verdict: kept like the closed-trade reads (see `_kept_read`)
+        def read() -> tuple[int, ...]:
+            return tuple(t for (t,) in self._sql.rows(
+                conn, _SIGNAL_TIMES, {"run": run, "since": since_ms, "until": until_ms}))
+
         with self._connection() as conn:
-            found = self._sql.rows(conn, _SIGNAL_TIMES, {"run": run, "since": since_ms, "until": until_ms})
-        return [t for (t,) in found]
+            return list(self._kept_read(conn, ("signal_times", run, since_ms, until_ms), read))
 
     def signal_of(self, decision_id: str) -> SignalRow | None:
         with self.session() as s:
@@ -426,6 +478,16 @@ _SIGNAL_TIMES = (
     .where(_DT.c.decision_ms > bindparam("since"), _DT.c.decision_ms <= bindparam("until"))
 )
 _INSERTS: dict[str, Any] = {}
+
+
+def _changes_kept_reads(row: SQLModel | RowValues) -> bool:
+    """Whether storing the row can change an answer `Store._kept_read` keeps: a closed trade (trade_history,
+    recent_outcomes) or an approved verdict (signal_times)."""
+    if isinstance(row, RowValues):
+        table, status = row.table, row.values.get("status")
+    else:
+        table, status = type(row), getattr(row, "status", None)
+    return table is ClosedTradeRow or (table is GateDecisionRow and status == "approved")
 
 
 def _insert_row(conn: Connection, row: SQLModel) -> None:
