@@ -183,7 +183,10 @@ def test_slow_consumer_drops_oldest_messages_resyncs_and_stays_bounded(shared_da
     messages, book = spot_file(shared_data)
 
     async def main():
-        async with ReplayServer(messages[:MESSAGES], book, speed=SLOW) as server:
+        # the resyncs' pace: the overflow comes early either way (the slow consumer reads ~200 messages/s,
+        # the stream sends ~900/s at 8x), and the stream then outlives the last overflow's resync on a busy
+        # machine; at 20x it sometimes ended before that resync could bridge (CI, 1 run in ~10)
+        async with ReplayServer(messages[:MESSAGES], book, speed=RESYNC_PACE) as server:
             return await run_client(server, inbox_size=200, slow_for_s=3.0, until_drop=True)
 
     client, crossed_seen = asyncio.run(main())
