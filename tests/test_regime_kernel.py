@@ -14,6 +14,7 @@ from scipy.ndimage import maximum_filter1d, minimum_filter1d
 from statsmodels.tsa.regime_switching.markov_regression import MarkovRegression
 
 from theories.indicators import rolling_std
+from theories.pairwise import pairwise_sum
 from theories.regime import (
     BEAR_TREND,
     BREAKOUT,
@@ -23,7 +24,6 @@ from theories.regime import (
     LOW_VOL_RANGE,
     REGIMES,
     RegimeParams,
-    _pairwise_sum,
     _rolling_std,
     _sample_std,
     classify_regimes,
@@ -138,7 +138,7 @@ def test_pairwise_sum_and_sample_std_are_numpys_for_every_length():
     x = np.random.default_rng(3).standard_normal(20_010) * 1e-2 + 1e-3
     squares = np.empty(len(x))
     for n in [*range(2, 300), 499, 500, 1000, 1023, 4097, 20_000]:
-        assert 0.0 + _pairwise_sum(x, 7, n) == np.add.reduce(x[7 : 7 + n]), n
+        assert 0.0 + pairwise_sum(x, 7, n) == np.add.reduce(x[7 : 7 + n]), n
         assert _sample_std(x, 7 + n, n, squares) == np.std(x[7 : 7 + n], ddof=1), n
 
 

@@ -79,6 +79,7 @@ from theories.base import (
 )
 from theories.candles import HOUR_MS
 from theories.jit import compiled
+from theories.pairwise import pairwise_sum
 
 BREAKOUT = "breakout"
 BULL_TREND = "bull trend"
@@ -319,91 +320,26 @@ def _hamilton_recursion(like0, like1, p01, slope, pred):
 
 
 @compiled
-def _block_sum(x, start, n):
-    """numpy's float64 sum of x[start : start + n] for n <= 128: in order below 8 values, else eight
-    running partial sums over blocks of 8, combined pairwise, then the rest in order."""
-    if n < 8:
-        total = 0.0
-        for i in range(start, start + n):
-            total += x[i]
-        return total
-    r0, r1, r2, r3 = x[start], x[start + 1], x[start + 2], x[start + 3]
-    r4, r5, r6, r7 = x[start + 4], x[start + 5], x[start + 6], x[start + 7]
-    i = start + 8
-    while i < start + n - n % 8:
-        r0 += x[i]
-        r1 += x[i + 1]
-        r2 += x[i + 2]
-        r3 += x[i + 3]
-        r4 += x[i + 4]
-        r5 += x[i + 5]
-        r6 += x[i + 6]
-        r7 += x[i + 7]
-        i += 8
-    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    for k in range(i, start + n):
-        total += x[k]
-    return total
-
-
-@compiled
-def _pairwise_sum(x, start, n):
-    """Sum of x[start : start + n] in numpy's order for float64 (`np.add.reduce`'s pairwise summation):
-    `_block_sum` up to 128 values; a longer run is split in two at a multiple of 8 below its middle,
-    recursively, and the halves' sums added. The recursion is walked with an explicit stack: numba's
-    on-disk cache cannot hold a recursive function (loading one crashes the process)."""
-    if n <= 128:
-        return _block_sum(x, start, n)
-    depth = 64  # each level at least halves the run
-    run_start = np.empty(depth, dtype=np.int64)
-    run_size = np.empty(depth, dtype=np.int64)
-    halves_done = np.zeros(depth, dtype=np.int64)
-    sums = np.empty(depth)
-    run_start[0], run_size[0] = start, n
-    top, waiting = 0, 0  # top: the run being worked on; waiting: sums not yet added to their sibling's
-    while top >= 0:
-        size = run_size[top]
-        if size <= 128:
-            sums[waiting] = _block_sum(x, run_start[top], size)
-            waiting += 1
-            top -= 1
-        elif halves_done[top] == 2:  # both halves summed: left + right
-            sums[waiting - 2] += sums[waiting - 1]
-            waiting -= 1
-            top -= 1
-        else:
-            half = size // 2
-            half -= half % 8
-            right = halves_done[top] == 1
-            halves_done[top] += 1
-            run_start[top + 1] = run_start[top] + half if right else run_start[top]
-            run_size[top + 1] = size - half if right else half
-            halves_done[top + 1] = 0
-            top += 1
-    return sums[0]
-
-
-@compiled
 def _sample_std(x, end, n, squares):
     """`np.std(x[end - n : end], ddof=1)` bit for bit: numpy's reductions start from 0.0 and sum in
-    `_pairwise_sum`'s order; the squared deviations go to the same places of `squares` (as long as x).
+    `theories.pairwise.pairwise_sum`'s order; the squared deviations go to the same places of `squares`
+    (as long as x).
 
     (Arguments are never constants at the call sites: numba would compile a copy per constant.)
     """
     start = end - n
-    short = n <= 128  # then `_block_sum` directly, a call less
-    mean = (0.0 + (_block_sum(x, start, n) if short else _pairwise_sum(x, start, n))) / n
+    mean = (0.0 + pairwise_sum(x, start, n)) / n
     for i in range(start, end):
         d = x[i] - mean
         squares[i] = d * d
-    return math.sqrt((0.0 + (_block_sum(squares, start, n) if short else _pairwise_sum(squares, start, n))) / (n - 1))
+    return math.sqrt((0.0 + pairwise_sum(squares, start, n)) / (n - 1))
 
 
 @compiled
 def _rolling_std(x, w, squares):
     """`np.std` (ddof=1) of the w values ending at each index, NaN for the first w - 1, bit for bit.
 
-    numpy sums 8 to 128 values with eight running partial sums (see `_block_sum`); that case, the
+    numpy sums 8 to 128 values with eight running partial sums (`theories.pairwise`); that case, the
     one the rules use, is written out here with the squared deviations formed on the fly: ~4x
     faster than a `_sample_std` call per window. Other lengths go through `_sample_std`.
     """
