@@ -374,7 +374,8 @@ def test_a_fit_is_statsmodels_own_search_and_em_on_real_data(shared_data):
     # statsmodels' public fit runs the same seeded search, then EM for `em_iter` iterations (stopping
     # early only if the likelihood stops rising), then BFGS: with em_iter = the iterations our fit took
     # and maxiter=0 BFGS does not move, so it must give our fit. This fails if statsmodels changes the
-    # private `_start_params_search` / `_fit_em` that fit_markov calls.
+    # private `_start_params_search` / `_fit_em` that fit_markov computes (tests/test_regime_em.py
+    # checks our compiled EM against those two).
     for symbol in ("ETH_USDT", "SOL_USDT"):
         r = _real_returns(shared_data, symbol)
         fit = fit_markov(r, search_reps=10, seed=0)

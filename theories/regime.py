@@ -3,26 +3,30 @@
 (a) Markov switching (Hamilton 1989, Econometrica 57(2); statsmodels `MarkovRegression`): hourly
     log returns in percent follow N(mu_s, sigma2_s) with the state s following a two-state Markov
     chain. The states are identified by their variance, so state 0 is always the low-volatility
-    one whichever way the fit labelled them. The fit is maximum likelihood by EM (statsmodels' own
-    EM steps, after its seeded random start search), run until the likelihood's relative change per
+    one whichever way the fit labelled them. The fit is maximum likelihood by EM (statsmodels' EM
+    steps, after its seeded random start search), run until the likelihood's relative change per
     iteration is 1e-8, without statsmodels' BFGS polish (see `fit_markov`; evidence below). It is
-    refreshed once per `refit_every_ms` on candles closed by that fit time only, and cached.
+    computed by our compiled loops, not by statsmodels, because that is ~28x cheaper (below); they
+    agree with statsmodels' to 1e-9 on every symbol-week of a year's replay, and a test checks
+    them against statsmodels on real windows. It is refreshed once per `refit_every_ms` on candles
+    closed by that fit time only, and cached.
     The current window is then run through a hand-written two-state Hamilton filter with the
     cached parameters. Only *filtered* probabilities P(s_t | r_1..r_t) are reported: smoothed ones
     use later returns. When the fit is impossible (too little history), fails or does not converge
     within its EM iterations, or is degenerate (a zero variance, an absorbing state), the Markov
     fields are None, `markov_status` says why and the named-regime part is still reported.
-    Cost (CPU, 1000-bar fits of real hourly data, 2-core machine): ~150 ms per fit, half of it the
-    start search (10 draws x 5 EM iterations, ~1.8 ms each), the rest 24-77 EM iterations.
+    Cost (CPU, the 1000-bar fits of a year's replay, 10 symbols, 2-core machine): a median 8 ms per
+    fit (statsmodels: 224 ms), 5 ms of it the start search (10 draws x 5 EM iterations), the rest
+    12-218 EM iterations (median 48) of ~0.1 ms each.
     A warm start from the previous period's parameters would make each fit depend on which fits
     ran before it in the process, so a resumed or split replay would differ from an uninterrupted
     one; it is not used. For long replays the refit schedule is the lever.
     Evidence for EM without BFGS, against the BFGS-polished fit it replaced (4 symbols x 4 weeks,
-    2,688 hourly snapshots, Oct-Nov 2025): CPU per fit 351 -> 151 ms (mean); every fit converged
-    in both; log-likelihood lower by 0.003 on average (at most 0.016); named-regime labels (they
-    carry the Markov state) identical on 99.8% of hours; |P(high-vol) difference| 0.0016 on
-    average (at most 0.014). Without the start search (`search_reps=0`) a fit costs ~80 ms with
-    the same agreement on these data (labels 99.7%).
+    2,688 hourly snapshots, Oct-Nov 2025, statsmodels' EM): CPU per fit 351 -> 151 ms (mean);
+    every fit converged in both; log-likelihood lower by 0.003 on average (at most 0.016);
+    named-regime labels (they carry the Markov state) identical on 99.8% of hours; |P(high-vol)
+    difference| 0.0016 on average (at most 0.014). Without the start search (`search_reps=0`) a fit
+    costs about half (compiled: 4 ms) with the same agreement on these data (labels 99.7%).
 
 (b) Six named regimes, classified bar by bar over the window from these rules, first match wins:
     1. breakout: the close is beyond the high (low) of the prior `breakout_lookback` bars and
@@ -55,6 +59,7 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
+from statsmodels.tools.rng_qrng import check_random_state
 from statsmodels.tsa.regime_switching.markov_regression import MarkovRegression
 
 from theories.base import (
@@ -221,9 +226,10 @@ def fit_markov(returns: np.ndarray, search_reps: int = 10, seed: int = 0, max_it
 
     statsmodels' public `fit` runs EM only for a fixed number of iterations, or until the likelihood
     stops rising at all (tolerance 0: ~2.5x the CPU of the 1e-8 tolerance on real data), before its
-    BFGS stage, and does not report whether EM converged. So the fit calls the two private methods
-    that `fit` itself calls, `_start_params_search` and `_fit_em`; the tests check them against the
-    public `fit` and fail if a statsmodels release changes them.
+    BFGS stage, and does not report whether EM converged. So the fit is that of the two private
+    methods `fit` itself calls, `_start_params_search` and `_fit_em`, computed by `_em_search_and_fit`
+    (compiled; `_statsmodels_em_fit` calls statsmodels where a value on the way is not finite). The
+    tests check the compiled fit against those methods, and those against the public `fit`.
     """
     y = 100.0 * np.asarray(returns, dtype=np.float64)
     n = len(y)
@@ -231,27 +237,21 @@ def fit_markov(returns: np.ndarray, search_reps: int = 10, seed: int = 0, max_it
         return MarkovFit("returns are not finite", n)
     if n < 2 or np.ptp(y) == 0:
         return MarkovFit("returns are constant", n)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # overflow and rescaling warnings: the result is checked below instead
-            model = MarkovRegression(y, k_regimes=2, trend="c", switching_variance=True)
-            start = model._start_params_search(search_reps, rng=seed) if search_reps else model.start_params
-            res = model._fit_em(start, maxiter=max_iter, tolerance=EM_TOLERANCE)
-    except (ValueError, np.linalg.LinAlgError, FloatingPointError) as e:
-        return MarkovFit(f"fit failed: {e}", n)
-    llf = res.mle_retvals.llf  # the log-likelihood at the start of each iteration
+    fitted = _em_search_and_fit(y, search_reps, seed, max_iter)
+    if fitted is None:  # statsmodels' own path decides what a fit through non-finite values gives
+        try:
+            fitted = _statsmodels_em_fit(y, search_reps, seed, max_iter)
+        except (ValueError, np.linalg.LinAlgError, FloatingPointError) as e:
+            return MarkovFit(f"fit failed: {e}", n)
+    params, llf, iterations, loglike = fitted
     change = 2 * (llf[-1] - llf[-2]) / abs(llf[-1] + llf[-2]) if len(llf) >= 2 else math.inf
     # statsmodels' EM holds the initial state at the chain's stationary distribution, so its steps are
     # not exact maximisers and the likelihood can dip by ~1e-8 near the optimum; that ends the
     # iterations too. A larger fall is not convergence.
     if not -EM_MAX_FALL <= change <= EM_TOLERANCE:
         return MarkovFit("fit did not converge", n)
-    names = model.param_names
-    par = dict(zip(names, np.asarray(res.params, dtype=np.float64), strict=True))
-    p00, p10 = par["p[0->0]"], par["p[1->0]"]
-    mean, sigma2, p_stay = order_by_variance(
-        (par["const[0]"], par["const[1]"]), (par["sigma2[0]"], par["sigma2[1]"]), (p00, 1.0 - p10)
-    )
+    p00, p10, const0, const1, var0, var1 = (float(v) for v in params)
+    mean, sigma2, p_stay = order_by_variance((const0, const1), (var0, var1), (p00, 1.0 - p10))
     values = (*mean, *sigma2, *p_stay)
     if not all(math.isfinite(v) for v in values):
         return MarkovFit("fit gave non-finite parameters", n)
@@ -259,8 +259,221 @@ def fit_markov(returns: np.ndarray, search_reps: int = 10, seed: int = 0, max_it
         return MarkovFit("degenerate fit: a state has no variance", n)
     if max(p_stay) >= 1.0 - _DEGENERATE_P:
         return MarkovFit("degenerate fit: a state never ends", n)
-    return MarkovFit("ok", n, mean=mean, sigma2=sigma2, p_stay=p_stay, loglike=float(res.llf),
-                     em_iterations=int(res.mle_retvals.iter))
+    return MarkovFit("ok", n, mean=mean, sigma2=sigma2, p_stay=p_stay, loglike=float(loglike),
+                     em_iterations=int(iterations))
+
+
+# Parameters in statsmodels' order (`MarkovRegression.param_names` for this model):
+# p[0->0], p[1->0], const[0], const[1], sigma2[0], sigma2[1].
+_SEARCH_EM_ITER = 5  # `_start_params_search`'s default EM iterations per draw
+_SEARCH_TOLERANCE = 1e-6  # `_fit_em`'s default tolerance, which the search's EM runs use
+
+
+def _statsmodels_em_fit(
+    y: np.ndarray, search_reps: int, seed: int, max_iter: int
+) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """statsmodels' search and EM: (parameters, log-likelihood before each iteration, iterations, the
+    log-likelihood at the parameters). May raise what statsmodels raises."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # overflow and rescaling warnings: fit_markov checks the result instead
+        model = MarkovRegression(y, k_regimes=2, trend="c", switching_variance=True)
+        start = model._start_params_search(search_reps, rng=seed) if search_reps else model.start_params
+        res = model._fit_em(start, maxiter=max_iter, tolerance=EM_TOLERANCE)
+    return np.asarray(res.params, dtype=np.float64), res.mle_retvals.llf, res.mle_retvals.iter, res.llf
+
+
+def _em_search_and_fit(
+    y: np.ndarray, search_reps: int, seed: int, max_iter: int
+) -> tuple[np.ndarray, np.ndarray, int, float] | None:
+    """`_statsmodels_em_fit` computed by the compiled `_em`: the same start, the same random draws
+    (statsmodels' generator and calls), the same EM steps and stopping rules. None where the EM
+    from the chosen start meets a value that is not finite: statsmodels then raises or ends on a
+    NaN, and `fit_markov` asks statsmodels itself what that gives.
+
+    Why: statsmodels spends ~1.7 ms of Python per EM iteration on a 1000-bar window (its filter and
+    smoother in log space, wrapped in array bookkeeping): a median 224 ms per fit of the replay's
+    windows (CPU), this 8 ms. It is not bit-identical (sums in another order, probabilities instead
+    of their logs), but EM converges to its fixed point whatever the rounding on the way: on all 530
+    symbol-weeks of a year's replay (10 symbols, Nov 2024 - Nov 2025) the statuses and iteration
+    counts are statsmodels', the parameters agree to 6e-11 relative and the log-likelihoods to 3e-15
+    (tests/test_regime_em.py checks real windows).
+    """
+    work = np.empty((len(y), 2, 2))  # the filter's backward weights, reused by every pass
+    if search_reps:
+        start = _search_start(y, search_reps, seed, work)
+    else:
+        start = _default_start(y)
+    llf = np.empty(max(max_iter, 0))
+    params, iterations, finite = _em(y, start, max_iter, EM_TOLERANCE, llf, work)
+    if not finite:
+        return None
+    loglike = _filter_pass(y, params, work)[0]
+    if not math.isfinite(loglike):
+        return None
+    return params, llf[:iterations], iterations, loglike
+
+
+def _default_start(y: np.ndarray) -> np.ndarray:
+    """`MarkovRegression.start_params`: equal transition probabilities, means 0 and half the OLS
+    constant, variances a tenth of and all of the residual variance."""
+    beta = float(np.mean(y))  # the OLS constant, `pinv(ones) @ y`
+    variance = float(np.var(y - beta))
+    return np.array([0.5, 0.5, 0.0 * beta, 0.5 * beta, variance / 10.0, variance])
+
+
+def _transform(u: np.ndarray) -> np.ndarray:
+    """statsmodels' `transform_params`: logistic transition probabilities, squared variances."""
+    p = u.copy()
+    for i in (0, 1):
+        top = max(0.0, u[i])  # logsumexp([0, u_i]) with the maximum taken out
+        p[i] = math.exp(u[i] - (top + math.log(math.exp(-top) + math.exp(u[i] - top))))
+    p[4:] = u[4:] ** 2
+    return p
+
+
+def _untransform(p: np.ndarray) -> np.ndarray:
+    """statsmodels' `untransform_params`, the inverse of `_transform`."""
+    with np.errstate(divide="ignore", invalid="ignore"):  # p = 0 or 1 map to infinities, as there
+        u = p.copy()
+        u[:2] = -np.log(1.0 / p[:2] - 1.0)
+        u[4:] = p[4:] ** 0.5
+    return u
+
+
+def _search_start(y: np.ndarray, reps: int, seed: int, work: np.ndarray) -> np.ndarray:
+    """`_start_params_search(reps, rng=seed)`: uniform(-0.5, 0.5) draws added to the unconstrained
+    default start, `_SEARCH_EM_ITER` EM iterations from each, the best likelihood kept. A draw whose
+    EM meets a value that is not finite is skipped, as statsmodels skips it (its EM step raises on
+    NaN probabilities, and a NaN likelihood is never the better one)."""
+    start = _untransform(_default_start(y))
+    rng = check_random_state(seed)
+    variates = np.zeros((reps, len(start)))
+    for i in range(len(start)):  # one parameter's draws at a time, as statsmodels makes them
+        variates[:, i] = rng.uniform(-0.5, 0.5, size=reps)  # statsmodels multiplies by its scale, 1.0
+    best = start
+    best_llf = _filter_pass(y, _transform(start), work)[0]
+    llf = np.empty(_SEARCH_EM_ITER)
+    for i in range(reps):
+        proposed, _, finite = _em(y, _transform(start + variates[i]), _SEARCH_EM_ITER, _SEARCH_TOLERANCE, llf, work)
+        proposed_llf = _filter_pass(y, proposed, work)[0] if finite else math.nan
+        if proposed_llf > best_llf:  # False for a NaN on either side
+            best_llf = proposed_llf
+            best = _untransform(proposed)
+    return _transform(best)
+
+
+@compiled
+def _filter_pass(y, params, weights):
+    """Hamilton filter of the two-state model at `params` (statsmodels' order): (log-likelihood,
+    P(s_n-1 = 0 | all y), P(s_n-1 = 1 | all y)), and in `weights[t, j, k]` the smoother's
+    P(s_t-1 = k | s_t = j, y_..t-1).
+
+    statsmodels' `_filter` computed in probabilities rather than their logs: transition
+    probabilities floored at 1e-20 as there, the initial state at the chain's stationary
+    distribution (floored at 1e-20) carried one step through the chain (statsmodels' filter tracks
+    pairs of states, and so starts from the pair (s_0, s_-1)), and each step's two normal densities
+    scaled by the larger so that neither underflows alone. The log-likelihood is NaN where
+    statsmodels' would not be finite (numba raises on a division by zero where numpy gives inf or NaN,
+    so the divisions are guarded).
+    """
+    p00, p10, c0, c1, v0, v1 = params[0], params[1], params[2], params[3], params[4], params[5]
+    if not (v0 > 0 and v1 > 0):  # statsmodels: the log of a variance <= 0 (or NaN) is not finite
+        return math.nan, math.nan, math.nan
+    p01, p11 = 1.0 - p00, 1.0 - p10  # p_jk = P(s_t = k | s_t-1 = j)
+    if p10 + p01 != 0:
+        pi0, pi1 = max(p10 / (p10 + p01), 1e-20), max(p01 / (p10 + p01), 1e-20)
+    else:  # both states absorbing: statsmodels' pinv solution of the stationary equations
+        pi0 = pi1 = 0.5
+    # t_kj = P(s_t = k | s_t-1 = j), floored as statsmodels' log filter does
+    t00, t01, t10, t11 = max(p00, 1e-20), max(p10, 1e-20), max(p01, 1e-20), max(p11, 1e-20)
+    m0 = t00 * pi0 + t01 * pi1  # P(s_-1 = 0): the stationary start one step on
+    m1 = t10 * pi0 + t11 * pi1
+    norm0 = 0.5 * math.log(2 * math.pi * v0)
+    norm1 = 0.5 * math.log(2 * math.pi * v1)
+    llf = 0.0
+    for t in range(len(y)):
+        a00, a01, a10, a11 = t00 * m0, t01 * m1, t10 * m0, t11 * m1  # P(s_t = j, s_t-1 = k | y_..t-1)
+        q0, q1 = a00 + a01, a10 + a11
+        weights[t, 0, 0], weights[t, 0, 1] = a00 / q0, a01 / q0
+        weights[t, 1, 0], weights[t, 1, 1] = a10 / q1, a11 / q1
+        ll0 = -0.5 * (y[t] - c0) ** 2 / v0 - norm0
+        ll1 = -0.5 * (y[t] - c1) ** 2 / v1 - norm1
+        top = max(ll0, ll1)
+        # statsmodels' log-sum-exp of the four log(a_jk) + ll_j starts its running maximum at 0: where
+        # all four are below about -745 their exps underflow to 0, its log-likelihood is -inf, then NaN
+        # (its EM step raises, its search skips the draw). Possible only where both ll_j are that low.
+        if top < -700.0 and (math.exp(math.log(a00) + ll0) + math.exp(math.log(a01) + ll0)
+                             + math.exp(math.log(a10) + ll1) + math.exp(math.log(a11) + ll1)) == 0.0:
+            return math.nan, m0, m1
+        g0, g1 = q0 * math.exp(ll0 - top), q1 * math.exp(ll1 - top)
+        total = g0 + g1
+        llf += top + math.log(total)
+        m0, m1 = g0 / total, g1 / total
+    return llf, m0, m1
+
+
+@compiled
+def _em(y, params, max_iter, tolerance, llf, weights):
+    """statsmodels' `_fit_em` for this model from `params`: each iteration filters (`_filter_pass`),
+    smooths (Kim 1994) and takes the M-step of `MarkovRegression._em_iteration`, until `max_iter`
+    iterations or, after two, a relative log-likelihood change of `tolerance` or less.
+
+    Returns (params, iterations, finite) with `llf[i]` the log-likelihood at iteration i's start;
+    finite is False if a value on the way was not (the parameters then mean nothing).
+
+    Smoother: with w_t(j, k) = P(s_t-1 = k | s_t = j, y_..t-1) from the filter, the smoothed pair
+    P(s_t = j, s_t-1 = k | all y) = P(s_t = j | all y) w_t(j, k), and P(s_t-1 = k | all y) is its
+    sum over j; statsmodels' log-space recursion is the same quotient. M-step: the transition
+    P(0 | i) is the smoothed pairs (s_t = 0, s_t-1 = i) over t = 0..n-1 (s_-1 the pre-sample state,
+    as statsmodels counts them) over the smoothed P(s_t = i) summed; each state's mean and variance
+    are the smoothed-probability-weighted mean and variance about that mean.
+    """
+    n = len(y)
+    params = params.copy()
+    smoothed = np.empty((n, 2))
+    delta = 0.0
+    i = 0
+    while i < max_iter and (i < 2 or delta > tolerance):
+        llf[i], s0, s1 = _filter_pass(y, params, weights)  # s: the smoothed P(s_t = j) at t = n - 1
+        if not math.isfinite(llf[i]):
+            return params, i, False
+        num0 = num1 = den0 = den1 = 0.0
+        for t in range(n - 1, -1, -1):
+            j00, j01 = s0 * weights[t, 0, 0], s0 * weights[t, 0, 1]
+            j10, j11 = s1 * weights[t, 1, 0], s1 * weights[t, 1, 1]
+            smoothed[t, 0], smoothed[t, 1] = j00 + j01, j10 + j11
+            num0 += j00
+            num1 += j01
+            den0 += smoothed[t, 0]
+            den1 += smoothed[t, 1]
+            s0, s1 = j00 + j10, j01 + j11
+        if not (den0 > 0 and den1 > 0):  # statsmodels: 0 / 0 gives NaN parameters
+            return params, i + 1, False
+        p00, p10 = num0 / den0, num1 / den1
+        # statsmodels rescales a transition probability that rounding pushed above one
+        if p00 > 1.0:
+            p00 /= p00 + 1e-6
+        if p10 > 1.0:
+            p10 /= p10 + 1e-6
+        sy0 = sy1 = 0.0
+        for t in range(n):
+            sy0 += smoothed[t, 0] * y[t]
+            sy1 += smoothed[t, 1] * y[t]
+        c0, c1 = sy0 / den0, sy1 / den1  # the weighted least squares constants
+        ss0 = ss1 = 0.0
+        for t in range(n):
+            ss0 += (y[t] - c0) ** 2 * smoothed[t, 0]
+            ss1 += (y[t] - c1) ** 2 * smoothed[t, 1]
+        params[0], params[1], params[2], params[3], params[4], params[5] = p00, p10, c0, c1, ss0 / den0, ss1 / den1
+        for v in params:
+            if not math.isfinite(v):
+                return params, i + 1, False
+        if i > 0:
+            if llf[i] + llf[i - 1] == 0:  # statsmodels: an infinite or NaN change
+                return params, i + 1, False
+            delta = 2 * (llf[i] - llf[i - 1]) / abs(llf[i] + llf[i - 1])
+        i += 1
+    return params, i, True
 
 
 def hamilton_filter(
