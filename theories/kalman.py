@@ -30,11 +30,12 @@ our likelihood: its start (two HP filters), its parameter transform (variance = 
 scipy L-BFGS-B call on minus the mean log-likelihood, and that log-likelihood computed by a
 compiled filter (`lltrend_loglike`) that repeats statsmodels' default filter operation for
 operation, so it returns the same bits (a test checks it at many points on real windows, and
-the fitted variances against statsmodels' fit). Why: the same fit took ~280 ms CPU through
-statsmodels, nearly all of it per-call overhead around ~200 evaluations of a 500-step
-recursion, and takes ~20 ms this way. Where statsmodels' filter would change method (a
-forecast variance below 1e-12: it then switches that step to its univariate filter) or the
-data has gaps, the fit is statsmodels' own. If the fit raises or does not converge, the
+the fitted variances against statsmodels' fit). Why: measured speed. The same fit took
+~150-280 ms CPU through statsmodels (with one BLAS thread; ~500 ms with OpenBLAS's default
+threads), nearly all of it per-call overhead around ~200 evaluations of a 500-step recursion,
+and takes ~16-20 ms this way (median of 20 real symbol-weeks). Where statsmodels' filter
+would change method (a forecast variance below 1e-12: it then switches that step to its
+univariate filter) or the data has gaps, the fit is statsmodels' own. If the fit raises or does not converge, the
 variances come from a documented rule instead: method of moments on second differences, where
 
     d2y_t = z_{t-2} + n_{t-1} - n_{t-2} + e_t - 2 e_{t-1} + e_{t-2}
