@@ -22,21 +22,31 @@ statsmodels' own rounding, provided statsmodels' steady-state shortcut is off
 than 1e-19, which with a near-zero trend variance happens while the slope variance is still
 shrinking.
 
-Noise variances come from maximum likelihood, `UnobservedComponents(...).fit()`, on the log
-closes of the `fit_bars` candles closed by the refit time (`fit_time`, every `fit_every_ms`),
-cached. The fit runs on 100 * (y - y_0) (log percent from the first close) for conditioning;
-variances are scaled back by 1e-4. If the fit raises or does not converge, the variances come
-from a documented rule instead: method of moments on second differences, where
+Noise variances come from maximum likelihood on the log closes of the `fit_bars` candles closed
+by the refit time (`fit_time`, every `fit_every_ms`), cached. The fit runs on 100 * (y - y_0) (log
+percent from the first close) for conditioning; variances are scaled back by 1e-4. It is
+statsmodels' `UnobservedComponents(level="lltrend").fit()` (0.15) done with its own pieces but
+our likelihood: its start (two HP filters), its parameter transform (variance = x^2), the same
+scipy L-BFGS-B call on minus the mean log-likelihood, and that log-likelihood computed by a
+compiled filter (`lltrend_loglike`) that repeats statsmodels' default filter operation for
+operation, so it returns the same bits (a test checks it at many points on real windows, and
+the fitted variances against statsmodels' fit). Why: measured speed. The same fit took
+~150-280 ms CPU through statsmodels (with one BLAS thread; ~500 ms with OpenBLAS's default
+threads), nearly all of it per-call overhead around ~200 evaluations of a 500-step recursion,
+and takes ~16-20 ms this way (median of 20 real symbol-weeks). Where statsmodels' filter
+would change method (a forecast variance below 1e-12: it then switches that step to its
+univariate filter) or the data has gaps, the fit is statsmodels' own. If the fit raises or does not converge, the
+variances come from a documented rule instead: method of moments on second differences, where
 
     d2y_t = z_{t-2} + n_{t-1} - n_{t-2} + e_t - 2 e_{t-1} + e_{t-2}
 
 has autocovariances g0 = trend + 2 level + 6 irregular, g1 = -level - 4 irregular,
 g2 = irregular; solved in that order (irregular = g2, level = -g1 - 4 irregular,
 trend = g0 - 2 level - 6 irregular), each clipped at 0. The result says which source was used.
-The MLE costs ~0.3-0.6 s CPU per fit. Starting it from the moment rule's variances halves that on
-most windows but ended at a worse local optimum on one of six real windows tried (DOGE/USDT,
-log-likelihood -744.02 instead of -743.88), so statsmodels' own start is kept; the refit
-schedule (`fit_every_ms`) is what makes long replays cheaper.
+Starting the MLE from the moment rule's variances halved its cost on most windows but ended at a
+worse local optimum on one of six real windows tried (DOGE/USDT, log-likelihood -744.02 instead
+of -743.88), so statsmodels' own start is kept; the refit schedule (`fit_every_ms`) is what makes
+long replays cheaper.
 
 Reported, at the last bar T (filtered, i.e. using bars up to and including T):
 - level: exp(level_{T|T}), a price.
@@ -62,8 +72,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydantic import Field
+from scipy.optimize import fmin_l_bfgs_b
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
+from statsmodels.tsa.filters.hp_filter import hpfilter
 from statsmodels.tsa.statespace.structural import UnobservedComponents
+from threadpoolctl import ThreadpoolController
 
 from theories.base import (
     BARS,
@@ -84,6 +97,7 @@ from theories.base import (
     unit,
 )
 from theories.jit import compiled
+from theories.pairwise import pairwise_sum
 
 DIFFUSE_VAR = 1e12  # prior variance of level and slope: the exact diffuse limit in double precision
 
@@ -284,13 +298,118 @@ def moment_noise(y: np.ndarray) -> tuple[float, float, float]:
     return irregular, level, trend
 
 
-def mle_noise(y: np.ndarray, maxiter: int = 200) -> tuple[float, float, float]:
-    """Noise variances by maximum likelihood (statsmodels UnobservedComponents, level="lltrend").
+# statsmodels' defaults for UnobservedComponents(level="lltrend") (0.15), which the fit repeats
+SM_INITIAL_VARIANCE = 1e6  # approximate diffuse prior N(0, 1e6 I) (`ssm.initial_variance`)
+SM_LOGLIKE_BURN = 2  # `loglikelihood_burn`: the first k_states = 2 terms are left out of the sum
+SM_STEADY_TOLERANCE = 1e-19  # `KalmanFilter.tolerance` of the steady-state check
+SM_MIN_FORECAST_VAR = 1e-12  # below this statsmodels' filter switches method (`inverse_univariate`)
+LOG_2PI = math.log(2.0 * math.pi)
 
-    Raises RuntimeError when the optimiser does not converge.
+
+@compiled
+def lltrend_loglike(y, irregular_var, level_var, trend_var, terms):
+    """(log-likelihood, singular) of the local linear trend as statsmodels' default filter computes
+    it for `UnobservedComponents(y, level="lltrend").loglike([irregular, level, trend])`: the same
+    bits, by the same operations in the same order (statsmodels 0.15, `_filters/_conventional.pyx.in`
+    with `INVERT_UNIVARIATE`, `STABILITY_FORCE_SYMMETRY`, `TIMING_INIT_PREDICTED`). `terms` (len(y))
+    receives the per-step terms; their sum skips the burn-in and adds in numpy's order, as
+    `np.sum(loglikelihood[burn:])` does. `singular` is True where statsmodels would leave this
+    filter (a forecast variance below 1e-12): the log-likelihood is then not statsmodels'.
+
+    Unlike `filter_gains` (which keeps det(P) for exactness), this is statsmodels' textbook
+    covariance update with its matrix entries kept apart (P01 and P10 round differently and are
+    averaged, as its symmetry step does), and its steady-state shortcut: once the predicted
+    covariance P_{t+1} is within SM_STEADY_TOLERANCE (sum of squares) of P_t, the covariance,
+    F and log F are frozen; statsmodels stores the step's *input* P_t as the steady one, so the
+    next step still reads P_{t+1} and every later step P_t.
     """
-    y = np.asarray(y, dtype=np.float64)
-    scaled = 100.0 * (y - y[0])  # log percent: variances near 1 suit the optimiser
+    n = len(y)
+    a0 = a1 = 0.0  # predicted level and slope
+    p00 = p11 = SM_INITIAL_VARIANCE  # predicted covariance, entries as statsmodels stores them
+    p10 = p01 = 0.0
+    steady = False
+    f = log_f = steady00 = steady10 = 0.0
+    for t in range(n):
+        v = y[t] - a0  # innovation: Z a = a0
+        if not steady:
+            f = p00 + irregular_var  # F = Z P Z' + H
+            log_f = math.log(f)
+        if f < SM_MIN_FORECAST_VAR:
+            return math.nan, True
+        s = 1.0 / f
+        u = s * v  # F^-1 v
+        a0 = a0 + p00 * u  # filtered state a + P Z' F^-1 v
+        a1 = a1 + p10 * u
+        terms[t] = -0.5 * (LOG_2PI + log_f) - 0.5 * (v * u)
+        a0 = a0 + a1  # predicted state T a
+        if steady:
+            p00, p10 = steady00, steady10
+            continue
+        w0 = p00 * s  # P Z' F^-1
+        w1 = p10 * s
+        f00 = p00 - w0 * p00  # filtered covariance P - (P Z' F^-1)(P Z')'
+        f10 = p10 - w1 * p00
+        f01 = p01 - w0 * p10
+        f11 = p11 - w1 * p10
+        n00 = ((f00 + f10) + (f01 + f11)) + level_var  # predicted covariance T P T' + Q
+        n11 = f11 + trend_var
+        n_off = 0.5 * ((f10 + f11) + (f01 + f11))  # (P + P') / 2 off the diagonal
+        if t >= 1:
+            d00 = p00 - n00
+            d10 = p10 - n_off
+            d01 = p01 - n_off
+            d11 = p11 - n11
+            if ((d00 * d00 + d10 * d10) + d01 * d01) + d11 * d11 < SM_STEADY_TOLERANCE:
+                steady = True
+                steady00, steady10 = p00, p10
+        p00, p10, p01, p11 = n00, n_off, n_off, n11
+    return pairwise_sum(terms, SM_LOGLIKE_BURN, n - SM_LOGLIKE_BURN), False
+
+
+class _LeavesTheFilter(Exception):
+    """statsmodels would switch filter method here: the fit is handed to statsmodels."""
+
+
+@functools.cache
+def _blas_threads() -> ThreadpoolController:
+    return ThreadpoolController()  # made on first use: it lists the BLAS libraries loaded then
+
+
+def lltrend_start(scaled: np.ndarray) -> np.ndarray:
+    """statsmodels' start variances (irregular, level, trend) for the lltrend model
+    (`UnobservedComponents.start_params`): an HP filter's cycle variance, and the variances of the
+    cycle and trend of an HP filter of its trend."""
+    cycle, trend = hpfilter(scaled)
+    cycle2, trend2 = hpfilter(trend)
+    return np.array([np.var(cycle), np.std(cycle2) ** 2, np.std(trend2) ** 2])
+
+
+def _fit_lltrend(scaled: np.ndarray, maxiter: int) -> tuple[np.ndarray, bool]:
+    """statsmodels' `MLEModel.fit(method="lbfgs")` with our log-likelihood: (variances, converged).
+
+    The optimiser call is statsmodels' (`base/optimizer.py::_fit_lbfgs` with the defaults
+    `MLEModel.fit` sets): scipy's `fmin_l_bfgs_b` on minus the log-likelihood over the number of
+    observations, in the unconstrained parameters x (variance = x^2), from the square roots of
+    `lltrend_start`, with a forward-difference gradient of step 1e-5, no bounds and scipy's other
+    defaults (m=10, factr=1e7, pgtol=1e-5); converged means warnflag 0.
+    """
+    n = len(scaled)
+    terms = np.empty(n)
+
+    def objective(x: np.ndarray) -> float:
+        loglike, singular = lltrend_loglike(scaled, x[0] * x[0], x[1] * x[1], x[2] * x[2], terms)
+        if singular:
+            raise _LeavesTheFilter
+        return -loglike / n
+
+    start = lltrend_start(scaled) ** 0.5
+    x, _, info = fmin_l_bfgs_b(
+        objective, start, approx_grad=True, epsilon=1e-5, maxiter=maxiter, bounds=[(None, None)] * 3
+    )
+    return x**2, info["warnflag"] == 0
+
+
+def _statsmodels_fit(scaled: np.ndarray, maxiter: int) -> tuple[np.ndarray, bool]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         # cov_type="none" and low_memory: no parameter covariance and no smoother after the optimiser
@@ -298,9 +417,31 @@ def mle_noise(y: np.ndarray, maxiter: int = 200) -> tuple[float, float, float]:
         res = UnobservedComponents(scaled, level="lltrend").fit(
             disp=False, maxiter=maxiter, cov_type="none", low_memory=True
         )
-    if not res.mle_retvals.get("converged", False):
+    return np.asarray(res.params, dtype=np.float64), bool(res.mle_retvals.get("converged", False))
+
+
+def mle_noise(y: np.ndarray, maxiter: int = 200) -> tuple[float, float, float]:
+    """Noise variances by maximum likelihood: statsmodels' `UnobservedComponents(level="lltrend")`
+    fit, on our compiled log-likelihood (see the module docstring), or statsmodels' own where its
+    filter would leave the one we repeat.
+
+    Raises RuntimeError when the optimiser does not converge.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    scaled = 100.0 * (y - y[0])  # log percent: variances near 1 suit the optimiser
+    # One BLAS thread for the fit: scipy's L-BFGS-B makes small BLAS calls each iteration, and with
+    # OpenBLAS's default threads on a loaded 2-core machine they cost ~13x the CPU (a 3-parameter
+    # fit: 24 ms against 1.8 ms). The replay's workers already run on one; this covers the rest.
+    with _blas_threads().limit(limits=1, user_api="blas"):
+        try:
+            if not np.all(np.isfinite(scaled)):  # gaps: statsmodels' filter skips them, ours does not
+                raise _LeavesTheFilter
+            params, converged = _fit_lltrend(scaled, maxiter)
+        except _LeavesTheFilter:
+            params, converged = _statsmodels_fit(scaled, maxiter)
+    if not converged:
         raise RuntimeError("the likelihood optimiser did not converge")
-    params = np.asarray(res.params, dtype=np.float64) * 1e-4
+    params = params * 1e-4
     if params.shape != (3,) or not np.all(np.isfinite(params)) or np.any(params < 0):
         raise RuntimeError(f"the likelihood fit gave unusable variances {params}")
     return float(params[0]), float(params[1]), float(params[2])
