@@ -501,6 +501,8 @@ class SimulatedPaths:
     earlier block (`running_high`). `final` is each path's last close.
     The tables and levels are float32, 7 significant digits: a log price of 0.05 is kept to 3e-9,
     far finer than a price tick. `drift` is the drift per bar the paths were built with, when known.
+    The compiled loops trust `starts` to hold rows of the tables (0 to rows - 1), as the bootstrap's
+    draws and `from_bars` make them: they check no index.
 
     A bracket's exit is found without (bars, paths) arrays, by a compiled loop over the paths: the
     running high and low at each block's end give the block where a level is first reached, and
@@ -670,7 +672,7 @@ def _first_exits(starts: np.ndarray, base: np.ndarray, open_table: np.ndarray, h
     left = np.empty(n, np.intp)  # the paths still inside after their first block
     n_left = 0
     for i in range(n):
-        m = starts[0, i]
+        m = np.uint64(starts[0, i])  # unsigned: see below
         n_up += row_upper[m]
         n_down += row_lower[m]
         r[i] = row_r[m]  # rewritten below for the paths left inside
@@ -679,29 +681,29 @@ def _first_exits(starts: np.ndarray, base: np.ndarray, open_table: np.ndarray, h
         left[n_left] = i
         n_left += not row_exits[m]
     # The others: the first later block whose extremes (those at its last bar) reach a level, then
-    # the bars of that block before each level is reached; the extremes only grow along a path, so
-    # both are counts, with no branch to mispredict.
+    # the bars of that block before either level is reached; the extremes only grow along a path, so
+    # both are counts, with no branch to mispredict. Paths and rows are indexed as unsigned numbers:
+    # numba then drops its wraparound of negative indices (none here: rows are 0..rows-1), ~15% faster.
     for q in range(n_left):
-        i = left[q]
+        i = np.uint64(left[q])
         j, inside = min(1, blocks - 1), True  # with a single block, its bars again: no exit, out at the close
         for b in range(1, blocks - 1):
-            row, lift = starts[b, i], base[b, i]
+            row, lift = np.uint64(starts[b, i]), base[b, i]
             inside &= (high_table[row, width - 1] + lift < up) & (-low_table[row, width - 1] - lift < down)
             j += inside
-        row, lift = starts[j, i], base[j, i]
+        row, lift = np.uint64(starts[j, i]), base[j, i]
         length = min(width, horizon - j * width)  # the horizon may cut the last block short
         if j == blocks - 1 and (high_table[row, length - 1] + lift < up) & (-low_table[row, length - 1] - lift < down):
             # neither level within the horizon, out at the last close: the extremes at the horizon say
             # so without counting bars (a branch, yet ~15% faster than counting, measured)
             r[i] = entry * exp_final[i] / entry - 1.0 if long else 1.0 - entry * exp_final[i] / entry
             continue
-        k_up = k_down = 0
-        for k in range(width):
-            k_up += high_table[row, k] + lift < up
-            k_down += -low_table[row, k] - lift < down
-        k = min(k_up, k_down, length)  # < length: block j's extremes at its last bar reach a level
+        k = 0  # the exit bar, < length: block j's extremes at its last bar reach a level
+        for bar in range(width):
+            k += (high_table[row, bar] + lift < up) & (-low_table[row, bar] - lift < down)
         open_at = open_table[row, k] + lift
-        upper, gapped = _exit_side(k_up == k, k_down == k, open_at, up, down, long)
+        reached_up, reached_down = not high_table[row, k] + lift < up, not -low_table[row, k] - lift < down
+        upper, gapped = _exit_side(reached_up, reached_down, open_at, up, down, long)
         n_up += upper
         n_down += not upper
         r[i] = at_level[np.intp(upper)]
@@ -786,7 +788,8 @@ def _path_levels(starts: np.ndarray, block_close: np.ndarray, horizon: int) -> t
     for j in range(blocks):
         last = min(width, horizon - j * width) - 1  # the horizon may cut the last block short
         for i in range(n):
-            level = base[j, i] + block_close[starts[j, i], last]
+            # an unsigned row: numba drops its wraparound of negative indices (as in _first_exits), ~25% faster
+            level = base[j, i] + block_close[np.uint64(starts[j, i]), last]
             if j + 1 < blocks:
                 base[j + 1, i] = level
             else:
