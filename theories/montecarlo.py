@@ -313,12 +313,16 @@ def _trade_returns(side: str, entry: float, exit_price: np.ndarray | float) -> n
     return exit_price / entry - 1.0 if side == "long" else 1.0 - exit_price / entry
 
 
-def _tail_risk(lo: np.ndarray, hi: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+def _tail_risk(lo: np.ndarray, hi: np.ndarray, weights: np.ndarray, in_order: bool = False) -> tuple[float, float]:
     """VaR95 and CVaR95 (positive = loss) of a distribution given as atoms (lo == hi) and cells
     with mass spread evenly over [lo, hi]: minus the 5% quantile of the return, and minus the
-    average of the quantile function over the worst 5% (Acerbi & Tasche 2002)."""
-    order = np.lexsort((hi, lo))
-    lo, hi, w = lo[order], hi[order], weights[order]
+    average of the quantile function over the worst 5% (Acerbi & Tasche 2002). `in_order`: the
+    atoms and cells are already in the order a stable sort by (lo, hi) would put them."""
+    if in_order:
+        w = weights
+    else:
+        order = np.lexsort((hi, lo))
+        lo, hi, w = lo[order], hi[order], weights[order]
     cum = np.cumsum(w)
     alpha = TAIL * cum[-1]
     i = min(int(np.searchsorted(cum, alpha)), len(w) - 1)
@@ -350,8 +354,9 @@ def closed_form_odds(
     p_up, p_down = max(p_up, 0.0), max(p_down, 0.0)
     r_down = _trade_returns(side, entry, entry * math.exp(-down))  # exit at the lower level
     r_up = _trade_returns(side, entry, entry * math.exp(up))
-    lo, hi, weights, r_mid = _cell_returns(np.exp(grid), entry, side == "long", r_down, r_up, p_down, p_up, mass)
-    var95, cvar95 = _tail_risk(lo, hi, weights)
+    lo, hi, weights, r_mid, in_order = _cell_returns(np.exp(grid), entry, side == "long", r_down, r_up, p_down,
+                                                     p_up, mass)
+    var95, cvar95 = _tail_risk(lo, hi, weights, in_order)
     expected = p_down * r_down + p_up * r_up + float(np.dot(r_mid, mass))
     p_target, p_stop = (p_up, p_down) if side == "long" else (p_down, p_up)
     return BracketOdds(
@@ -380,13 +385,17 @@ def _grid(down: float, up: float, cells: int) -> np.ndarray:
 
 @_compiled
 def _cell_returns(growth: np.ndarray, entry: float, long: bool, r_down: float, r_up: float, p_down: float,
-                  p_up: float, mass: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                  p_up: float, mass: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
     """The closed form's return distribution: the atoms at the lower and the upper level and the
     cells between, as (lowest return, highest return, weight), and the return at each cell's middle.
     `growth` is exp of the grid's points, then of the midpoints. The end points' returns are the
     atoms' floats, so the cells beside them sort beside them. numpy's arithmetic (a return is exit /
     entry - 1 for a long, 1 - exit / entry for a short, exit = entry * growth; numpy's minimum and
-    maximum), compiled to save a dozen small array operations."""
+    maximum), compiled to save a dozen small array operations.
+
+    The atoms and cells come sorted by (lowest, highest) return, as `_tail_risk` needs them, when the
+    returns rise strictly along the grid (a long: as they are) or fall strictly (a short: reversed),
+    with True: the order a stable sort gives, without sorting; otherwise in grid order, with False."""
     cells = mass.shape[0]
     lo, hi, weights, r_mid = np.empty(cells + 2), np.empty(cells + 2), np.empty(cells + 2), np.empty(cells)
     lo[0] = hi[0] = r_down
@@ -402,7 +411,13 @@ def _cell_returns(growth: np.ndarray, entry: float, long: bool, r_down: float, r
         exit_mid = entry * growth[cells + 1 + j]
         r_mid[j] = exit_mid / entry - 1.0 if long else 1.0 - exit_mid / entry
         before = after
-    return lo, hi, weights, r_mid
+    rising = falling = True
+    for j in range(1, cells + 2):
+        rising &= lo[j - 1] < lo[j] or (lo[j - 1] == lo[j] and hi[j - 1] < hi[j])
+        falling &= lo[j - 1] > lo[j] or (lo[j - 1] == lo[j] and hi[j - 1] > hi[j])
+    if falling:
+        return lo[::-1].copy(), hi[::-1].copy(), weights[::-1].copy(), r_mid, True
+    return lo, hi, weights, r_mid, rising
 
 
 # --- bars and drift ---------------------------------------------------------------------------
