@@ -15,6 +15,7 @@ from theories.montecarlo import (
     BarMoves,
     BracketOdds,
     _bracket_levels,
+    _cell_returns,
     _grid,
     _series_terms,
     _tail_risk,
@@ -121,3 +122,34 @@ def test_bar_moves_are_the_logs_taken_column_by_column(shared_data, symbol):
         prev = np.log(cols[3][:-1])
         for got, col in zip((moves.open, moves.high, moves.low, moves.close), cols, strict=True):
             assert np.array_equal(got, np.log(col[1:]) - prev)
+
+
+
+def test_cell_returns_come_in_a_stable_sorts_order_or_say_they_do_not(shared_data):
+    # real long and short brackets: the returns rise (long) or fall (short) strictly along the grid,
+    # and the atoms and cells come as np.lexsort orders the plain arrays; with equal cells (a tie)
+    # they stay in grid order and say so, for _tail_risk to sort them
+    for window in real_windows(shared_data, "BTC_USDT", n=3):
+        entry = float(window.close.iloc[-1])
+        drift = estimate_drift(BarMoves.from_ohlc(window.open, window.high, window.low, window.close).close)
+        a = entry * 2.0 * drift.volatility
+        for stop, target in ((entry - a, entry + 2 * a), (entry + a, entry - 2 * a)):
+            side, up, down = _bracket_levels(entry, stop, target)
+            r_down = _trade_returns(side, entry, entry * math.exp(-down))
+            r_up = _trade_returns(side, entry, entry * math.exp(up))
+            mass = np.random.default_rng(1).uniform(0.0, 1e-3, 400)
+            for tie in (False, True):
+                growth = np.exp(_grid(down, up, 400))
+                if tie:
+                    growth[201] = growth[202] = growth[200]
+                r_edges = _trade_returns(side, entry, entry * growth[:401])
+                r_edges[0], r_edges[-1] = r_down, r_up
+                plain_lo = np.concatenate(([r_down], np.minimum(r_edges[:-1], r_edges[1:]), [r_up]))
+                plain_hi = np.concatenate(([r_down], np.maximum(r_edges[:-1], r_edges[1:]), [r_up]))
+                plain_w = np.concatenate(([0.3], mass, [0.2]))
+                lo, hi, w, _, in_order = _cell_returns(growth, entry, side == "long", r_down, r_up, 0.3, 0.2, mass)
+                assert in_order is not tie
+                order = np.lexsort((plain_hi, plain_lo)) if in_order else np.arange(402)
+                assert np.array_equal(lo, plain_lo[order]) and np.array_equal(hi, plain_hi[order])
+                assert np.array_equal(w, plain_w[order])
+                assert _tail_risk(lo, hi, w, in_order) == _tail_risk(plain_lo, plain_hi, plain_w)
