@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -671,3 +672,39 @@ def test_batches_do_not_nest_and_other_threads_keep_their_own_transactions(tmp_p
     assert seen["other"] == {"A", "X/USDT"}
     assert store.decided_symbols("paper@t1") == {"A", "X/USDT"}
     store.close()
+
+
+def test_state_rows_of_a_batch_are_written_once_per_key_and_are_the_rows_the_plain_writes_give(tmp_path):
+    # inside a batch the state rows are written when it ends (or before a read of them), each key with
+    # the last value given: the stored rows, and the order new keys are inserted in, are the plain ones
+    def calls(store: Store, batched: bool) -> list:
+        acts = [
+            [lambda: cycle(store),
+             lambda: store.record_sync("paper@t1", "paper", T0, [], [], [], [], ACCOUNT, {"broker:paper": {"o": [1]}}),
+             lambda: store.record_decision([decision("paper@t1/A")], {"breakers:paper": {"x": 1}, "broker:paper": {
+                 "o": [1]}}, "paper@t1", T0),
+             lambda: store.record_decision([decision("paper@t1/B")], {"broker:paper": {"o": [2]}}, "paper@t1", T0),
+             lambda: store.record_decision([decision("paper@t1/C")], {}, "paper@t1", T0)],
+            [lambda: cycle(store, "paper@t2"),
+             lambda: store.record_decision([decision("paper@t2/A", cycle_id="paper@t2")], {
+                 "extra:paper": [0], "breakers:paper": {"x": 1}}, "paper@t2", T0 + H),
+             lambda: store.record_decision([decision("paper@t2/B", cycle_id="paper@t2")], {
+                 "breakers:paper": {"x": 3}, "broker:paper": {"o": [2]}}, "paper@t2", T0 + H)],
+        ]
+        seen = []
+        for cycle_acts in acts:
+            with store.batch() if batched else nullcontext():
+                for act in cycle_acts:
+                    act()
+            with sqlite3.connect(store.url.removeprefix("sqlite:///")) as con:
+                seen.append(con.execute("SELECT rowid, * FROM agent_state ORDER BY rowid").fetchall())
+        return seen
+
+    plain, batched = Store.at(tmp_path / "plain.sqlite"), Store.at(tmp_path / "batched.sqlite")
+    writes = _state_writes(batched)
+    assert calls(batched, True) == calls(plain, False)
+    # t1: two new keys (an UPDATE and an INSERT each; the broker's two values in t1 make one write);
+    # t2: a new key, and the two others changed (the cycle and time at least)
+    assert len(writes) == 2 * 2 + 2 + 1 + 1
+    for s in (plain, batched):
+        s.close()

@@ -104,6 +104,7 @@ class Store:
         self._batch_by: tuple[int, int] | None = None
         self._batch_checked = False  # the kept answers were checked against other writers in this batch
         self._batch_lost = False  # the database ended the batch's transaction by itself
+        self._deferred: dict[str, tuple[Any, str, int]] = {}  # see `_defer_states`
 
     @classmethod
     def at(cls, path: str | Path) -> Store:
@@ -128,6 +129,7 @@ class Store:
         if self._in_batch():
             # sees the batch's writes; its commit releases its savepoint and its rollback undoes only it.
             # What it may write is unknown: nothing kept is trusted after it (see `_kept_is_current`)
+            self._write_deferred(self._batch)
             self._reads.clear()
             self._states.clear()
             return Session(self._batch, expire_on_commit=False, join_transaction_mode="create_savepoint")
@@ -146,6 +148,9 @@ class Store:
           the database ended the transaction by itself (see `_batch_alive`), every later write raises
           StoreError and so does the batch's end: nothing of the batch is committed;
         - reads (and `session()`) use the batch's connection and see its writes;
+        - the state rows are written once, with the last value given for each key, when the batch ends
+          or before a read of them (see `_defer_states`): a state value handed over inside a batch must
+          not be changed afterwards;
         - on SQLite the batch takes the write lock when it starts (`BEGIN IMMEDIATE`): readers are not
           blocked (WAL); another writer waits for the batch, up to the busy timeout.
         A crash loses the whole batch, never a part of it. What this Store kept about the file
@@ -166,6 +171,7 @@ class Store:
                 self._batch, self._batch_by, self._batch_checked, self._batch_lost = conn, me, False, False
                 try:
                     yield
+                    self._write_deferred(conn)
                     if not self._batch_alive(conn):
                         raise StoreError("the batch's transaction was lost after a failed write: nothing committed")
                 finally:
@@ -173,6 +179,7 @@ class Store:
         except BaseException:
             self._reads.clear()
             self._states.clear()
+            self._deferred.clear()
             raise
         finally:
             if pooled:
@@ -338,6 +345,8 @@ class Store:
         # read from the store every time (no copy kept): another Store on the same file (a resumed
         # run, the manual broker's answer) may have written it since
         with self._connection() as conn:
+            if conn is self._batch:
+                self._write_deferred(conn)
             found = self._sql.rows(conn, _STATE, {"k": key})
         return json.loads(found[0][0]) if found else None
 
@@ -365,6 +374,27 @@ class Store:
                 self._sql.insert(conn, StateRow, {"key": key, **values})
             written[key] = row
         return written if current else {}  # a pooled connection's commit is another connection's to the kept one
+
+    def _defer_states(self, states: Mapping[str, Any], cycle_id: str, now_ms: int) -> None:
+        """Inside a batch, after a write call succeeded: its state rows, to write with `_write_deferred`.
+
+        A replay's every decision hands over the breakers and the broker's memory, and serialising them
+        to compare with the stored row costs more than a decision's inserts; the batch commits only the
+        last value of each key anyway, with its cycle id and time: the same rows, one serialisation per
+        key per batch. A key keeps its place from its first write (a new key's row is inserted in the
+        order the plain writes would insert it).
+        """
+        for key, value in states.items():
+            self._deferred[key] = (value, cycle_id, now_ms)
+
+    def _write_deferred(self, conn: Connection) -> None:
+        """Write the batch's deferred state rows (in a savepoint: all of them or none, kept if they fail)."""
+        if not self._deferred:
+            return
+        with self._kept_states() as written, self._savepoint(conn):
+            for key, (value, cycle_id, now_ms) in self._deferred.items():
+                written.update(self._put_state(conn, {key: value}, cycle_id, now_ms))
+        self._deferred.clear()
 
     @contextmanager
     def _kept_states(self) -> Iterator[dict[str, tuple[str, str, int]]]:
@@ -408,6 +438,7 @@ class Store:
         sql = self._sql
         if closed:
             self._reads.clear()  # see `_kept_read`
+        batched = self._in_batch()  # the state rows are written when the batch ends (see `_defer_states`)
         with self._kept_states() as written, self._connection(write=True) as conn:
             for o in orders:  # an order the store does not know is left alone
                 sql.run(conn, _ORDER_UPDATE, {
@@ -448,7 +479,10 @@ class Store:
                     continue
                 sql.insert(conn, PositionRow, _position_values(cycle_id, now_ms, p))
             sql.insert(conn, AccountSnapshotRow, _account_values(cycle_id, "sync", account))
-            written.update(self._put_state(conn, states, cycle_id, now_ms))
+            if not batched:
+                written.update(self._put_state(conn, states, cycle_id, now_ms))
+        if batched:
+            self._defer_states(states, cycle_id, now_ms)
 
     def record_decision(self, rows: Iterable[SQLModel | RowValues], states: Mapping[str, Any], cycle_id: str,
                         now_ms: int) -> None:
@@ -471,6 +505,7 @@ class Store:
         # before the rows that reference it) on a connection, not an ORM session: a decision is written
         # once per symbol per cycle per variant in a replay, and the unit of work costs several times the
         # writes. `begin` commits at the end or rolls everything back: all of the decision or nothing.
+        batched = self._in_batch()  # the state rows are written when the batch ends (see `_defer_states`)
         with self._kept_states() as written, self._connection(write=True) as conn:
             # SQLite keeps its transaction after a failed statement: the decision's INSERT is tried
             # first, and only a refused one asks why (a statement less per decision); elsewhere a
@@ -488,7 +523,10 @@ class Store:
                     if i == 0 and sqlite and self._sql.rows(conn, _DECISION_EXISTS, {"d": decision_id}):
                         raise StoreError(f"decision {decision_id!r} is already stored") from None
                     raise
-            written.update(self._put_state(conn, states, cycle_id, now_ms))
+            if not batched:
+                written.update(self._put_state(conn, states, cycle_id, now_ms))
+        if batched:
+            self._defer_states(states, cycle_id, now_ms)
 
     # --- reads --------------------------------------------------------------------------------
 
