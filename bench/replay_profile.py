@@ -1,8 +1,9 @@
 """Profile of a historical replay's hot path: hourly cycles over the 10 symbols of ../shared/data.
 
 A replay-like loop (issue 9, "Scale and speed"): `run_cycle` every hour for `--days` days, the
-heuristic provider, the paper broker, a SQLite store in a temporary folder, the
-product's default theory set and risk gate, funding rates from ../shared/data/funding. The fit
+heuristic provider, the paper broker, a SQLite store in a temporary folder (each cycle one
+transaction, `Store.batch`, as in the evals replay: its begin and commit count in the store
+stage), the product's default theory set and risk gate, funding rates from ../shared/data/funding. The fit
 cache is the cycle's own, so the scheduled refits (Markov, Kalman MLE, forest, unit-root tests)
 happen inside the loop exactly as in a replay (weekly by default, `theories.base.REFIT_EVERY_MS`;
 the default period starts at a refit boundary so that one refit is measured). The heuristic's calls
@@ -30,6 +31,7 @@ trade as JSON, to compare two versions of the code on the same replay (`--compar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import json
 import math
@@ -125,7 +127,13 @@ def replay(data_dir: Path, days: float, start_ms: int | None, dump: Path | None,
             profiled = prof is not None and at % REFIT != 0  # the hourly path; refits are profiled apart
             if profiled:
                 prof.enable()
-            result = run_cycle(at, deps)
+            # one store transaction per cycle, as the evals replay writes it (older code: one per write)
+            started = timer()
+            with store.batch() if hasattr(store, "batch") else contextlib.nullcontext():
+                began = timer()
+                result = run_cycle(at, deps)
+                ended = timer()
+            stage_s["store"] += began - started + timer() - ended  # the batch's begin and commit
             if profiled:
                 prof.disable()
             for s in STAGES:

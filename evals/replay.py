@@ -32,10 +32,11 @@ the run folder (layout: contracts section 2) and runs four phases:
 4. Baselines and audit: buy-and-hold curves (`baselines/<name>.json`, evals.baselines) and the
    lookahead audit (evals.lookahead), whose verdict goes into the manifest.
 
-Resuming: cycles completed in a variant's store are skipped without being touched; a cycle
-interrupted half way is resumed by `run_cycle` itself (deterministic ids: nothing is decided or
-ordered twice); features already cached are not recomputed. The manifest (`manifest.json`)
-tracks progress and is rewritten atomically.
+Resuming: cycles completed in a variant's store are skipped without being touched; each cycle is
+one store transaction (`Store.batch`), so a cycle interrupted half way left nothing and is redone
+whole (a half cycle in a store written otherwise is resumed by `run_cycle` itself: deterministic
+ids, nothing is decided or ordered twice); features already cached are not recomputed. The
+manifest (`manifest.json`) tracks progress and is rewritten atomically.
 
 Determinism: inside a replay the store's wall-clock columns hold the simulated decision time,
 so two runs of the same file on the same call records write byte-identical stores.
@@ -394,7 +395,11 @@ class _VariantReplay:
             if self.records is not None:
                 self.synth.budget.spent_today_usd = (self.product_spend
                                                      + self.records.spent_since(utc_day_start(_wall_ms())))
-            result = run_cycle(t, self.deps)
+            # the cycle is the replay's unit of resumption: one store transaction (see `Store.batch`). A
+            # cycle that raises leaves nothing in the store, and the variant fails: its broker (which
+            # moved during the cycle) is dropped with it, and a resumed run reloads it from the store
+            with self.store.batch():
+                result = run_cycle(t, self.deps)
             self.out.cycles_done += 1
             self.out.decisions_done += len(result.results)
             self.report("replay", self.spec.name, 1, len(result.results))

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 import evals.features as features_mod
-from agent.cycle import FileMarketData, compute_snapshot
+from agent.cycle import FileMarketData, compute_snapshot, cycle_id_for
+from agent.store import Store
 from agent.store.tables import DecisionRow, FillRow, OrderRow
 from evals.features import CachedSnapshotSource, FeatureCache, decidable, shared_snapshot
 from evals.replay import CostNotConfirmed, EvalsError, Plan, cycle_settings, load_run, run_evals
@@ -249,17 +250,12 @@ def test_a_run_killed_mid_way_resumes_without_duplicates(first_run, tmp_path):
     assert manifest["status"] == "running"
     done = run_evals(config, runs, run_id="killed", workers=1, progress=False, audit_samples=0, only=["qwen"])
     assert done.status == "completed"
-    # A cycle killed half way is resumed by run_cycle: it counts a second attempt and records the
-    # broker sync of that attempt again (a second 'sync' account snapshot, same numbers); every
-    # decision, order, fill, trade and end-of-cycle account is the same as in an uninterrupted run.
+    # A replay's cycle is one store transaction (Store.batch): the cycle killed half way left nothing, and
+    # the resumed run redoes it whole, as a first attempt; every row is the one of an uninterrupted run.
     # A reply recorded just before the kill answers the resumed decision from the records (cache hit, no cost).
-    resumed = {"decision_llm_calls": {"latency_ms", "id", "record_id", "cache_hit", "cost_usd"},
-               "cycles": {"attempts"}, "account_snapshots": {"id"}}
+    resumed = {"decision_llm_calls": {"latency_ms", "id", "record_id", "cache_hit", "cost_usd"}}
     got, want = dump_run(runs / "killed", **{"volatile": resumed}), dump_run(folder / "runs" / "first", ["qwen"],
                                                                               volatile=resumed)
-    for stores in (got, want):
-        for tables in stores.values():
-            tables["account_snapshots"] = sorted(set(tables["account_snapshots"]))
     assert got == want
     with sqlite3.connect(runs / "killed" / "variants" / "qwen" / "store.sqlite") as db:
         ends = db.execute("SELECT cycle_id, COUNT(*) FROM account_snapshots WHERE stage='end' GROUP BY cycle_id")
@@ -440,6 +436,46 @@ def test_a_variant_failing_mid_way_is_recorded_and_the_others_of_its_group_go_on
     assert qwen.cycles_done == 2 and (heur.status, heur.cycles_done) == ("completed", CYCLES)
     assert dump_run(tmp_path / "runs" / "one-fails", ["heur-small"]) == dump_run(folder / "runs" / "first",
                                                                                  ["heur-small"])
+
+
+def test_a_cycle_failing_half_way_leaves_no_row_of_itself_and_the_resumed_run_redoes_it_whole(
+        first_run, tmp_path, monkeypatch):
+    # a replay's cycle is one store transaction (Store.batch): a failure after the cycle row, the broker's
+    # sync and the first decision were written leaves none of them; the variant fails, its broker (which
+    # moved in that cycle) is dropped, and the resumed run reloads it from the store and redoes the cycle
+    config, folder, _m, _ = first_run
+    times = load_variants(config).decision_times()
+    failed_cycle = cycle_id_for("qwen", times[2])
+    real = Store.record_decision
+    decided = []
+
+    def failing(self, rows, states, cycle_id, now_ms):
+        if cycle_id == failed_cycle:
+            decided.append(cycle_id)
+            if len(decided) == 2:
+                raise RuntimeError("planted failure")
+        return real(self, rows, states, cycle_id, now_ms)
+
+    with monkeypatch.context() as m:
+        m.setattr(Store, "record_decision", failing)
+        got = run_evals(config, tmp_path / "runs", run_id="half", workers=1, progress=False, audit_samples=0,
+                        only=["qwen"])
+    assert got.variant("qwen").status == "failed" and "planted failure" in got.variant("qwen").error
+    store = tmp_path / "runs" / "half" / "variants" / "qwen" / "store.sqlite"
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT COUNT(*) FROM cycles").fetchone()[0] == 2
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+            if "cycle_id" in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+                found = db.execute(f"SELECT COUNT(*) FROM {table} WHERE cycle_id = ?", (failed_cycle,)).fetchone()
+                assert found[0] == 0, table
+        assert db.execute("SELECT COUNT(*) FROM orders").fetchone()[0] > 0  # the broker's memory matters here
+    done = run_evals(config, tmp_path / "runs", run_id="half", workers=1, progress=False, audit_samples=0,
+                     only=["qwen"])
+    assert done.status == "completed" and done.variant("qwen").cycles_done == CYCLES
+    # the first decision's reply was recorded before the failure: the redone decision is answered from the records
+    resumed = {"decision_llm_calls": {"latency_ms", "id", "record_id", "cache_hit", "cost_usd"}}
+    assert dump_run(tmp_path / "runs" / "half", volatile=resumed) == dump_run(folder / "runs" / "first", ["qwen"],
+                                                                              volatile=resumed)
 
 
 def test_the_variants_are_split_over_the_workers_in_balanced_groups_of_a_theory_set_each_where_possible(first_run):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -549,3 +550,161 @@ def test_signal_times_see_every_new_approval_whoever_stored_it(tmp_path):
     assert seen() == [T0, T0]
     store.close()
     other.close()
+
+
+# --- batches: the evals replay's cycle in one transaction ---------------------------------------------
+
+
+def _on_disk(path) -> dict[str, int]:
+    """Row counts as another connection sees them (what is committed)."""
+    with sqlite3.connect(path) as con:
+        return {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                for t in ("cycles", "decisions", "signals", "account_snapshots", "agent_state")}
+
+
+def test_a_batch_commits_its_writes_together_at_its_end_and_reads_inside_it_see_them(tmp_path):
+    path = tmp_path / "s.sqlite"
+    store = Store.at(path)
+    with store.batch():
+        cycle(store)
+        store.record_decision([decision("paper@t1/A"), signal("paper@t1/A")], {"breakers:paper": {"x": 1}},
+                              "paper@t1", T0)
+        store.record_decision([decision("paper@t1/B", symbol="B")], {"breakers:paper": {"x": 2}}, "paper@t1", T0)
+        # nothing is committed yet; the batch's own reads (compiled statements and ORM sessions) see it all
+        assert _on_disk(path) == dict.fromkeys(("cycles", "decisions", "signals", "account_snapshots",
+                                                "agent_state"), 0)
+        assert store.decided_symbols("paper@t1") == {"X/USDT", "B"}
+        assert store.state("breakers:paper") == {"x": 2}
+        assert [d.decision_id for d in store.rows(DecisionRow)] == ["paper@t1/A", "paper@t1/B"]
+        assert store.signal_of("paper@t1/A") is not None
+        store.finish_cycle("paper@t1", T0 + 1, ACCOUNT)
+    assert _on_disk(path) == {"cycles": 1, "decisions": 2, "signals": 1, "account_snapshots": 1, "agent_state": 1}
+    assert store.cycle("paper@t1").status == "completed" and store.state("breakers:paper") == {"x": 2}
+    store.close()
+
+
+def test_a_batch_that_raises_leaves_nothing_and_its_state_rows_are_written_again(tmp_path):
+    path = tmp_path / "s.sqlite"
+    store = Store.at(path)
+    cycle(store)
+    store.record_decision([decision("paper@t1/A")], {"breakers:paper": {"x": 1}}, "paper@t1", T0)
+    before = _on_disk(path)
+    with pytest.raises(RuntimeError, match="planted"), store.batch():
+        cycle(store, "paper@t2")
+        store.record_sync("paper@t2", "paper", T0 + H, [], [], [], [], ACCOUNT, {"broker:paper": {"o": 1}})
+        store.record_decision([decision("paper@t2/A", cycle_id="paper@t2")], {"breakers:paper": {"x": 2}},
+                              "paper@t2", T0 + H)
+        raise RuntimeError("planted")
+    assert _on_disk(path) == before and store.cycle("paper@t2") is None
+    assert store.state("breakers:paper") == {"x": 1} and store.state("broker:paper") is None
+    # what the rolled-back batch wrote is not known as stored: the same rows go to the store again
+    writes = _state_writes(store)
+    with store.batch():
+        cycle(store, "paper@t2")
+        store.record_decision([decision("paper@t2/A", cycle_id="paper@t2")], {"breakers:paper": {"x": 2}},
+                              "paper@t2", T0 + H)
+    assert store.state("breakers:paper") == {"x": 2} and len(writes) == 1
+    assert _state_rows(path) == [("breakers:paper", '{"x": 2}', "paper@t2", T0 + H)]
+    store.close()
+
+
+def test_a_decision_that_fails_inside_a_batch_leaves_nothing_of_itself_and_the_batch_goes_on(tmp_path):
+    # each write call in a batch is a savepoint: a caller that catches a failed decision and carries on
+    # commits the others whole and nothing of the failed one (not its decision row, not its state)
+    path = tmp_path / "s.sqlite"
+    store = Store.at(path)
+    with store.batch():
+        cycle(store)
+        store.record_decision([decision("paper@t1/A")], {"breakers:paper": {"x": 1}}, "paper@t1", T0)
+        bad = signal("paper@t1/B")
+        bad.reasoning = None  # NOT NULL: fails after the decision row
+        with pytest.raises(IntegrityError):
+            store.record_decision([decision("paper@t1/B"), bad], {"breakers:paper": {"x": 2}}, "paper@t1", T0)
+        with pytest.raises(StoreError, match="already stored"):
+            store.record_decision([decision("paper@t1/A")], {}, "paper@t1", T0)
+        assert store.decided_symbols("paper@t1") == {"X/USDT"} and store.state("breakers:paper") == {"x": 1}
+        store.record_decision([decision("paper@t1/C"), signal("paper@t1/C")], {}, "paper@t1", T0)
+    assert [d.decision_id for d in store.rows(DecisionRow)] == ["paper@t1/A", "paper@t1/C"]
+    assert [s.decision_id for s in store.rows(SignalRow)] == ["paper@t1/C"]
+    assert store.state("breakers:paper") == {"x": 1}
+    store.close()
+
+
+def test_a_batch_whose_transaction_the_database_ended_commits_nothing(tmp_path):
+    # SQLite rolls the whole transaction back by itself after some errors (disk full, I/O): the savepoint
+    # is gone, so no later write may go on as if the batch's earlier writes were still there
+    path = tmp_path / "s.sqlite"
+    store = Store.at(path)
+    with pytest.raises(StoreError, match="lost"), store.batch():
+        cycle(store)
+        store.record_decision([decision("paper@t1/A")], {}, "paper@t1", T0)
+        store._batch.connection.dbapi_connection.rollback()  # as SQLite does on such an error
+        with pytest.raises(StoreError, match="lost"):
+            store.record_decision([decision("paper@t1/B")], {}, "paper@t1", T0)
+        with pytest.raises(StoreError, match="lost"):
+            cycle(store, "paper@t2")
+    assert _on_disk(path) == dict.fromkeys(("cycles", "decisions", "signals", "account_snapshots", "agent_state"), 0)
+    with store.batch():  # the Store is usable again
+        cycle(store)
+    assert store.cycle("paper@t1") is not None
+    store.close()
+
+
+def test_batches_do_not_nest_and_other_threads_keep_their_own_transactions(tmp_path):
+    path = tmp_path / "s.sqlite"
+    store = Store.at(path)
+    cycle(store)
+    seen = {}
+
+    def other() -> None:  # waits for the batch's write lock (busy timeout), then commits on its own
+        store.record_decision([decision("paper@t1/T")], {}, "paper@t1", T0)
+        seen["other"] = store.decided_symbols("paper@t1")
+
+    with store.batch():
+        with pytest.raises(StoreError, match="nest"), store.batch():
+            pass
+        store.record_decision([decision("paper@t1/A", symbol="A")], {}, "paper@t1", T0)
+        worker = threading.Thread(target=other)
+        worker.start()
+        worker.join(0.2)
+        assert worker.is_alive()  # blocked by the batch's write lock, not writing into the batch
+    worker.join()
+    assert seen["other"] == {"A", "X/USDT"}
+    assert store.decided_symbols("paper@t1") == {"A", "X/USDT"}
+    store.close()
+
+
+def test_state_rows_of_a_batch_are_written_once_per_key_and_are_the_rows_the_plain_writes_give(tmp_path):
+    # inside a batch the state rows are written when it ends (or before a read of them), each key with
+    # the last value given: the stored rows, and the order new keys are inserted in, are the plain ones
+    def calls(store: Store, batched: bool) -> list:
+        acts = [
+            [lambda: cycle(store),
+             lambda: store.record_sync("paper@t1", "paper", T0, [], [], [], [], ACCOUNT, {"broker:paper": {"o": [1]}}),
+             lambda: store.record_decision([decision("paper@t1/A")], {"breakers:paper": {"x": 1}, "broker:paper": {
+                 "o": [1]}}, "paper@t1", T0),
+             lambda: store.record_decision([decision("paper@t1/B")], {"broker:paper": {"o": [2]}}, "paper@t1", T0),
+             lambda: store.record_decision([decision("paper@t1/C")], {}, "paper@t1", T0)],
+            [lambda: cycle(store, "paper@t2"),
+             lambda: store.record_decision([decision("paper@t2/A", cycle_id="paper@t2")], {
+                 "extra:paper": [0], "breakers:paper": {"x": 1}}, "paper@t2", T0 + H),
+             lambda: store.record_decision([decision("paper@t2/B", cycle_id="paper@t2")], {
+                 "breakers:paper": {"x": 3}, "broker:paper": {"o": [2]}}, "paper@t2", T0 + H)],
+        ]
+        seen = []
+        for cycle_acts in acts:
+            with store.batch() if batched else nullcontext():
+                for act in cycle_acts:
+                    act()
+            with sqlite3.connect(store.url.removeprefix("sqlite:///")) as con:
+                seen.append(con.execute("SELECT rowid, * FROM agent_state ORDER BY rowid").fetchall())
+        return seen
+
+    plain, batched = Store.at(tmp_path / "plain.sqlite"), Store.at(tmp_path / "batched.sqlite")
+    writes = _state_writes(batched)
+    assert calls(batched, True) == calls(plain, False)
+    # t1: two new keys (an UPDATE and an INSERT each; the broker's two values in t1 make one write);
+    # t2: a new key, and the two others changed (the cycle and time at least)
+    assert len(writes) == 2 * 2 + 2 + 1 + 1
+    for s in (plain, batched):
+        s.close()

@@ -36,14 +36,16 @@ class _Compiled:
         # the statement's own values (literals, LIMIT/OFFSET), under the caller's
         self.values = {name: b.effective_value for name, b in binds.items() if not b.required}
         procs = {name: b.type.bind_processor(dialect) for name, b in binds.items()}
-        # each placeholder's name with its processor (None: the value goes as it is), looked up once
+        # each placeholder's name with its processor (None: the value goes as it is), looked up once: in
+        # placeholder order for a positional dialect (a repeated name is processed again), else once per name
         self.processors: tuple[tuple[str, Callable[[Any], Any] | None], ...] = tuple(
-            (name, procs[name]) for name in dict.fromkeys(self.names))
+            (name, procs[name]) for name in (self.names if self.positional else dict.fromkeys(self.names)))
 
     def params(self, given: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         values = {**self.values, **given} if self.values else given
-        out = {name: values[name] if proc is None else proc(values[name]) for name, proc in self.processors}
-        return tuple([out[n] for n in self.names]) if self.positional else out
+        if self.positional:
+            return tuple([values[name] if proc is None else proc(values[name]) for name, proc in self.processors])
+        return {name: values[name] if proc is None else proc(values[name]) for name, proc in self.processors}
 
 
 class CompiledStatements:

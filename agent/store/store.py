@@ -12,6 +12,10 @@ The cycle writes in three kinds of transaction, each all-or-nothing:
   breaker events) together with the breaker state and the broker's memory after it.
 The broker's memory travels in the same transaction as the rows it explains, so after a crash
 the store and the broker can never disagree about an order.
+
+`batch()` joins the writes made inside it into one transaction (the evals replay's cycle: its
+unit of resumption); each write call in it stays all-or-nothing on its own (a savepoint). Live
+cycles never use one.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -96,6 +100,11 @@ class Store:
         self._reads: dict[tuple, Any] = {}  # see `_kept_read`
         self._states: dict[str, tuple[str, str, int]] = {}  # see `_put_state`
         self._kept_version: int | None = None  # see `_kept_is_current`
+        self._batch: Connection | None = None  # see `batch`
+        self._batch_by: tuple[int, int] | None = None
+        self._batch_checked = False  # the kept answers were checked against other writers in this batch
+        self._batch_lost = False  # the database ended the batch's transaction by itself
+        self._deferred: dict[str, tuple[Any, str, int]] = {}  # see `_defer_states`
 
     @classmethod
     def at(cls, path: str | Path) -> Store:
@@ -116,7 +125,110 @@ class Store:
         self.engine.dispose()
 
     def session(self) -> Session:
+        """An ORM session; inside a batch (its thread), on the batch's connection in a savepoint of its own."""
+        if self._in_batch():
+            # sees the batch's writes; its commit releases its savepoint and its rollback undoes only it.
+            # What it may write is unknown: nothing kept is trusted after it (see `_kept_is_current`)
+            self._write_deferred(self._batch)
+            self._reads.clear()
+            self._states.clear()
+            return Session(self._batch, expire_on_commit=False, join_transaction_mode="create_savepoint")
         return Session(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """This thread's writes inside the block in one transaction: committed at its end, rolled back if it raises.
+
+        For the evals replay, whose cycle is its unit of resumption: a replay cycle writes about a dozen
+        transactions (the cycle, the sync, one per decision, the finish), and a commit costs more than
+        a decision's inserts. Inside a batch:
+        - each write call (`start_cycle`, `record_sync`, `record_decision`, `finish_cycle`) runs in a
+          savepoint: one that raises leaves nothing of itself and the batch goes on, so a caller that
+          catches a failed decision and carries on commits the rest without half of that decision. If
+          the database ended the transaction by itself (see `_batch_alive`), every later write raises
+          StoreError and so does the batch's end: nothing of the batch is committed;
+        - reads (and `session()`) use the batch's connection and see its writes;
+        - the state rows are written once, with the last value given for each key, when the batch ends
+          or before a read of them (see `_defer_states`): a state value handed over inside a batch must
+          not be changed afterwards;
+        - on SQLite the batch takes the write lock when it starts (`BEGIN IMMEDIATE`): readers are not
+          blocked (WAL); another writer waits for the batch, up to the busy timeout.
+        A crash loses the whole batch, never a part of it. What this Store kept about the file
+        (`_kept_read`, `_put_state`) is forgotten if the batch does not commit. Batches do not nest;
+        another thread's calls meanwhile take their own connection and see none of the batch.
+        """
+        me = (os.getpid(), threading.get_ident())
+        if self._in_batch():
+            raise StoreError("a batch is already open in this thread (batches do not nest)")
+        conn = self._own_connection(me)
+        pooled = conn is not self._held
+        try:
+            with conn.begin():  # commits at the end, rolls back if the block raises
+                if conn.dialect.name == "sqlite":
+                    # the driver would begin the transaction only before the first INSERT: a savepoint
+                    # before it would begin one of its own, which its release would commit
+                    conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
+                self._batch, self._batch_by, self._batch_checked, self._batch_lost = conn, me, False, False
+                try:
+                    yield
+                    self._write_deferred(conn)
+                    if not self._batch_alive(conn):
+                        raise StoreError("the batch's transaction was lost after a failed write: nothing committed")
+                finally:
+                    self._batch = self._batch_by = None
+        except BaseException:
+            self._reads.clear()
+            self._states.clear()
+            self._deferred.clear()
+            raise
+        finally:
+            if pooled:
+                conn.close()
+
+    def _batch_alive(self, conn: Connection) -> bool:
+        """Whether the batch's transaction is still open; once lost, it stays lost until the batch ends.
+
+        SQLite ends a transaction by itself after some errors (disk full, I/O): a savepoint made after
+        that would begin a new transaction of its own, committed by its release, without the batch's
+        earlier writes. Elsewhere a failed statement spoils the transaction but does not end it.
+        """
+        if not self._batch_lost and conn.dialect.name == "sqlite":
+            self._batch_lost = not conn.connection.dbapi_connection.in_transaction
+        return not self._batch_lost
+
+    def _in_batch(self) -> bool:
+        return self._batch is not None and self._batch_by == (os.getpid(), threading.get_ident())
+
+    def _own_connection(self, me: tuple[int, int]) -> Connection:
+        """The kept connection if this thread keeps it (made on first use on SQLite), else a new pooled one."""
+        held = self._held
+        if held is None and self._held_by is None and self.engine.dialect.name == "sqlite":
+            held, self._held_by = self.engine.connect(), me
+            self._held = held
+        if held is None or self._held_by != me or held.in_transaction():
+            return self.engine.connect()
+        return held
+
+    @contextmanager
+    def _savepoint(self, conn: Connection) -> Iterator[Connection]:
+        """One write call inside a batch: all of it or nothing of it, the batch going on either way."""
+        if not self._batch_alive(conn):
+            raise StoreError("the batch's transaction was lost after a failed write: nothing more can be written")
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            cursor.execute("SAVEPOINT store_write")
+            try:
+                yield conn
+            except BaseException:
+                try:
+                    cursor.execute("ROLLBACK TO SAVEPOINT store_write")
+                    cursor.execute("RELEASE SAVEPOINT store_write")
+                except Exception:  # no such savepoint: the database rolled the whole transaction back itself
+                    self._batch_lost = True
+                raise
+            cursor.execute("RELEASE SAVEPOINT store_write")
+        finally:
+            cursor.close()
 
     @contextmanager
     def _connection(self, write: bool = False) -> Iterator[Connection]:
@@ -129,19 +241,24 @@ class Store:
         connection), and a write's transaction ends with the call. Other threads, a forked child
         process, a call made while the held connection is in a transaction, and other databases (a
         read there would leave a transaction open) take a pooled connection as before.
+        Inside a batch (its thread), the batch's connection: a write in a savepoint (see `batch`).
         """
-        held, me = self._held, (os.getpid(), threading.get_ident())
-        if held is None and self._held_by is None and self.engine.dialect.name == "sqlite":
-            held, self._held_by = self.engine.connect(), me
-            self._held = held
-        if held is None or self._held_by != me or held.in_transaction():
-            with self.engine.begin() if write else self.engine.connect() as conn:
+        if self._in_batch():
+            if write:
+                with self._savepoint(self._batch) as conn:
+                    yield conn
+            else:
+                yield self._batch
+            return
+        conn = self._own_connection((os.getpid(), threading.get_ident()))
+        if conn is not self._held:
+            with conn, conn.begin() if write else nullcontext():
                 yield conn
         elif write:
-            with held.begin():
-                yield held
+            with conn.begin():
+                yield conn
         else:
-            yield held
+            yield conn
 
     def _kept_is_current(self, conn: Connection) -> bool:
         """Whether what this Store keeps about the file (`_reads`, `_states`) may be used on `conn`.
@@ -153,6 +270,9 @@ class Store:
         """
         if conn is not self._held:
             return False
+        if self._batch is conn and self._batch_checked:
+            return True  # no other connection can commit while the batch holds the write lock
+        self._batch_checked = self._batch is conn
         version = conn.connection.dbapi_connection.execute("PRAGMA data_version").fetchone()[0]
         if version != self._kept_version:
             self._reads.clear()
@@ -225,6 +345,8 @@ class Store:
         # read from the store every time (no copy kept): another Store on the same file (a resumed
         # run, the manual broker's answer) may have written it since
         with self._connection() as conn:
+            if conn is self._batch:
+                self._write_deferred(conn)
             found = self._sql.rows(conn, _STATE, {"k": key})
         return json.loads(found[0][0]) if found else None
 
@@ -252,6 +374,27 @@ class Store:
                 self._sql.insert(conn, StateRow, {"key": key, **values})
             written[key] = row
         return written if current else {}  # a pooled connection's commit is another connection's to the kept one
+
+    def _defer_states(self, states: Mapping[str, Any], cycle_id: str, now_ms: int) -> None:
+        """Inside a batch, after a write call succeeded: its state rows, to write with `_write_deferred`.
+
+        A replay's every decision hands over the breakers and the broker's memory, and serialising them
+        to compare with the stored row costs more than a decision's inserts; the batch commits only the
+        last value of each key anyway, with its cycle id and time: the same rows, one serialisation per
+        key per batch. A key keeps its place from its first write (a new key's row is inserted in the
+        order the plain writes would insert it).
+        """
+        for key, value in states.items():
+            self._deferred[key] = (value, cycle_id, now_ms)
+
+    def _write_deferred(self, conn: Connection) -> None:
+        """Write the batch's deferred state rows (in a savepoint: all of them or none, kept if they fail)."""
+        if not self._deferred:
+            return
+        with self._kept_states() as written, self._savepoint(conn):
+            for key, (value, cycle_id, now_ms) in self._deferred.items():
+                written.update(self._put_state(conn, {key: value}, cycle_id, now_ms))
+        self._deferred.clear()
 
     @contextmanager
     def _kept_states(self) -> Iterator[dict[str, tuple[str, str, int]]]:
@@ -295,6 +438,7 @@ class Store:
         sql = self._sql
         if closed:
             self._reads.clear()  # see `_kept_read`
+        batched = self._in_batch()  # the state rows are written when the batch ends (see `_defer_states`)
         with self._kept_states() as written, self._connection(write=True) as conn:
             for o in orders:  # an order the store does not know is left alone
                 sql.run(conn, _ORDER_UPDATE, {
@@ -335,7 +479,10 @@ class Store:
                     continue
                 sql.insert(conn, PositionRow, _position_values(cycle_id, now_ms, p))
             sql.insert(conn, AccountSnapshotRow, _account_values(cycle_id, "sync", account))
-            written.update(self._put_state(conn, states, cycle_id, now_ms))
+            if not batched:
+                written.update(self._put_state(conn, states, cycle_id, now_ms))
+        if batched:
+            self._defer_states(states, cycle_id, now_ms)
 
     def record_decision(self, rows: Iterable[SQLModel | RowValues], states: Mapping[str, Any], cycle_id: str,
                         now_ms: int) -> None:
@@ -358,6 +505,7 @@ class Store:
         # before the rows that reference it) on a connection, not an ORM session: a decision is written
         # once per symbol per cycle per variant in a replay, and the unit of work costs several times the
         # writes. `begin` commits at the end or rolls everything back: all of the decision or nothing.
+        batched = self._in_batch()  # the state rows are written when the batch ends (see `_defer_states`)
         with self._kept_states() as written, self._connection(write=True) as conn:
             # SQLite keeps its transaction after a failed statement: the decision's INSERT is tried
             # first, and only a refused one asks why (a statement less per decision); elsewhere a
@@ -375,7 +523,10 @@ class Store:
                     if i == 0 and sqlite and self._sql.rows(conn, _DECISION_EXISTS, {"d": decision_id}):
                         raise StoreError(f"decision {decision_id!r} is already stored") from None
                     raise
-            written.update(self._put_state(conn, states, cycle_id, now_ms))
+            if not batched:
+                written.update(self._put_state(conn, states, cycle_id, now_ms))
+        if batched:
+            self._defer_states(states, cycle_id, now_ms)
 
     # --- reads --------------------------------------------------------------------------------
 
