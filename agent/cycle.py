@@ -10,6 +10,8 @@ Failure rules:
   recorded; a symbol whose analysis fails is recorded as an error; the others go on;
 - each symbol's decision is one store transaction (snapshot, calls, signal, verdict, order,
   breaker events, the breaker state and the broker's memory), so a crash leaves all or nothing;
+  the evals replay runs a whole cycle inside one `Store.batch` (each decision a savepoint in its
+  transaction), so a crash there leaves nothing of the cycle, and the resumed replay redoes it;
 - ids derive from the inputs (cycle: run + decision time; decision: cycle + symbol; client
   order id: from the decision id), so rerunning a cycle after a crash skips what was decided,
   redoes only the rest, and can never place an order twice.
