@@ -112,7 +112,23 @@ def test_the_smallest_returns_are_a_full_sorts_head_whether_few_many_or_none_sit
         r = np.concatenate([stop - rng.exponential(0.01, below), np.full(at, stop), rng.uniform(stop, 0.03, 5000)])
         rng.shuffle(r)
         for k in (1, 250, 500):
-            assert np.array_equal(_smallest(r, k, stop), np.sort(r)[:k])
+            no_gaps = np.empty(0, np.intp), np.empty(0)
+            assert np.array_equal(_smallest(r, k, stop, *no_gaps, 100.0, True), np.sort(r)[:k])
+
+
+@pytest.mark.parametrize("long", [True, False])
+def test_the_smallest_returns_book_the_gaps_first_as_numpy_prices_them(long):
+    rng = np.random.default_rng(8)
+    entry = 97.3
+    r = rng.uniform(-0.02, 0.03, 10_000)
+    gap = rng.choice(10_000, 40, replace=False)
+    growth = np.exp(rng.normal(0.0, 0.03, 40))
+    plain = r.copy()
+    exits = entry * growth
+    plain[gap] = exits / entry - 1.0 if long else 1.0 - exits / entry
+    worst = _smallest(r, 500, -0.02, gap, growth, entry, long)
+    assert np.array_equal(r, plain)
+    assert np.array_equal(worst, np.sort(plain)[:500])
 
 
 def test_the_cached_draws_are_a_fresh_generators_and_cannot_be_changed():

@@ -339,6 +339,12 @@ def closed_form_odds(
     """The bracket's odds when the log price is Brownian motion with drift `mu` and variance `s2`
     per bar, watched continuously (the default: resting orders trigger inside the bar) or, with
     `discrete_correction`, checked once per bar at the close (Broadie-Glasserman-Kou shift)."""
+    return BracketOdds(**_closed_form(entry, stop, target, horizon, mu, s2, discrete_correction))
+
+
+def _closed_form(entry: float, stop: float, target: float, horizon: int, mu: float, s2: float,
+                 discrete_correction: bool) -> dict[str, float]:
+    """`closed_form_odds` as a plain dict, for callers that copy the numbers on (the snapshot)."""
     side, up, down = _bracket_levels(entry, stop, target)
     shift = BGK_BETA * math.sqrt(s2) if discrete_correction else 0.0
     up_k, down_k = up + shift, down + shift
@@ -359,10 +365,8 @@ def closed_form_odds(
     var95, cvar95 = _tail_risk(lo, hi, weights, in_order)
     expected = p_down * r_down + p_up * r_up + float(np.dot(r_mid, mass))
     p_target, p_stop = (p_up, p_down) if side == "long" else (p_down, p_up)
-    return BracketOdds(
-        p_target=p_target, p_stop=p_stop, p_neither=float(mass.sum()), expected_return=expected,
-        var95=var95, cvar95=cvar95,
-    )
+    return {"p_target": p_target, "p_stop": p_stop, "p_neither": float(mass.sum()), "expected_return": expected,
+            "var95": var95, "cvar95": cvar95}
 
 
 
@@ -608,41 +612,55 @@ class SimulatedPaths:
         return self.base.take(cell) + self.open_table.take(self.starts.take(cell) * self.open_table.shape[1] + k)
 
     def odds(self, entry: float, stop: float, target: float) -> BracketOdds:
+        return BracketOdds(**self._odds(entry, stop, target))
+
+    def _odds(self, entry: float, stop: float, target: float) -> dict[str, float]:
+        """`odds` as a plain dict, for callers that copy the numbers on (the snapshot) without a model."""
         side, up, down = _bracket_levels(entry, stop, target)
-        # exits at a level, at a gap's open or at the last close, each priced as entry * exp(log exit): an
-        # exit's return is then the same float whichever exits it is computed with
-        at_level = _trade_returns(side, entry, entry * np.exp(np.array([up, -down])))
+        long = side == "long"
+        # exits at a level, at a gap's open or at the last close, each priced as entry * exp(log exit), the
+        # exp numpy's: an exit's return is then the same float whichever exits it is computed with
+        growth = np.exp(np.array([up, -down]))
+        r_up = _trade_returns(side, entry, entry * float(growth[0]))
+        r_down = _trade_returns(side, entry, entry * float(growth[1]))
         r = np.empty(self.n_paths)
         n_up, n_down, gap, gap_open = _first_exits(
             self.starts, self.base, self.open_table, self.high_table, self.low_table, self.horizon,
-            np.float32(up), np.float32(down), side == "long", entry, float(at_level[0]), float(at_level[1]),
-            self._exp_final, r,
+            np.float32(up), np.float32(down), long, entry, r_up, r_down, self._exp_final, r,
         )
-        r[gap] = _trade_returns(side, entry, entry * np.exp(gap_open.astype(np.float64)))
         tail = TAIL * len(r)
         k = math.ceil(tail)
-        worst = _smallest(r, k, float(at_level.min()))
+        worst = _smallest(r, k, min(r_up, r_down), gap, np.exp(gap_open.astype(np.float64)), entry, long)
         # the quantile function averaged over the worst 5%: a fraction of the k-th worst when 5% of n is not whole
         shortfall = (worst[:-1].sum() + (tail - (k - 1)) * worst[-1]) / tail
         p_up, p_down = n_up / len(r), n_down / len(r)
-        p_target, p_stop = (p_up, p_down) if side == "long" else (p_down, p_up)
-        return BracketOdds(
-            p_target=p_target, p_stop=p_stop, p_neither=1.0 - p_up - p_down, expected_return=float(r.mean()),
-            var95=-float(worst[-1]), cvar95=-float(shortfall),
-        )
+        p_target, p_stop = (p_up, p_down) if long else (p_down, p_up)
+        return {"p_target": p_target, "p_stop": p_stop, "p_neither": 1.0 - p_up - p_down,
+                "expected_return": float(r.mean()), "var95": -float(worst[-1]), "cvar95": -float(shortfall)}
 
 
-def _smallest(r: np.ndarray, k: int, level: float) -> np.ndarray:
-    """The `k` smallest of `r`, sorted: np.sort(r)[:k]. Many paths exit at the stop, all at the same
-    value `level`, and few (gaps) fall below it: when those below and those at it make up k, the k
-    smallest are the ones below, sorted, then `level` repeated, without sorting all the paths."""
-    below = np.sort(r[r < level])
-    if len(below) >= k:
-        return below[:k]
-    at = k - len(below)
-    if np.count_nonzero(r == level) < at:
+@_compiled
+def _smallest(r: np.ndarray, k: int, level: float, gap: np.ndarray, gap_growth: np.ndarray, entry: float,
+              long: bool) -> np.ndarray:
+    """First books the exits at a gap's open: r[gap] = the return of an exit at entry * gap_growth.
+    Then the `k` smallest of `r`, sorted: np.sort(r)[:k]. Many paths exit at the stop, all at the
+    same value `level`, and few (gaps) fall below it: when those below and those at it make up k,
+    the k smallest are the ones below, sorted, then `level` repeated, without sorting all the paths.
+    Compiled: numpy needed some ten passes and temporaries for what is here two passes."""
+    for q in range(gap.shape[0]):
+        exit_at = entry * gap_growth[q]
+        r[gap[q]] = exit_at / entry - 1.0 if long else 1.0 - exit_at / entry
+    below = np.empty(r.shape[0])
+    n_below = n_at = 0
+    for x in r:
+        below[n_below] = x
+        n_below += x < level
+        n_at += x == level
+    if n_below + n_at < k:
         return np.sort(r)[:k]  # a full sort: faster than partition when many exits share the stop's value
-    return np.concatenate((below, np.full(at, level)))
+    worst = np.full(k, level)
+    worst[:min(n_below, k)] = np.sort(below[:n_below])[:k]
+    return worst
 
 
 @_compiled
@@ -1001,15 +1019,14 @@ def montecarlo(
     levels = {"long": (entry - risk, entry + reward), "short": (entry + risk, entry - reward)}
     fields: dict[str, float] = {}
     gap = 0.0
-    for name, (stop, target) in levels.items():  # what bracket_odds reports, without its report's model
-        closed = closed_form_odds(entry, stop, target, p.horizon, drift.used, drift.volatility**2,
-                                  discrete_correction=p.discrete_correction)
-        simulated = paths.odds(entry, stop, target)
+    for name, (stop, target) in levels.items():  # what bracket_odds reports, without its reports' models
+        closed = _closed_form(entry, stop, target, p.horizon, drift.used, drift.volatility**2, p.discrete_correction)
+        simulated = paths._odds(entry, stop, target)
         for key, odds in (("closed", closed), ("sim", simulated)):
             for f in _ODDS:
-                fields[f"{name}_{f}_{key}"] = getattr(odds, f)
-            fields[f"{name}_expected_r_{key}"] = odds.expected_return * entry / risk
-        gap = max(gap, *(abs(getattr(closed, f) - getattr(simulated, f)) for f in ("p_target", "p_stop", "p_neither")))
+                fields[f"{name}_{f}_{key}"] = odds[f]
+            fields[f"{name}_expected_r_{key}"] = odds["expected_return"] * entry / risk
+        gap = max(gap, *(abs(closed[f] - simulated[f]) for f in ("p_target", "p_stop", "p_neither")))
     label = _label(fields["long_expected_r_sim"], fields["short_expected_r_sim"], drift, gap, p)
     return MonteCarloResult(
         entry=entry, atr=a, horizon=p.horizon, reward_risk=p.reward_risk, long_stop=levels["long"][0],
