@@ -21,6 +21,7 @@ from theories.montecarlo import (
     barrier_probability,
     bracket_odds,
     closed_form_odds,
+    drift_and_variance,
     estimate_drift,
     james_stein_factor,
     killed_brownian,
@@ -490,3 +491,43 @@ def test_compiled_cell_integrals_are_numpys_to_the_bit_on_real_brackets(shared_d
         anti = np.exp(c * (y - down)) * (c * np.sin(wy) - w[:, None] * np.cos(wy)) / (c * c + w * w)[:, None]
         compiled = _cell_integrals(w, y, np.exp(c * (y - down)), c, c * c + w * w)
         assert np.array_equal(compiled, np.diff(anti, axis=1))
+
+
+@pytest.mark.parametrize("symbol", ["BTC_USDT", "DOGE_USDT"])
+def test_bar_moves_and_drift_are_numpys_stack_checks_logs_mean_and_var_to_the_bit(shared_data, symbol):
+    # BarMoves.from_ohlc and drift_and_variance as numpy did them before the compiled stack-and-check
+    # pass and the shared sum: np.stack, its checks, np.log; r.mean() and r.var(ddof=1)
+    df = pd.read_csv(shared_data / "candles" / "binance-spot-1h" / f"{symbol}.csv.gz").tail(3001)
+    cols = [df[k].to_numpy(np.float64) for k in ("open", "high", "low", "close")]
+    for end in range(501, 3002, 500):
+        window = [a[end - 501:end] for a in cols]
+        logs = np.log(np.stack(window))
+        moves = BarMoves.from_ohlc(*window)
+        assert np.array_equal(np.stack([moves.open, moves.high, moves.low, moves.close]), logs[:, 1:] - logs[3, :-1])
+        r = moves.close
+        assert drift_and_variance(r) == (float(r.mean()), float(r.var(ddof=1)))
+    rng = np.random.default_rng(2)
+    for _ in range(200):  # also on returns of other sizes and scales
+        r = rng.standard_t(3, rng.integers(30, 3000)) * 10.0 ** rng.uniform(-5, 0) + rng.normal(0, 1e-3)
+        assert drift_and_variance(r) == (float(r.mean()), float(r.var(ddof=1)))
+
+
+def test_broken_bars_are_caught_as_numpys_checks_caught_them_whichever_price_breaks():
+    rng = np.random.default_rng(4)
+    for _ in range(3000):
+        o, h, lo, c = (a[:8].copy() for a in brownian_bars(8, 0.0, 0.01, seed=int(rng.integers(1000))))
+        for _ in range(rng.integers(0, 3)):
+            a, t = (o, h, lo, c)[rng.integers(4)], rng.integers(8)
+            a[t] = rng.choice([np.nan, np.inf, -np.inf, 0.0, -1.0, a[t] * 0.99, a[t] * 1.01])
+        prices = np.stack([o, h, lo, c])
+        if not (np.isfinite(prices).all() and (prices > 0).all()):
+            expected = "finite positive prices"
+        elif (h < np.maximum(o, c)).any() or (lo > np.minimum(o, c)).any():
+            expected = "low <= open, close <= high"
+        else:
+            expected = None
+        if expected is None:
+            BarMoves.from_ohlc(o, h, lo, c)
+        else:
+            with pytest.raises(TheoryError, match=expected):
+                BarMoves.from_ohlc(o, h, lo, c)

@@ -450,11 +450,10 @@ class BarMoves:
             raise TheoryError("open, high, low and close must be one-dimensional arrays of equal length")
         if len(cols[0]) < 2:
             raise TheoryError("need at least 2 bars to measure moves from a previous close")
-        prices = np.stack(cols)  # one array: each check and the logs in one call, not four
-        o, h, lo, c = prices
-        if not (np.isfinite(prices).all() and (prices > 0).all()):
+        prices, fault = _stacked_prices(*cols)  # one array: the logs in one call, not four
+        if fault == 1:
             raise TheoryError("open, high, low and close must be finite positive prices")
-        if (h < np.maximum(o, c)).any() or (lo > np.minimum(o, c)).any():
+        if fault == 2:
             raise TheoryError("bars need low <= open, close <= high")
         logs = np.log(prices)
         return cls(*(logs[:, 1:] - logs[3, :-1]))
@@ -472,6 +471,23 @@ class BarMoves:
         return BarMoves(self.open[k:], self.high[k:], self.low[k:], self.close[k:])
 
 
+@_compiled
+def _stacked_prices(open_price: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray
+                    ) -> tuple[np.ndarray, int]:
+    """The four price arrays as the rows of one (4, bars) array (np.stack), and what is wrong with
+    them: 1 when a price is not finite and positive, else 2 when a bar's high is below its open or
+    close or its low above them, else 0. Compiled: one pass where numpy made ten."""
+    prices = np.empty((4, close.shape[0]))
+    positive = ordered = True
+    for t in range(close.shape[0]):
+        o, h, lo, c = open_price[t], high[t], low[t], close[t]
+        prices[0, t], prices[1, t], prices[2, t], prices[3, t] = o, h, lo, c
+        for x in (o, h, lo, c):
+            positive &= (x > 0) & (x < math.inf)  # NaN fails both
+        ordered &= (h >= o) & (h >= c) & (lo <= o) & (lo <= c)
+    return prices, 0 if positive and ordered else 1 if not positive else 2
+
+
 def drift_and_variance(returns: np.ndarray) -> tuple[float, float]:
     """Mean and sample variance (ddof 1) of log returns per bar; an error when they say nothing."""
     r = np.asarray(returns, dtype=np.float64)
@@ -479,10 +495,16 @@ def drift_and_variance(returns: np.ndarray) -> tuple[float, float]:
         raise TheoryError(f"need at least 30 log returns for drift and variance, got {len(r)}")
     if not np.isfinite(r).all():
         raise TheoryError("log returns contain non-finite values")
-    s2 = float(r.var(ddof=1))
+    # r.mean() and r.var(ddof=1) with numpy's own steps (a pairwise sum divided by the count; the
+    # squared deviations from that mean, summed the same way), sharing the one sum: the same floats
+    # without the overhead of two calls, which was most of their cost on ~500 returns (measured)
+    n = len(r)
+    mu = float(np.add.reduce(r)) / n
+    deviation = r - mu
+    s2 = float(np.add.reduce(np.square(deviation, out=deviation))) / (n - 1)
     if not s2 > 0:
         raise TheoryError("log returns are constant: no variance to price a bracket with")
-    return float(r.mean()), s2
+    return mu, s2
 
 
 def james_stein_factor(t: float) -> float:
