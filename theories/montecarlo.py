@@ -678,28 +678,35 @@ class SimulatedPaths:
                 "expected_return": float(r.mean()), "var95": -float(worst[-1]), "cvar95": -float(shortfall)}
 
 
-@_compiled
 def _smallest(r: np.ndarray, k: int, level: float, gap: np.ndarray, gap_growth: np.ndarray, entry: float,
               long: bool) -> np.ndarray:
     """First books the exits at a gap's open: r[gap] = the return of an exit at entry * gap_growth.
     Then the `k` smallest of `r`, sorted: np.sort(r)[:k]. Many paths exit at the stop, all at the
     same value `level`, and few (gaps) fall below it: when those below and those at it make up k,
-    the k smallest are the ones below, sorted, then `level` repeated, without sorting all the paths.
-    Compiled: numpy needed some ten passes and temporaries for what is here two passes."""
+    the k smallest are the ones below, sorted, then `level` repeated, without sorting all the paths."""
+    below, n_at = _book_gaps(r, level, gap, gap_growth, entry, long)
+    if len(below) + n_at < k:
+        return np.sort(r)[:k]  # a full sort: faster than partition when many exits share the stop's value
+    below.sort()
+    return below[:k] if len(below) >= k else np.concatenate((below, np.full(k - len(below), level)))
+
+
+@_compiled
+def _book_gaps(r: np.ndarray, level: float, gap: np.ndarray, gap_growth: np.ndarray, entry: float, long: bool
+               ) -> tuple[np.ndarray, int]:
+    """r[gap] = the returns of the exits at a gap's open, entry * gap_growth; then the returns below
+    `level` (unsorted: numba's sort would cost seconds of compiling) and how many equal it. Compiled:
+    numpy needed some eight passes and temporaries for what is here two."""
     for q in range(gap.shape[0]):
         exit_at = entry * gap_growth[q]
         r[gap[q]] = exit_at / entry - 1.0 if long else 1.0 - exit_at / entry
     below = np.empty(r.shape[0])
     n_below = n_at = 0
     for x in r:
-        below[n_below] = x
+        below[n_below] = x  # kept by advancing the count: no branch on the comparison
         n_below += x < level
         n_at += x == level
-    if n_below + n_at < k:
-        return np.sort(r)[:k]  # a full sort: faster than partition when many exits share the stop's value
-    worst = np.full(k, level)
-    worst[:min(n_below, k)] = np.sort(below[:n_below])[:k]
-    return worst
+    return below[:n_below], n_at
 
 
 @_compiled
