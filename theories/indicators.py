@@ -74,16 +74,16 @@ def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int = 14) -> np
     Wilder, New Concepts in Technical Trading Systems (1978). In quote currency.
     """
     high, low, close = (np.asarray(a, dtype=np.float64) for a in (high, low, close))
-    return _wilder_atr(high, low, close, n)
+    return wilder_atr(high, low, close, n)
 
 
 @compiled
-def _wilder_atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int) -> np.ndarray:
-    """`atr` in one pass: `true_range`, the seed `tr[:n].mean()` and `_exponential_smoothing`'s recursion,
-    each with numpy's arithmetic in its order (max and min as np.maximum and np.minimum take them, the
-    seed as numpy's pairwise sum over n), so the same values to the bit (tested against that
-    formulation). Compiled because the array calls cost ~40 us per 500 bars, ten times the arithmetic,
-    and three theories take an ATR in every snapshot.
+def wilder_atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int) -> np.ndarray:
+    """`atr` for compiled callers (float64 arrays), in one pass: `true_range`, the seed
+    `tr[:n].mean()` and `_exponential_smoothing`'s recursion, each with numpy's arithmetic in its
+    order (max and min as np.maximum and np.minimum take them, the seed as numpy's pairwise sum), so
+    the same values to the bit (tested against that formulation). Compiled because the array calls
+    cost ~40 us per 500 bars, ten times the arithmetic, and three theories take an ATR per snapshot.
     """
     m = len(close)
     out = np.full(m, np.nan)

@@ -84,7 +84,7 @@ from theories.base import (
 )
 from theories.candles import HOUR_MS
 from theories.jit import compiled
-from theories.pairwise import pairwise_sum
+from theories.pairwise import sample_std
 
 BREAKOUT = "breakout"
 BULL_TREND = "bull trend"
@@ -533,34 +533,18 @@ def _hamilton_recursion(like0, like1, p01, slope, pred):
 
 
 @compiled
-def _sample_std(x, end, n, squares):
-    """`np.std(x[end - n : end], ddof=1)` bit for bit: numpy's reductions start from 0.0 and sum in
-    `theories.pairwise.pairwise_sum`'s order; the squared deviations go to the same places of `squares`
-    (as long as x).
-
-    (Arguments are never constants at the call sites: numba would compile a copy per constant.)
-    """
-    start = end - n
-    mean = (0.0 + pairwise_sum(x, start, n)) / n
-    for i in range(start, end):
-        d = x[i] - mean
-        squares[i] = d * d
-    return math.sqrt((0.0 + pairwise_sum(squares, start, n)) / (n - 1))
-
-
-@compiled
 def _rolling_std(x, w, squares):
     """`np.std` (ddof=1) of the w values ending at each index, NaN for the first w - 1, bit for bit.
 
     numpy sums 8 to 128 values with eight running partial sums (`theories.pairwise`); that case, the
     one the rules use, is written out here with the squared deviations formed on the fly: ~4x
-    faster than a `_sample_std` call per window. Other lengths go through `_sample_std`.
+    faster than a `sample_std` call per window. Other lengths go through `sample_std`.
     """
     n = len(x)
     out = np.full(n, np.nan)
     if w < 8 or w > 128:
         for i in range(w - 1, n):
-            out[i] = _sample_std(x, i + 1, w, squares)
+            out[i] = sample_std(x, i + 1, w, squares)
         return out
     blocks_end = w - w % 8
     for i in range(w - 1, n):
@@ -622,7 +606,7 @@ def _classify(close, log_close, high, low, trend_lookback, vol_window, fast_vol_
     for i in range(1, n):
         r[i] = log_close[i] - log_close[i - 1]
     squares = np.empty(n)
-    sigma = _sample_std(r, n, n - 1, squares) if n > 2 else 0.0
+    sigma = sample_std(r, n, n - 1, squares) if n > 2 else 0.0
     code = np.full(n, -1, dtype=np.int64)
     trend = np.full(n, nan)
     pct = np.full(n, nan)
