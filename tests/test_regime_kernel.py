@@ -131,6 +131,7 @@ def assert_rules_equal(close, high, low, p):
     np.testing.assert_array_equal(got.vol_percentile, pct)
     np.testing.assert_array_equal(got.vol_expansion, expansion)
     np.testing.assert_array_equal(got.breakout_up, up)
+    np.testing.assert_array_equal(got.returns, np.diff(np.log(close)))  # what the Markov part filters
 
 
 def test_pairwise_sum_and_sample_std_are_numpys_for_every_length():

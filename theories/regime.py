@@ -592,7 +592,8 @@ _CONSOLIDATION, _HIGH_VOL, _LOW_VOL = _CODE[CONSOLIDATION], _CODE[HIGH_VOL_RANGE
 @compiled
 def _classify(close, log_close, high, low, trend_lookback, vol_window, fast_vol_window, breakout_lookback, warmup,
               trend_threshold, high_vol_pct, consolidation_vol_pct, consolidation_trend, vol_expansion):
-    """The rules of `classify_regimes` over one window: (sigma, code, trend, percentile, expansion, up).
+    """The rules of `classify_regimes` over one window: (sigma, code, trend, percentile, expansion, up,
+    r), r[i] the log return into bar i (r[0] NaN).
 
     Compiled loops because the numpy formulation (two dozen array calls, a strided rolling std, two
     scipy extreme filters) cost ~0.6 ms per 500-bar window; this is ~0.03 ms, with the arithmetic
@@ -613,7 +614,7 @@ def _classify(close, log_close, high, low, trend_lookback, vol_window, fast_vol_
     expansion = np.full(n, nan)
     up = np.zeros(n, dtype=np.bool_)
     if not sigma > 0:
-        return sigma, code, trend, pct, expansion, up
+        return sigma, code, trend, pct, expansion, up, r
 
     scale = sigma * math.sqrt(trend_lookback)
     for i in range(trend_lookback, n):
@@ -668,7 +669,7 @@ def _classify(close, log_close, high, low, trend_lookback, vol_window, fast_vol_
             code[i] = _HIGH_VOL
         else:
             code[i] = _LOW_VOL
-    return sigma, code, trend, pct, expansion, up
+    return sigma, code, trend, pct, expansion, up, r
 
 
 @dataclass(frozen=True)
@@ -680,6 +681,7 @@ class RegimeRules:
     vol_percentile: np.ndarray  # in [0, 1]
     vol_expansion: np.ndarray  # ratio
     breakout_up: np.ndarray  # bool: close above the prior range
+    returns: np.ndarray  # one-bar log returns, one fewer than closes: np.diff(np.log(close)), bit for bit
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -694,14 +696,16 @@ def classify_regimes(close: np.ndarray, high: np.ndarray, low: np.ndarray, param
     """Classify every bar into one of the six named regimes (rules in the module docstring)."""
     p = params
     close, high, low = (_read_only(a) for a in (close, high, low))
-    sigma, code, trend, pct, expansion, up = _classify(
+    sigma, code, trend, pct, expansion, up, r = _classify(
         close, np.log(close), high, low,
         p.trend_lookback, p.vol_window, p.fast_vol_window, p.breakout_lookback, p.warmup,
         p.trend_threshold, p.high_vol_pct, p.consolidation_vol_pct, p.consolidation_trend, p.vol_expansion,
     )
     if not sigma > 0:
         raise TheoryError("regime needs returns with some spread: the window's returns are constant")
-    return RegimeRules(code=code, trend_score=trend, vol_percentile=pct, vol_expansion=expansion, breakout_up=up)
+    return RegimeRules(
+        code=code, trend_score=trend, vol_percentile=pct, vol_expansion=expansion, breakout_up=up, returns=r[1:]
+    )
 
 
 def transition_matrix(codes: np.ndarray, k: int = len(REGIMES), prior: float = 1.0) -> np.ndarray:
@@ -781,7 +785,7 @@ def regime(
     others = P[cur].copy()
     others[cur] = -1.0
     nxt = int(np.argmax(others))
-    markov = _markov_fields(np.diff(np.log(close)), fit, fit_at_ms)
+    markov = _markov_fields(rules.returns, fit, fit_at_ms)
     status = "no fit given" if fit is None else fit.status
     name = REGIMES[cur]
     shown = f"{'upward' if rules.breakout_up[-1] else 'downward'} breakout" if name == BREAKOUT else name
