@@ -212,7 +212,7 @@ def volume_profile(candles: Candles, params: VolumeProfileParams | None = None) 
     edges = np.linspace(lo, hi, p.bins + 1)
     centres = (edges[:-1] + edges[1:]) / 2.0
     hist = profile_histogram(low, high, vol, edges)
-    poc = int(np.argmax(hist))
+    poc = int(hist.argmax())
     va_lo, va_hi = value_area(hist, poc, p.value_area_share)
 
     smooth = correlate1d(hist, gaussian_weights(p.smoothing_bins), mode="constant") if p.smoothing_bins > 0 else hist

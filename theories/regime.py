@@ -784,7 +784,7 @@ def regime(
     cur = int(codes[-1])
     others = P[cur].copy()
     others[cur] = -1.0
-    nxt = int(np.argmax(others))
+    nxt = int(others.argmax())
     markov = _markov_fields(rules.returns, fit, fit_at_ms)
     status = "no fit given" if fit is None else fit.status
     name = REGIMES[cur]
