@@ -161,13 +161,21 @@ def prominent_peaks(x: np.ndarray, min_prominence: float) -> np.ndarray:
 
 def value_area(hist: np.ndarray, poc: int, share: float) -> tuple[int, int]:
     """Bin indices [lo, hi] of the value area grown from `poc` until it holds `share` of the volume."""
-    target = share * hist.sum()
-    h = hist.tolist()  # Python floats: the same doubles, much cheaper to index one at a time
+    hist = np.asarray(hist, dtype=np.float64)
+    lo, hi = _grow_value_area(hist, poc, share * hist.sum())
+    return int(lo), int(hi)
+
+
+@compiled
+def _grow_value_area(h: np.ndarray, poc: int, target: float) -> tuple[int, int]:
+    """`value_area`'s loop: one bin at a time from `poc`, the fuller neighbour first, until `target`.
+    Compiled: the same additions as a Python loop over the bins' floats, which cost ~15 us a profile."""
     lo = hi = poc
     inside = h[poc]
-    while inside < target and (lo > 0 or hi < len(h) - 1):
+    last = len(h) - 1
+    while inside < target and (lo > 0 or hi < last):
         below = h[lo - 1] if lo > 0 else -1.0
-        above = h[hi + 1] if hi < len(h) - 1 else -1.0
+        above = h[hi + 1] if hi < last else -1.0
         if above >= below:  # ties grow upward: a stated, arbitrary rule
             hi += 1
             inside += h[hi]
@@ -204,7 +212,7 @@ def volume_profile(candles: Candles, params: VolumeProfileParams | None = None) 
     edges = np.linspace(lo, hi, p.bins + 1)
     centres = (edges[:-1] + edges[1:]) / 2.0
     hist = profile_histogram(low, high, vol, edges)
-    poc = int(np.argmax(hist))
+    poc = int(hist.argmax())
     va_lo, va_hi = value_area(hist, poc, p.value_area_share)
 
     smooth = correlate1d(hist, gaussian_weights(p.smoothing_bins), mode="constant") if p.smoothing_bins > 0 else hist

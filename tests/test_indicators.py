@@ -67,3 +67,25 @@ def test_ema_and_atr_are_scipys_linear_filter_to_the_bit_on_real_data(shared_dat
         y, _ = lfilter([1.0 / n], [1.0, 1.0 / n - 1.0], tr[n:], zi=[(1 - 1.0 / n) * seed])
         want = np.concatenate((np.full(n - 1, np.nan), [seed], y))
         np.testing.assert_array_equal(atr(c.high, c.low, c.close, n), want)
+
+
+@pytest.mark.parametrize("n", [1, 3, 7, 8, 9, 14, 20, 130, 300])
+def test_atr_is_the_numpy_formulation_to_the_bit(n):
+    rng = np.random.default_rng(n)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 700)))
+    high = close * (1 + rng.uniform(0, 0.01, 700))
+    low = close * (1 - rng.uniform(0, 0.01, 700))
+    for m in (0, n - 1, n, n + 1, 700):
+        if m < 1:
+            assert len(atr(high[:m], low[:m], close[:m], n)) == 0
+            continue
+        got = atr(high[:m], low[:m], close[:m], n)
+        tr = true_range(high[:m], low[:m], close[:m])
+        want = np.full(m, np.nan)
+        if m >= n:
+            y = tr[:n].mean()
+            want[n - 1] = y
+            for t in range(n, m):
+                y = (1 - 1 / n) * y + (1 / n) * tr[t]
+                want[t] = y
+        np.testing.assert_array_equal(got, want)

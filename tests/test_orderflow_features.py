@@ -313,6 +313,34 @@ def test_value_area_grows_from_the_poc_toward_the_larger_neighbour():
     assert value_area(hist, 2, 0.5) == (2, 3)
 
 
+def _value_area_in_python(hist, poc, share):
+    """The rule as a plain loop over Python floats: what the compiled `value_area` must give."""
+    target, h = share * hist.sum(), hist.tolist()
+    lo = hi = poc
+    inside = h[poc]
+    while inside < target and (lo > 0 or hi < len(h) - 1):
+        below = h[lo - 1] if lo > 0 else -1.0
+        above = h[hi + 1] if hi < len(h) - 1 else -1.0
+        if above >= below:
+            hi += 1
+            inside += h[hi]
+        else:
+            lo -= 1
+            inside += h[lo]
+    return lo, hi
+
+
+def test_value_area_is_the_plain_loop_on_random_and_tied_profiles():
+    rng = np.random.default_rng(5)
+    for k in range(300):
+        hist = rng.exponential(1.0, rng.integers(1, 60))
+        if k % 3 == 0:
+            hist = np.round(hist)  # ties and empty bins
+        for poc in {0, int(np.argmax(hist)), len(hist) - 1}:
+            for share in (0.01, 0.5, 0.7, 0.999999):
+                assert value_area(hist, poc, share) == _value_area_in_python(hist, poc, share)
+
+
 def test_volume_profile_conserves_volume_across_bins():
     vp = volume_profile(two_peak_candles())
     assert vp.total_volume == pytest.approx(30 * 10 + 4 * 5 + 20 * 8)

@@ -14,7 +14,7 @@ from scipy.ndimage import maximum_filter1d, minimum_filter1d
 from statsmodels.tsa.regime_switching.markov_regression import MarkovRegression
 
 from theories.indicators import rolling_std
-from theories.pairwise import pairwise_sum
+from theories.pairwise import pairwise_sum, sample_std
 from theories.regime import (
     BEAR_TREND,
     BREAKOUT,
@@ -25,7 +25,6 @@ from theories.regime import (
     REGIMES,
     RegimeParams,
     _rolling_std,
-    _sample_std,
     classify_regimes,
     fit_markov,
     hamilton_filter,
@@ -132,6 +131,7 @@ def assert_rules_equal(close, high, low, p):
     np.testing.assert_array_equal(got.vol_percentile, pct)
     np.testing.assert_array_equal(got.vol_expansion, expansion)
     np.testing.assert_array_equal(got.breakout_up, up)
+    np.testing.assert_array_equal(got.returns, np.diff(np.log(close)))  # what the Markov part filters
 
 
 def test_pairwise_sum_and_sample_std_are_numpys_for_every_length():
@@ -139,7 +139,7 @@ def test_pairwise_sum_and_sample_std_are_numpys_for_every_length():
     squares = np.empty(len(x))
     for n in [*range(2, 300), 499, 500, 1000, 1023, 4097, 20_000]:
         assert 0.0 + pairwise_sum(x, 7, n) == np.add.reduce(x[7 : 7 + n]), n
-        assert _sample_std(x, 7 + n, n, squares) == np.std(x[7 : 7 + n], ddof=1), n
+        assert sample_std(x, 7 + n, n, squares) == np.std(x[7 : 7 + n], ddof=1), n
 
 
 def test_rolling_std_is_numpys_for_every_window_length(real_candles):

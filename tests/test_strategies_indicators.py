@@ -125,3 +125,25 @@ def test_ema_of_a_matrix_smooths_each_row_exactly_as_alone():
     for row, out in zip(rows, together, strict=True):
         assert np.array_equal(out, ema(row, 50), equal_nan=True)
     assert np.array_equal(ema(rows, alpha=0.1)[2], ema(rows[2], alpha=0.1), equal_nan=True)
+
+
+def test_bare_talib_functions_are_the_wrapped_ones_with_the_same_values(shared_data):
+    from theories.strategies import ta
+
+    c = load_candle_file(shared_data / "candles" / "binance-spot-1h" / "BTC_USDT.csv.gz").tail(400)
+    h, lo, cl = (np.asarray(a, float) for a in (c.high, c.low, c.close))
+    calls = {
+        "ADX": ((h, lo, cl), {"timeperiod": 14}),
+        "ATR": ((h, lo, cl), {"timeperiod": 14}),
+        "BBANDS": ((cl,), {"timeperiod": 20, "nbdevup": 2.0, "nbdevdn": 2.0, "matype": 0}),
+        "EMA": ((cl,), {"timeperiod": 21}),
+        "MACD": ((cl,), {"fastperiod": 12, "slowperiod": 26, "signalperiod": 9}),
+        "RSI": ((cl,), {"timeperiod": 14}),
+        "SMA": ((cl,), {"timeperiod": 20}),
+    }
+    for name, (args, kw) in calls.items():
+        bare, wrapped = getattr(ta, name), getattr(talib, name)
+        assert bare is getattr(wrapped, "__wrapped__", wrapped)
+        want, got = wrapped(*args, **kw), bare(*args, **kw)
+        for w, g in zip(*(x if isinstance(x, tuple) else (x,) for x in (want, got)), strict=True):
+            np.testing.assert_array_equal(g, w)

@@ -95,7 +95,7 @@ def ljung_box(acf_values: np.ndarray, n: int) -> tuple[float, float]:
 def _ljung_box(rho: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     # lags along the last axis, one series per leading index: several series in one set of numpy calls
     m = rho.shape[-1]
-    q = n * (n + 2) * np.sum(rho * rho / (n - np.arange(1, m + 1)), axis=-1)
+    q = n * (n + 2) * (rho * rho / (n - np.arange(1, m + 1))).sum(axis=-1)
     return q, chdtrc(m, q)  # chi-square(m) upper tail; scipy.stats.chi2.sf is ~50x slower
 
 

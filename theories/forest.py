@@ -77,8 +77,9 @@ from theories.base import (
     unit,
 )
 from theories.candles import Candles
-from theories.indicators import atr, ema, rolling_std, sma
+from theories.indicators import atr, ema, rolling_std, sma, wilder_atr
 from theories.jit import compiled
+from theories.pairwise import sample_std
 
 FEATURES: tuple[str, ...] = (
     "ret_1",
@@ -177,39 +178,55 @@ def last_feature_row(high: np.ndarray, low: np.ndarray, close: np.ndarray, volum
     Bit-identical to the full matrix's last row (tested): the recursive and cumulative parts (EMA,
     ATR, the SMA's running sum) still run over every bar, as there; only the sliding-window
     statistics, most of the full matrix's cost, are taken on the last window alone (`np.std` of one
-    window sums in the same order as `rolling_std`'s row of it, without the window view's overhead).
+    window sums in the same order as `rolling_std`'s row of it).
     """
     high, low, close, volume = (np.asarray(a, dtype=np.float64) for a in (high, low, close, volume))
     if len(close) < LAST_ROW_MIN_BARS:
         raise ValueError(f"the last feature row needs {LAST_ROW_MIN_BARS} bars, got {len(close)}")
-    row = np.full(len(FEATURES), np.nan)
-    lc = np.log(close)
+    # the logarithms by numpy (a compiled log may differ from numpy's in the last bit), the rest compiled
+    return _last_row(high, low, close, np.log(close), np.log1p(volume), len(FEATURES), 14, 48)
+
+
+@compiled
+def _last_row(high, low, close, lc, lv, n_features, atr_period, span):
+    """`last_feature_row`'s arithmetic, in numpy's order (pairwise sums, the EMA and ATR recursions, a
+    sequential running sum), from the log closes `lc` and log1p volumes `lv`. Compiled: as ~30 numpy
+    calls on 48-value windows it cost ~80 us per snapshot, mostly call overhead."""
+    m = len(close)
+    row = np.full(n_features, np.nan)
     for col, k in enumerate((1, 4, 12, 24)):
-        row[col] = lc[-1] - lc[-1 - k]
-    r = lc[-48:] - lc[-49:-1]  # the last 48 one-bar returns (np.diff's subtraction)
-    sd12, sd48 = _sample_std(r[-12:]), _sample_std(r)
+        row[col] = lc[m - 1] - lc[m - 1 - k]
+    w = 48  # the volatility, range and volume windows
+    r = np.empty(w)
+    for i in range(w):  # the last 48 one-bar returns (np.diff's subtraction)
+        r[i] = lc[m - w + i] - lc[m - w - 1 + i]
+    squares = np.empty(w)
+    sd12, sd48 = sample_std(r, w, 12, squares), sample_std(r, w, w, squares)
     if sd48 > 0:
         row[4] = sd12 / sd48
-    a = atr(high, low, close, 14)[-1]
+    a = wilder_atr(high, low, close, atr_period)[m - 1]
     if a > 0:
-        row[5] = (close[-1] - ema(close, 48)[-1]) / a
-    lo, hi = low[-48:].min(), high[-48:].max()
-    row[6] = (close[-1] - lo) / (hi - lo) if hi - lo > 0 else 0.5
-    lv = np.log1p(volume)
-    sd = _sample_std(lv[-48:])
-    running = np.cumsum(lv)  # `sma`'s running sum, whose last window is its last value
-    mean = (running[-1] - running[-49]) / 48
-    row[7] = (lv[-1] - mean) / sd if sd > 0 else 0.0
+        alpha = 2.0 / (span + 1)  # `ema(close, span)`: the recursion from the first close
+        keep = 1.0 - alpha
+        level = close[0]
+        for t in range(1, m):
+            level = keep * level + alpha * close[t]
+        row[5] = (close[m - 1] - level) / a
+    lo, hi = low[m - w], high[m - w]
+    for i in range(m - w + 1, m):  # NaN wins, as in numpy's min and max
+        lo = low[i] if low[i] < lo or low[i] != low[i] else lo
+        hi = high[i] if high[i] > hi or high[i] != high[i] else hi
+    row[6] = (close[m - 1] - lo) / (hi - lo) if hi - lo > 0 else 0.5
+    sd = sample_std(lv, m, w, np.empty(m))
+    running = lv[0]  # `sma`'s running sum (np.cumsum adds in order), whose last window is its last value
+    before = running if m - w - 1 == 0 else 0.0
+    for i in range(1, m):
+        running += lv[i]
+        if i == m - w - 1:
+            before = running
+    mean = (running - before) / w
+    row[7] = (lv[m - 1] - mean) / sd if sd > 0 else 0.0
     return row
-
-
-def _sample_std(x: np.ndarray) -> float:
-    """`np.std(x, ddof=1)` of a 1-D float64 array, bit for bit: numpy's own steps (the mean of a pairwise
-    sum, squared deviations from it, their pairwise sum over n - 1, the root) without its Python layers,
-    which cost about ten times the arithmetic on 48 values."""
-    mean = np.add.reduce(x) / len(x)
-    dev = x - mean
-    return float(np.sqrt(np.add.reduce(dev * dev) / (len(x) - 1)))
 
 
 @dataclass(frozen=True)

@@ -353,7 +353,7 @@ def hurst(returns: np.ndarray, params: HurstParams | None = None) -> HurstResult
     f, rs_sum, rs_count, spread, size = _dfa_and_rs(x, scales, lay.tt[lay.scale_windows], lay.scale_points)
     if math.sqrt(spread / len(x)) <= 1e-12 * (size / len(x)):
         raise TheoryError(_CONSTANT)
-    if not np.all(f > 0):
+    if not (f > 0).all():
         raise TheoryError("DFA fluctuation is zero at some scale: the returns have no spread to measure")
     if not rs_count.all():
         s = scales[np.flatnonzero(rs_count == 0)[0]]

@@ -1,8 +1,8 @@
 """Small building blocks several theories share: moving averages, true range, rolling spread.
 
 Each takes plain arrays and returns an array aligned with its input, NaN where the window is
-not yet full. Vectorised where the recursion allows; the EMA recursion is a compiled loop
-(`theories.jit`) doing scipy's linear filter's arithmetic.
+not yet full. Vectorised where the recursion allows; the EMA recursion and the ATR are compiled
+loops (`theories.jit`) doing scipy's linear filter's arithmetic.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from theories.jit import compiled
+from theories.pairwise import pairwise_sum
 
 
 def ema(x: np.ndarray, span: int | None = None, *, alpha: float | None = None) -> np.ndarray:
@@ -72,14 +73,36 @@ def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int = 14) -> np
 
     Wilder, New Concepts in Technical Trading Systems (1978). In quote currency.
     """
-    tr = true_range(np.asarray(high, float), np.asarray(low, float), np.asarray(close, float))
-    out = np.full(len(tr), np.nan)
-    if len(tr) < n:
+    high, low, close = (np.asarray(a, dtype=np.float64) for a in (high, low, close))
+    return wilder_atr(high, low, close, n)
+
+
+@compiled
+def wilder_atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int) -> np.ndarray:
+    """`atr` for compiled callers (float64 arrays), in one pass: `true_range`, the seed
+    `tr[:n].mean()` and `_exponential_smoothing`'s recursion, each with numpy's arithmetic in its
+    order (max and min as np.maximum and np.minimum take them, the seed as numpy's pairwise sum), so
+    the same values to the bit (tested against that formulation). Compiled because the array calls
+    cost ~40 us per 500 bars, ten times the arithmetic, and three theories take an ATR per snapshot.
+    """
+    m = len(close)
+    out = np.full(m, np.nan)
+    if m < n:
         return out
-    seeded = np.empty((1, len(tr) - n + 1))  # the seed, then the true ranges it is smoothed with
-    seeded[0, 0] = tr[:n].mean()
-    seeded[0, 1:] = tr[n:]
-    out[n - 1 :] = _exponential_smoothing(seeded, 1.0 / n)[0]
+    tr = np.empty(m)
+    for i in range(m):
+        prev = close[i - 1] if i > 0 else close[0]
+        h, lo = high[i], low[i]
+        top = h if h >= prev or h != h else prev  # np.maximum: NaN wins
+        bottom = lo if lo <= prev or lo != lo else prev  # np.minimum
+        tr[i] = top - bottom
+    a = 1.0 / n
+    keep = 1.0 - a
+    y = (0.0 + pairwise_sum(tr, 0, n)) / n
+    out[n - 1] = y
+    for t in range(n, m):
+        y = keep * y + a * tr[t]
+        out[t] = y
     return out
 
 

@@ -483,7 +483,7 @@ def kalman_trend(close: np.ndarray, noise: NoiseFit, params: KalmanParams | None
     c = np.asarray(close, dtype=np.float64)[-p.lookback :]
     if len(c) < 3:
         raise TheoryError("the Kalman trend needs at least 3 closes")
-    if not np.all(np.isfinite(c)) or np.any(c <= 0):
+    if not np.isfinite(c).all() or (c <= 0).any():  # the methods: numpy's function forms add a Python layer
         raise TheoryError("closes must be finite and positive")
     y = np.log(c)
     gains = filter_gains(len(y), noise.irregular_var, noise.level_var, noise.trend_var)

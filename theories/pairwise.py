@@ -3,11 +3,14 @@
 `x.sum()` of a float64 array, and each row of `x.sum(axis=-1)`, adds blocks of at most 128 values
 with eight interleaved partial sums, and halves longer runs (at a multiple of 8) and adds the two
 halves' sums (numpy's `pairwise_sum` in loops_utils.h). `np.add.reduceat` starts a segment at its
-first value and adds the pairwise sum of the rest. The theories' compiled loops use these to stay
-bit for bit with the numpy formulation they replace (the tests compare them on real data).
+first value and adds the pairwise sum of the rest; `sample_std` is `np.std(ddof=1)` on those sums.
+The theories' compiled loops use these to stay bit for bit with the numpy formulation they replace
+(the tests compare them on real data).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -71,3 +74,18 @@ def pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:
             task_lo[tasks + 2], task_n[tasks + 2] = start, half
             tasks += 3
     return sums[0]
+
+
+@compiled
+def sample_std(x, end, n, squares):
+    """`np.std(x[end - n : end], ddof=1)` bit for bit: numpy's reductions start from 0.0 and sum in
+    `pairwise_sum`'s order; the squared deviations go to the same places of `squares` (as long as x).
+
+    (Arguments are never constants at the call sites: numba would compile a copy per constant.)
+    """
+    start = end - n
+    mean = (0.0 + pairwise_sum(x, start, n)) / n
+    for i in range(start, end):
+        d = x[i] - mean
+        squares[i] = d * d
+    return math.sqrt((0.0 + pairwise_sum(squares, start, n)) / (n - 1))

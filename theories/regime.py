@@ -84,7 +84,7 @@ from theories.base import (
 )
 from theories.candles import HOUR_MS
 from theories.jit import compiled
-from theories.pairwise import pairwise_sum
+from theories.pairwise import sample_std
 
 BREAKOUT = "breakout"
 BULL_TREND = "bull trend"
@@ -533,34 +533,18 @@ def _hamilton_recursion(like0, like1, p01, slope, pred):
 
 
 @compiled
-def _sample_std(x, end, n, squares):
-    """`np.std(x[end - n : end], ddof=1)` bit for bit: numpy's reductions start from 0.0 and sum in
-    `theories.pairwise.pairwise_sum`'s order; the squared deviations go to the same places of `squares`
-    (as long as x).
-
-    (Arguments are never constants at the call sites: numba would compile a copy per constant.)
-    """
-    start = end - n
-    mean = (0.0 + pairwise_sum(x, start, n)) / n
-    for i in range(start, end):
-        d = x[i] - mean
-        squares[i] = d * d
-    return math.sqrt((0.0 + pairwise_sum(squares, start, n)) / (n - 1))
-
-
-@compiled
 def _rolling_std(x, w, squares):
     """`np.std` (ddof=1) of the w values ending at each index, NaN for the first w - 1, bit for bit.
 
     numpy sums 8 to 128 values with eight running partial sums (`theories.pairwise`); that case, the
     one the rules use, is written out here with the squared deviations formed on the fly: ~4x
-    faster than a `_sample_std` call per window. Other lengths go through `_sample_std`.
+    faster than a `sample_std` call per window. Other lengths go through `sample_std`.
     """
     n = len(x)
     out = np.full(n, np.nan)
     if w < 8 or w > 128:
         for i in range(w - 1, n):
-            out[i] = _sample_std(x, i + 1, w, squares)
+            out[i] = sample_std(x, i + 1, w, squares)
         return out
     blocks_end = w - w % 8
     for i in range(w - 1, n):
@@ -608,7 +592,8 @@ _CONSOLIDATION, _HIGH_VOL, _LOW_VOL = _CODE[CONSOLIDATION], _CODE[HIGH_VOL_RANGE
 @compiled
 def _classify(close, log_close, high, low, trend_lookback, vol_window, fast_vol_window, breakout_lookback, warmup,
               trend_threshold, high_vol_pct, consolidation_vol_pct, consolidation_trend, vol_expansion):
-    """The rules of `classify_regimes` over one window: (sigma, code, trend, percentile, expansion, up).
+    """The rules of `classify_regimes` over one window: (sigma, code, trend, percentile, expansion, up,
+    r), r[i] the log return into bar i (r[0] NaN).
 
     Compiled loops because the numpy formulation (two dozen array calls, a strided rolling std, two
     scipy extreme filters) cost ~0.6 ms per 500-bar window; this is ~0.03 ms, with the arithmetic
@@ -622,14 +607,14 @@ def _classify(close, log_close, high, low, trend_lookback, vol_window, fast_vol_
     for i in range(1, n):
         r[i] = log_close[i] - log_close[i - 1]
     squares = np.empty(n)
-    sigma = _sample_std(r, n, n - 1, squares) if n > 2 else 0.0
+    sigma = sample_std(r, n, n - 1, squares) if n > 2 else 0.0
     code = np.full(n, -1, dtype=np.int64)
     trend = np.full(n, nan)
     pct = np.full(n, nan)
     expansion = np.full(n, nan)
     up = np.zeros(n, dtype=np.bool_)
     if not sigma > 0:
-        return sigma, code, trend, pct, expansion, up
+        return sigma, code, trend, pct, expansion, up, r
 
     scale = sigma * math.sqrt(trend_lookback)
     for i in range(trend_lookback, n):
@@ -684,7 +669,7 @@ def _classify(close, log_close, high, low, trend_lookback, vol_window, fast_vol_
             code[i] = _HIGH_VOL
         else:
             code[i] = _LOW_VOL
-    return sigma, code, trend, pct, expansion, up
+    return sigma, code, trend, pct, expansion, up, r
 
 
 @dataclass(frozen=True)
@@ -696,6 +681,7 @@ class RegimeRules:
     vol_percentile: np.ndarray  # in [0, 1]
     vol_expansion: np.ndarray  # ratio
     breakout_up: np.ndarray  # bool: close above the prior range
+    returns: np.ndarray  # one-bar log returns, one fewer than closes: np.diff(np.log(close)), bit for bit
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -710,14 +696,16 @@ def classify_regimes(close: np.ndarray, high: np.ndarray, low: np.ndarray, param
     """Classify every bar into one of the six named regimes (rules in the module docstring)."""
     p = params
     close, high, low = (_read_only(a) for a in (close, high, low))
-    sigma, code, trend, pct, expansion, up = _classify(
+    sigma, code, trend, pct, expansion, up, r = _classify(
         close, np.log(close), high, low,
         p.trend_lookback, p.vol_window, p.fast_vol_window, p.breakout_lookback, p.warmup,
         p.trend_threshold, p.high_vol_pct, p.consolidation_vol_pct, p.consolidation_trend, p.vol_expansion,
     )
     if not sigma > 0:
         raise TheoryError("regime needs returns with some spread: the window's returns are constant")
-    return RegimeRules(code=code, trend_score=trend, vol_percentile=pct, vol_expansion=expansion, breakout_up=up)
+    return RegimeRules(
+        code=code, trend_score=trend, vol_percentile=pct, vol_expansion=expansion, breakout_up=up, returns=r[1:]
+    )
 
 
 def transition_matrix(codes: np.ndarray, k: int = len(REGIMES), prior: float = 1.0) -> np.ndarray:
@@ -796,8 +784,8 @@ def regime(
     cur = int(codes[-1])
     others = P[cur].copy()
     others[cur] = -1.0
-    nxt = int(np.argmax(others))
-    markov = _markov_fields(np.diff(np.log(close)), fit, fit_at_ms)
+    nxt = int(others.argmax())
+    markov = _markov_fields(rules.returns, fit, fit_at_ms)
     status = "no fit given" if fit is None else fit.status
     name = REGIMES[cur]
     shown = f"{'upward' if rules.breakout_up[-1] else 'downward'} breakout" if name == BREAKOUT else name

@@ -194,7 +194,7 @@ def chow_denning(z: np.ndarray, alpha: float) -> tuple[float, float]:
     Returns (p-value of max |z|, critical |z| at level alpha).
     """
     m = len(z)
-    p_single = 2.0 * ndtr(-np.max(np.abs(z)))
+    p_single = 2.0 * ndtr(-np.abs(z).max())
     p_joint = 1.0 - (1.0 - p_single) ** m
     return float(p_joint), _sidak_critical(alpha, m)
 
@@ -279,16 +279,16 @@ def variance(
         )
     vr, z_star = _ratios_and_robust_z(log_price, p.lags)  # `need` >= 4 max(lags): long enough
     joint_p, critical = chow_denning(z_star, p.alpha)
-    returns = np.diff(log_close)
+    returns = log_close[1:] - log_close[:-1]  # np.diff's subtraction, without its Python layer
     rv, rv_pct = realised_vol(returns, p.vol_window, p.vol_lookback, bars_per_year)
     if len(close) < p.atr_period + 1:
         raise TheoryError(f"ATR({p.atr_period}) needs more than {p.atr_period} bars, got {len(close)}")
     a = float(atr(high, low, close, p.atr_period)[-1])
     return VarianceResult(
         lags=p.lags,
-        variance_ratios=tuple(float(v) for v in vr),
-        z_robust=tuple(float(v) for v in z_star),
-        p_values=tuple(float(v) for v in 2.0 * ndtr(-np.abs(z_star))),
+        variance_ratios=tuple(vr.tolist()),  # tolist: the same Python floats, one call
+        z_robust=tuple(z_star.tolist()),
+        p_values=tuple((2.0 * ndtr(-np.abs(z_star))).tolist()),
         joint_p_value=joint_p,
         joint_critical_z=critical,
         realised_vol=rv,

@@ -10,11 +10,11 @@ Strength measures the close's distance beyond the channel edge, in units of 3 AT
 from __future__ import annotations
 
 import numpy as np
-import talib
 from pydantic import Field
 
 from theories.base import PRICE, RATIO, Theory, TheoryContext, TheoryError, TheoryParams, unit
 from theories.candles import Candles
+from theories.strategies import ta
 from theories.strategies.rule import StrategyResult, last_finite, mean_of_previous, plan_label, strength
 
 
@@ -44,8 +44,8 @@ def atr_breakout(candles: Candles, params: AtrBreakoutParams | None = None) -> A
     if len(candles) < need:
         raise TheoryError(f"atr_breakout needs {need} candles, got {len(candles)}")
     h, lo, c = (np.asarray(a, float) for a in (candles.high, candles.low, candles.close))
-    sma = last_finite(f"SMA({p.sma_period})", talib.SMA(c, timeperiod=p.sma_period))[0]
-    atr = last_finite(f"ATR({p.atr_period})", talib.ATR(h, lo, c, timeperiod=p.atr_period))[0]
+    sma = last_finite(f"SMA({p.sma_period})", ta.SMA(c, timeperiod=p.sma_period))[0]
+    atr = last_finite(f"ATR({p.atr_period})", ta.ATR(h, lo, c, timeperiod=p.atr_period))[0]
     vol_ratio = float(candles.volume[-1]) / mean_of_previous(np.asarray(candles.volume, float), p.volume_period)
     upper, lower = sma + p.channel_atr * atr, sma - p.channel_atr * atr
     close = float(c[-1])

@@ -78,7 +78,7 @@ def funding_extremes(
         exit_short=bool(rate <= p.short_above),
         rate=rate,
         rate_time=t,
-        mean_rate_3d=float(np.mean(recent)) if len(recent) else rate,
+        mean_rate_3d=float(recent.mean()) if len(recent) else rate,
     )
 
 

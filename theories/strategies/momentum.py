@@ -13,11 +13,11 @@ Strength measures ADX above 25, in units of 25 ADX points.
 from __future__ import annotations
 
 import numpy as np
-import talib
 from pydantic import Field, model_validator
 
 from theories.base import PRICE, RATIO, Theory, TheoryContext, TheoryError, TheoryParams, unit
 from theories.candles import Candles
+from theories.strategies import ta
 from theories.strategies.rule import StrategyResult, decide, last_finite, mean_of_previous, plan_label, strength
 from theories.timeframes import HOUR_MS, complete_bars
 
@@ -86,17 +86,17 @@ def momentum(candles: Candles, higher: Candles, params: MomentumParams | None = 
     if len(higher) < p.slow + 1:
         raise TheoryError(f"momentum needs {p.slow + 1} complete higher-timeframe bars, got {len(higher)}")
     h, lo, c = (np.asarray(a, float) for a in (candles.high, candles.low, candles.close))
-    fast, slow = talib.EMA(c, timeperiod=p.fast), talib.EMA(c, timeperiod=p.slow)
+    fast, slow = ta.EMA(c, timeperiod=p.fast), ta.EMA(c, timeperiod=p.slow)
     k = p.cross_within + 1  # the spread is read over the last k bars only
     diff = last_finite("EMA spread", fast[-k:] - slow[-k:], k)
-    rsi = last_finite("RSI", talib.RSI(c, timeperiod=p.rsi_period))[0]
-    adx = last_finite("ADX", talib.ADX(h, lo, c, timeperiod=p.adx_period))[0]
-    _, _, hist = talib.MACD(c, fastperiod=p.macd_fast, slowperiod=p.macd_slow, signalperiod=p.macd_signal)
+    rsi = last_finite("RSI", ta.RSI(c, timeperiod=p.rsi_period))[0]
+    adx = last_finite("ADX", ta.ADX(h, lo, c, timeperiod=p.adx_period))[0]
+    _, _, hist = ta.MACD(c, fastperiod=p.macd_fast, slowperiod=p.macd_slow, signalperiod=p.macd_signal)
     hist_prev, hist_now = last_finite("MACD histogram", hist, 2)
-    atr = last_finite("ATR", talib.ATR(h, lo, c, timeperiod=p.atr_period))[0]
+    atr = last_finite("ATR", ta.ATR(h, lo, c, timeperiod=p.atr_period))[0]
     vol_ratio = float(candles.volume[-1]) / mean_of_previous(np.asarray(candles.volume, float), p.volume_period)
     hc = np.asarray(higher.close, float)
-    h_spread = talib.EMA(hc, timeperiod=p.fast)[-1:] - talib.EMA(hc, timeperiod=p.slow)[-1:]
+    h_spread = ta.EMA(hc, timeperiod=p.fast)[-1:] - ta.EMA(hc, timeperiod=p.slow)[-1:]
     h_diff = last_finite("higher-timeframe EMA spread", h_spread)[0]
     higher_trend = int(np.sign(h_diff))
 

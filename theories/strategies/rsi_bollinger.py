@@ -16,11 +16,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import talib
 from pydantic import Field, model_validator
 
 from theories.base import FRACTION, PRICE, RATIO, Theory, TheoryContext, TheoryError, TheoryParams, unit
 from theories.candles import Candles
+from theories.strategies import ta
 from theories.strategies.rule import StrategyResult, last_finite, plan_label, strength
 
 
@@ -88,10 +88,10 @@ def rsi_bollinger(candles: Candles, params: RsiBollingerParams | None = None) ->
     if len(candles) < need:
         raise TheoryError(f"rsi_bollinger needs {need} candles, got {len(candles)}")
     c = np.asarray(candles.close, float)
-    rsi = last_finite(f"RSI({p.rsi_period})", talib.RSI(c, timeperiod=p.rsi_period))[0]
-    upper, _, lower = talib.BBANDS(c, timeperiod=p.bb_period, nbdevup=p.bb_k, nbdevdn=p.bb_k, matype=0)
+    rsi = last_finite(f"RSI({p.rsi_period})", ta.RSI(c, timeperiod=p.rsi_period))[0]
+    upper, _, lower = ta.BBANDS(c, timeperiod=p.bb_period, nbdevup=p.bb_k, nbdevdn=p.bb_k, matype=0)
     up, lo = last_finite("upper band", upper)[0], last_finite("lower band", lower)[0]
-    atr = last_finite(f"ATR({p.atr_period})", talib.ATR(
+    atr = last_finite(f"ATR({p.atr_period})", ta.ATR(
         np.asarray(candles.high, float), np.asarray(candles.low, float), c, timeperiod=p.atr_period))[0]
     var = historical_var(c, p.var_lookback, p.var_confidence)
     close = float(c[-1])

@@ -19,11 +19,11 @@ The VWAP and bands are computed by hand because TA-Lib has no rolling volume-wei
 from __future__ import annotations
 
 import numpy as np
-import talib
 from pydantic import Field
 
 from theories.base import PRICE, SIGMA, Theory, TheoryContext, TheoryError, TheoryParams, dec, fingerprint, unit
 from theories.candles import Candles
+from theories.strategies import ta
 from theories.strategies.rule import StrategyResult, decide, last_finite, plan_label, strength
 from theories.timeframes import HOUR_MS, complete_bars
 
@@ -90,7 +90,7 @@ def vwap_reversion(bars: Candles, params: VwapReversionParams | None = None) -> 
     w = slice(len(bars) - p.lookback, None)  # the bands of the last bar read only its window
     vwap, sd = vwap_bands(bars.high[w], bars.low[w], bars.close[w], bars.volume[w])
     mid, dev = last_finite("rolling VWAP", [vwap])[0], last_finite("VWAP band", [sd])[0]
-    ema = last_finite(f"EMA({p.trend_ema})", talib.EMA(np.asarray(bars.close, float), timeperiod=p.trend_ema))[0]
+    ema = last_finite(f"EMA({p.trend_ema})", ta.EMA(np.asarray(bars.close, float), timeperiod=p.trend_ema))[0]
     if dev <= 0:
         raise TheoryError("the typical price did not move over the VWAP window: bands undefined")
     o, c = float(bars.open[-1]), float(bars.close[-1])
