@@ -155,3 +155,39 @@ def test_views_hold_the_cut_columns_and_their_origin():
             np.testing.assert_array_equal(getattr(view, name), getattr(c, name)[sl])
         assert (view.interval_ms, view.symbol, view.source, view.origin) == (c.interval_ms, c.symbol, c.source,
                                                                               (c, sl.start))
+
+
+def test_repeated_cuts_share_one_view_and_stay_exact():
+    c = make(40)
+    assert c.tail(40) is c and c.tail(99) is c  # the whole: no new view
+    assert c.closed_by(T0 + 40 * HOUR_MS) is c  # nothing to cut
+    first = c.closed_by(T0 + 20 * HOUR_MS)
+    assert c.closed_by(T0 + 20 * HOUR_MS) is first and first.tail(5) is first.tail(5)
+    # more distinct views than the memo keeps: each is still exactly the slice asked for
+    for k in range(1, 3 * 8):
+        for view, sl in ((c.tail(k), slice(40 - k, 40)), (c.closed_by(T0 + k * HOUR_MS), slice(0, k))):
+            np.testing.assert_array_equal(view.close, c.close[sl])
+            np.testing.assert_array_equal(view.time, c.time[sl])
+            assert view.origin == (c, sl.start)
+    assert len(c._views) <= 8
+
+
+def test_gaps_quick_answer_agrees_with_the_step_by_step_count(shared_data):
+    """`gaps()` answers [] from the span alone; on real windows, with and without gaps, it matches a plain diff."""
+    from agent.market.loaders import load_candles
+
+    def plain(c):
+        steps = np.diff(c.time) // c.interval_ms
+        return [Gap(after_time=int(c.time[i]), missing=int(steps[i] - 1)) for i in np.flatnonzero(steps > 1)]
+
+    universe = load_candles(shared_data / "candles" / "binance-spot-1h")
+    with_gaps = 0
+    for c in universe.values():
+        for end in range(500, len(c), 97):
+            window = c.closed_by(int(c.time[end])).tail(500)
+            assert window.gaps() == plain(window)
+            with_gaps += bool(plain(window))
+    assert with_gaps  # the real data has outages: both answers were exercised
+    t = T0 + HOUR_MS * np.array([0, 1, 2, 5, 6, 9])
+    c = make(times=t)
+    assert c.closed_by(T0 + 3 * HOUR_MS).gaps() == [] and c.closed_by(T0 + 6 * HOUR_MS).gaps() == [Gap(int(t[2]), 2)]

@@ -54,7 +54,10 @@ def iso(ms: int) -> str:
 class Candles:
     """Validated, immutable OHLCV arrays for one symbol at one interval."""
 
-    __slots__ = ("_root", "_start", "close", "high", "interval_ms", "low", "open", "source", "symbol", "time", "volume")
+    __slots__ = (
+        "_root", "_start", "_views", "close", "high", "interval_ms", "low", "open", "source", "symbol", "time",
+        "volume",
+    )
 
     time: np.ndarray
     open: np.ndarray
@@ -126,6 +129,7 @@ class Candles:
         object.__setattr__(self, "source", source)
         object.__setattr__(self, "_root", self)
         object.__setattr__(self, "_start", 0)
+        object.__setattr__(self, "_views", {})
 
     def __setattr__(self, name, value):  # immutable: analysis must never edit its input
         raise AttributeError("Candles are immutable")
@@ -159,6 +163,24 @@ class Candles:
         put(out, "source", self.source)
         put(out, "_root", self._root)
         put(out, "_start", self._start + sl.start)
+        put(out, "_views", {})
+        return out
+
+    def _view(self, key: tuple, sl: slice) -> Candles:
+        """The view `_slice(sl)`, remembered under `key` among this object's last few views.
+
+        The theories of one snapshot cut the same views of its candles again and again (four fitted
+        models each cut the history at the same fit time; strategies take the same tails). Candles
+        are immutable, so a view made once serves them all. The memo is small and bounded: a
+        long-lived `Candles` (a symbol's full history, cut at every decision time) must not keep
+        every view it ever gave.
+        """
+        views = self._views
+        out = views.get(key)
+        if out is None:
+            if len(views) >= _VIEWS_MAX:
+                views.clear()
+            out = views[key] = self._slice(sl)
         return out
 
     @property
@@ -184,14 +206,18 @@ class Candles:
         """Only the candles that had closed at `at_ms` (close time <= at_ms): the no-lookahead cut."""
         # time + interval <= at_ms  <=>  time <= at_ms - interval (integers): no temporary array of close
         # times, which cost a full-history allocation on every call of the replay's hot path
-        n = int(self.time.searchsorted(at_ms - self.interval_ms, side="right"))
-        if n == len(self.time):
+        t = self.time
+        limit = at_ms - self.interval_ms
+        if not len(t) or t[-1] <= limit:  # nothing to cut (candles already cut at this time): no search
             return self
-        return self._slice(slice(0, n))
+        return self._view(("closed_by", at_ms), slice(0, int(t.searchsorted(limit, side="right"))))
 
     def tail(self, n: int) -> Candles:
         """The last `n` candles (all of them when there are fewer)."""
-        return self._slice(slice(max(len(self) - n, 0), len(self)))
+        size = len(self.time)
+        if n >= size:  # the whole: the same candles, and the same origin, as a view of all of them would have
+            return self
+        return self._view(("tail", n), slice(max(size - n, 0), size))
 
     def log_returns(self) -> np.ndarray:
         """Close-to-close log returns, one fewer than candles. Across a gap it spans the gap."""
@@ -203,11 +229,17 @@ class Candles:
 
     def gaps(self) -> list[Gap]:
         """Every run of missing candles, in time order."""
-        if len(self) < 2:
+        n = len(self.time)
+        # times are strictly increasing on the interval grid (validated), so a span of exactly n - 1
+        # intervals leaves no room for a gap: one subtraction instead of a diff over the window
+        if n < 2 or int(self.time[-1] - self.time[0]) == (n - 1) * self.interval_ms:
             return []
         steps = np.diff(self.time) // self.interval_ms
         where = np.flatnonzero(steps > 1)
         return [Gap(after_time=int(self.time[i]), missing=int(steps[i] - 1)) for i in where]
+
+
+_VIEWS_MAX = 8  # views remembered per `Candles` (`Candles._view`)
 
 
 def _first(mask: np.ndarray) -> int | None:
