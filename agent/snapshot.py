@@ -111,6 +111,29 @@ class FeatureSnapshot(BaseModel):
     def _json(self) -> str:
         return super().model_dump_json()
 
+    @classmethod
+    def from_cache(cls, text: str, prompt_text: str | None = None) -> FeatureSnapshot:
+        """Parse a snapshot's JSON (`model_validate_json`) as the features cache stored it, with its prompt text.
+
+        The JSON is this snapshot's own `model_dump_json()` (the cache stores exactly that, and the
+        dump of a parsed dump is the same text: a test checks it on real data), so it becomes the
+        JSON memo. `prompt_text` is the `to_prompt_text()` the writer rendered from the same
+        snapshot; it becomes the text memo and, split, each theory's line, unless its lines do not
+        match this snapshot's theories, errors and order flow (a foreign writer): then it is dropped
+        and the text is rendered when asked, never guessed.
+        """
+        snapshot = cls.model_validate_json(text)
+        snapshot.__dict__["_json"] = text
+        if prompt_text is not None:
+            lines = prompt_text.split("\n")
+            n = len(snapshot.theories)
+            if len(lines) == 1 + n + len(snapshot.errors) + (snapshot.orderflow is not None):
+                named = dict(zip(snapshot.theories, lines[1:1 + n], strict=True))
+                if all(line.startswith(f"{name}: ") for name, line in named.items()):
+                    snapshot.__dict__["_lines"] = named
+                    snapshot.__dict__["_prompt_text"] = prompt_text
+        return snapshot
+
     def derived(self, theories: dict[str, TheoryResult], errors: dict[str, str]) -> FeatureSnapshot:
         """This snapshot with other theory results (unvalidated: the caller built them from valid results).
 

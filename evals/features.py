@@ -18,9 +18,9 @@ it is provably what a fresh computation would give, so its key (`cache_key`) nam
 
 - the theory set: names in order, full parameters, window and leader (`set_fingerprint`);
 - the code that computes it (`code_fingerprint`): the sha256 of the source of every module a
-  snapshot's computation runs (`CODE_PATHS`: theories/, orderflow/, the candle and funding
-  loaders, agent/snapshot.py, the cycle's market-data reader, this module and the lookahead
-  guard; a test checks that list against a trace of a real computation) and the versions of
+  snapshot's computation and its prompt text run (`CODE_PATHS`: theories/, orderflow/, the candle
+  and funding loaders, agent/snapshot.py, the cycle's market-data reader, this module and the
+  lookahead guard; a test checks that list against a trace of a real computation) and the versions of
   Python and of the numerical libraries. Any edit of these files is a miss, even one that
   changes no number: recomputing is cheap next to a wrong hit;
 - the data (`data_fingerprint`): the universe in order and the sha256 of every candle file of
@@ -41,17 +41,19 @@ writer holds it; inserts are idempotent (a snapshot already there is kept: two w
 the same thing). An `entries` row per key describes it (theories, universe, data files, code
 fingerprint, last use) for `signal-agent evals cache`, which shows the file and prunes entries
 no current run can hit. A snapshot is its JSON (`FeatureSnapshot.model_dump_json`, a lossless
-round trip) compressed with zlib level 6 and a preset dictionary: the entry's first snapshot,
-stored once. Snapshots of a set share their keys and labels, and the dictionary halves the size
-(about 1.9 KB a snapshot instead of 3.8 KB with plain zlib, measured on the 10-symbol data with
-every theory on; 2.2 KB on disk with SQLite's pages): a 1-year hourly 10-symbol set takes about
-200 MB instead of 370 MB. Neither a lighter level nor reusing a primed stream pays: level 3
-compresses in half the time (~0.09 ms a snapshot less) but its blobs, ~6% larger, no longer fit
-two to a 4 KB SQLite page, and the file grew by 60% (measured on 2 days x 10 symbols); copying a
-stream primed with the dictionary costs what priming a fresh one does (the copy is the whole
-deflate state). Binary floats would not pay: the JSON's digits already compress to about their 8
-bytes, and the snapshot's JSON is what the readers parse. zlib's checksum catches
-a damaged blob, which is then treated as a miss, never used.
+round trip), a NUL and its prompt text (`to_prompt_text`), compressed together with zlib level 3
+and a preset dictionary: the entry's first snapshot, stored once. The prompt text is rendered
+once, here, instead of once per replay worker and run (~0.2 ms a snapshot); a reader's parsed
+snapshot takes the JSON and the text as its memos (`FeatureSnapshot.from_cache`), so it neither
+renders nor dumps it again. Snapshots of a set share their keys and labels, and the dictionary
+about halves the size (2.3 KB a snapshot instead of 4.3 KB with plain zlib at level 6, measured on
+the 10-symbol data with every theory on). Level 3 compresses in two thirds of level 6's time
+(~0.12 ms a snapshot less) for blobs ~7% larger; SQLite pages of 16 KB (`PAGE_SIZE`) hold six or
+seven of them, about 2.7 KB a snapshot on disk (a 4 KB page would hold one): a 1-year hourly
+10-symbol set takes about 240 MB. Copying a stream primed with the dictionary costs what priming a
+fresh one does (the copy is the whole deflate state). Binary floats would not pay: the JSON's
+digits already compress to about their 8 bytes, and the snapshot's JSON is what the readers parse.
+zlib's checksum catches a damaged blob, which is then treated as a miss, never used.
 
 A file that is not a features cache (not SQLite, or another program's tables) is refused before
 any work with an error naming it; a features cache of another format version (or the per-run
@@ -102,9 +104,12 @@ LIBRARIES = ("numpy", "scipy", "pandas", "pyarrow", "statsmodels", "scikit-learn
 # The data fingerprint of a source that is not plain candle files: only a run's own cache may use it.
 UNIDENTIFIED = "unidentified"
 
-FORMAT_VERSION = 2  # PRAGMA user_version of a features cache; another value: emptied and rebuilt
+FORMAT_VERSION = 3  # PRAGMA user_version of a features cache; another value: emptied and rebuilt
 APPLICATION_ID = 0x53414643  # PRAGMA application_id: "SAFC", a signal-agent features cache
-LEVEL = 6
+LEVEL = 3
+# SQLite page size of a new cache file (an existing file keeps its own: WAL mode cannot change it). A stored
+# snapshot with its prompt text is ~2.3 KB: one to a 4 KB page (the default), six or seven to a 16 KB one.
+PAGE_SIZE = 16384
 
 _SCHEMA = """
 CREATE TABLE entries (
@@ -236,6 +241,7 @@ class FeatureCache:
             raise
 
     def _open(self) -> None:
+        self.db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only when the file is created (next line)
         if _retry(lambda: self.db.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() != "wal":
             raise FeatureCacheError(f"{self.path}: cannot use this file in WAL mode (a network file system?)")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -335,10 +341,14 @@ class FeatureCache:
                                (entry, start_ms, end_ms))
         return {(s, t) for s, t in rows}
 
-    def put_many(self, key: str, rows: Iterable[tuple[str, int, str]]) -> int:
-        """Insert (symbol, time, json) rows in one transaction; rows already there are kept as they are."""
-        rows = list(rows)
-        if not rows:
+    def put_many(self, key: str, rows: Iterable[tuple[str, int, str] | tuple[str, int, str, str]]) -> int:
+        """Insert (symbol, time, json[, prompt text]) rows in one transaction; rows already there are kept as they are.
+
+        The prompt text, if given, is the snapshot's `to_prompt_text()`: stored after the JSON and a
+        NUL (JSON text never holds a raw NUL), compressed with it.
+        """
+        stored = [(s, t, "\0".join(texts)) for s, t, *texts in rows]
+        if not stored:
             return 0
         entry = self._id(key)
         if entry is None:
@@ -346,26 +356,33 @@ class FeatureCache:
         with self._write():
             zdict = self._zdict(entry)
             if zdict is None:  # the entry's first snapshot becomes its dictionary (under the lock: once)
-                zdict = rows[0][2].encode()
+                zdict = stored[0][2].encode()
                 self.db.execute("UPDATE entries SET zdict=? WHERE id=?", (zdict, entry))
                 self._zdicts[entry] = zdict
             self.db.executemany("INSERT OR IGNORE INTO snapshots VALUES (?, ?, ?, ?)",
-                                [(entry, t, s, self._pack(zdict, j)) for s, t, j in rows])
-        return len(rows)
+                                [(entry, t, s, self._pack(zdict, text)) for s, t, text in stored])
+        return len(stored)
 
-    def get_range(self, key: str, start_ms: int, end_ms: int) -> dict[tuple[str, int], str]:
-        """Every cached snapshot with start <= time < end, by (symbol, time); a damaged one is left out (a miss)."""
+    def get_range(self, key: str, start_ms: int, end_ms: int, *,
+                  prompts: bool = False) -> dict[tuple[str, int], Any]:
+        """Every cached snapshot with start <= time < end, by (symbol, time); a damaged one is left out (a miss).
+
+        Each is its JSON, or with `prompts` (JSON, prompt text or None if none was stored).
+        """
         entry = self._id(key)
         if entry is None:
             return {}
         rows = self.db.execute("SELECT symbol, time_ms, blob FROM snapshots WHERE entry=? AND time_ms>=? "
                                "AND time_ms<?", (entry, start_ms, end_ms))
-        out = {}
+        out: dict[tuple[str, int], Any] = {}
         for s, t, blob in rows:
             try:
-                out[(s, t)] = self._unpack(entry, blob)
+                text = self._unpack(entry, blob)
             except (zlib.error, UnicodeDecodeError):
                 log.warning("%s: the snapshot of %s at %s is damaged; computing it again", self.path, s, iso(t))
+                continue
+            js, nul, prompt = text.partition("\0")
+            out[(s, t)] = (js, prompt if nul else None) if prompts else js
         return out
 
     def get(self, key: str, symbol: str, time_ms: int) -> str | None:
@@ -484,7 +501,7 @@ class CachedSnapshotSource:
         self.fingerprint = set_fingerprint(settings)
         self.key = key or cache_key(settings, code_fingerprint(), UNIDENTIFIED)
         self.prefetch_ms = prefetch_ms
-        self._block: dict[tuple[str, int], str] = {}
+        self._block: dict[tuple[str, int], tuple[str, str | None]] = {}  # (symbol, time) -> (JSON, prompt text)
         self._block_start = self._block_end = -1
         self._direct = SnapshotView(self)  # the source called directly: its counts are the source's
         self._now: int | None = None  # the decision time the memos below hold
@@ -500,13 +517,13 @@ class CachedSnapshotSource:
                     self.cache.path if self.cache else "?", type(exc).__name__, exc)
         self.cache = None
 
-    def _lookup(self, symbol: str, decision_ms: int) -> str | None:
+    def _lookup(self, symbol: str, decision_ms: int) -> tuple[str, str | None] | None:
         if self.cache is None:
             return None
         if not (self._block_start <= decision_ms < self._block_end):
             self._block_start, self._block_end = decision_ms, decision_ms + self.prefetch_ms
             try:
-                self._block = self.cache.get_range(self.key, self._block_start, self._block_end)
+                self._block = self.cache.get_range(self.key, self._block_start, self._block_end, prompts=True)
             except sqlite3.DatabaseError as exc:
                 self._broken(exc)
                 self._block = {}
@@ -552,17 +569,18 @@ class CachedSnapshotSource:
     def _shared_snapshot(self, symbol: str, universe: Mapping[str, Candles], decision_ms: int,
                          settings: CycleSettings, *, funding: Mapping[str, FundingRates],
                          cache: FitCache | None) -> tuple[FeatureSnapshot, bool]:
-        text = self._lookup(symbol, decision_ms)
-        if text is not None:
+        found = self._lookup(symbol, decision_ms)
+        if found is not None:
             try:
-                return FeatureSnapshot.model_validate_json(text), True
+                return FeatureSnapshot.from_cache(*found), True
             except ValueError:  # not a snapshot (a foreign writer): a miss, never a guess
                 log.warning("features cache: the snapshot of %s at %s does not parse; computing it again", symbol,
                             iso(decision_ms))
         shared = shared_snapshot(symbol, universe, decision_ms, settings, funding=funding, cache=cache)
-        if self.cache is not None and text is None:
+        if self.cache is not None and found is None:
             try:
-                self.cache.put_many(self.key, [(symbol, decision_ms, shared.model_dump_json())])
+                self.cache.put_many(self.key, [(symbol, decision_ms, shared.model_dump_json(),
+                                                shared.to_prompt_text())])
             except (sqlite3.DatabaseError, KeyError) as exc:
                 self._broken(exc)
         return shared, False
@@ -666,7 +684,7 @@ def compute_features(cache_path: str | Path, data: Any, universe_symbols: Sequen
     computed = 0
     times = sorted(times)
 
-    def store(rows: list[tuple[str, int, str]]) -> None:
+    def store(rows: list[tuple[str, int, str, str]]) -> None:
         nonlocal cache
         if cache is None or not rows:
             return
@@ -680,7 +698,7 @@ def compute_features(cache_path: str | Path, data: Any, universe_symbols: Sequen
     try:
         cache.register(key, meta or {"theories": set_fingerprint(settings)}, code)
         done = cache.pairs(key, times[0], times[-1] + 1) if times else set()
-        pending: list[tuple[str, int, str]] = []
+        pending: list[tuple[str, int, str, str]] = []
         ticked = 0
         for t in times:
             if cache is None:
@@ -692,7 +710,7 @@ def compute_features(cache_path: str | Path, data: Any, universe_symbols: Sequen
                 for symbol in todo:
                     if decidable(universe, symbol, t, settings.data, settings.window):
                         snap = shared_snapshot(symbol, universe, t, settings, funding=funding, cache=fits)
-                        pending.append((symbol, t, snap.model_dump_json()))
+                        pending.append((symbol, t, snap.model_dump_json(), snap.to_prompt_text()))
                         computed += 1
             ticked += len(symbols)
             if len(pending) >= batch:

@@ -129,8 +129,9 @@ def test_the_code_fingerprint_changes_when_any_snapshot_source_file_changes(tmp_
 
 
 def test_the_fingerprinted_code_covers_everything_a_snapshot_computation_runs():
-    """Trace a shared snapshot with every theory on, from the files through the guard to the JSON round trip:
-    any project file it runs outside CODE_PATHS would let an edit of that file give a stale hit."""
+    """Trace a shared snapshot with every theory on, from the files through the guard to the JSON round trip and
+    the prompt text stored with it: any project file it runs outside CODE_PATHS would let an edit of that file
+    give a stale hit."""
     settings = CycleSettings(run="t", symbols=SYMBOLS, theories=resolve_theories(list(THEORIES)))
     ran: set[str] = set()
 
@@ -148,11 +149,14 @@ def test_the_fingerprinted_code_covers_everything_a_snapshot_computation_runs():
         data.now_ms = t
         universe = universe_at(data, SYMBOLS, t)
         assert decidable(universe, "BTC/USDT", t, settings.data, settings.window)
-        text = shared_snapshot("BTC/USDT", universe, t, settings, funding=data.funding_rates(),
-                               cache=FitCache()).model_dump_json()
-        features_mod.FeatureSnapshot.model_validate_json(text)
+        snap = shared_snapshot("BTC/USDT", universe, t, settings, funding=data.funding_rates(), cache=FitCache())
+        text, prompt = snap.model_dump_json(), snap.to_prompt_text()
+        parsed = features_mod.FeatureSnapshot.model_validate_json(text)
+        parsed.to_prompt_text()
     finally:
         sys.setprofile(None)
+    # what FeatureSnapshot.from_cache relies on, with every theory on: a parsed dump dumps and renders the same text
+    assert parsed.model_dump_json() == text and parsed.to_prompt_text() == prompt
     covered = [p for p in CODE_PATHS]
     outside = sorted(f for f in ran if not any(f == c or f.startswith(c + "/") for c in covered))
     assert not outside, f"add these to evals.features.CODE_PATHS: {outside}"
@@ -174,14 +178,38 @@ def test_snapshots_round_trip_exactly_and_the_entry_dictionary_makes_them_small(
         for (symbol, t), text in got.items():
             assert text == fresh(symbol, t, settings)  # exactly a fresh computation's JSON
         blobs = [r[0] for r in cache.db.execute("SELECT blob FROM snapshots")]
-        plain = sum(len(zlib.compress(t.encode(), 6)) for t in got.values())
-        assert sum(map(len, blobs)) < 0.8 * plain
+        stored = cache.get_range(key, TIMES[0], TIMES[-1] + 1, prompts=True)  # the same text, plainly compressed:
+        plain = sum(len(zlib.compress("\0".join(texts).encode(), 6)) for texts in stored.values())
+        assert sum(map(len, blobs)) < 0.8 * plain and cache.db.execute("PRAGMA page_size").fetchone()[0] == 16384
         # idempotent: storing again keeps what is there
         cache.put_many(key, [("ETH/USDT", TIMES[0], "not stored")])
         assert cache.get(key, "ETH/USDT", TIMES[0]) == got[("ETH/USDT", TIMES[0])]
         assert cache.count(key, ["ETH/USDT"], TIMES[:2]) == 2 and cache.count("no such key") == 0
     finally:
         cache.close()
+
+
+def test_the_prompt_text_stored_with_a_snapshot_is_byte_identical_to_a_fresh_rendering(tmp_path):
+    settings = small_settings()
+    key = cache_key(settings, code_fingerprint(), "d")
+    fill(tmp_path / "c.sqlite", key)
+    cache = FeatureCache(tmp_path / "c.sqlite")
+    try:
+        got = cache.get_range(key, TIMES[0], TIMES[-1] + 1, prompts=True)
+    finally:
+        cache.close()
+    assert len(got) == len(TIMES) * len(SYMBOLS)
+    for text, prompt in got.values():
+        plain = features_mod.FeatureSnapshot.model_validate_json(text)  # no memo: rendered now
+        assert prompt == plain.to_prompt_text()
+        read = features_mod.FeatureSnapshot.from_cache(text, prompt)
+        assert read == plain and read.model_dump_json() == text == plain.model_dump_json()
+        assert read.to_prompt_text() is prompt and all(read.theory_line(n) == plain.theory_line(n)
+                                                        for n in plain.theories)
+        # a prompt text whose lines do not fit the snapshot (a foreign writer) is dropped: rendered, never guessed
+        for wrong in (prompt + "\nextra: line", prompt.replace("\n", " | ", 1), "x"):
+            assert features_mod.FeatureSnapshot.from_cache(text, wrong).to_prompt_text() == prompt
+        assert features_mod.FeatureSnapshot.from_cache(text).to_prompt_text() == prompt
 
 
 def test_a_damaged_snapshot_is_a_miss_computed_again_never_a_wrong_hit(tmp_path, caplog):
@@ -213,7 +241,7 @@ def test_a_cache_failing_mid_replay_turns_into_misses_not_a_crash(caplog):
     class Broken:
         path = Path("/nowhere/features.sqlite")
 
-        def get_range(self, *a):
+        def get_range(self, *a, **k):
             raise sqlite3.DatabaseError("database disk image is malformed")
 
     settings = small_settings()
