@@ -112,7 +112,7 @@ def _schema_hash(schema: dict) -> str:
     return digest if schema == pristine else schema_hash(schema)
 
 
-class _Same:
+class Same:
     """A cache key that matches one object only: a snapshot is a value, but hashing one by value would
     cost a pass over all its theory results (and its dicts are unhashable)."""
 
@@ -125,12 +125,12 @@ class _Same:
         return id(self.obj)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Same) and other.obj is self.obj
+        return isinstance(other, Same) and other.obj is self.obj
 
 
 @functools.lru_cache(maxsize=64)
 def _shown(
-    snapshot: _Same,
+    snapshot: Same,
     template: PromptTemplate,
     rules: SignalRules,
     positions: tuple[OpenPosition, ...],
@@ -185,7 +185,7 @@ class Synthesiser:
         outcomes: Sequence[float] = (),
     ) -> Decision:
         outcomes = tuple(outcomes)
-        prompt, shown, facts = _shown(_Same(snapshot), self.template, self.rules, tuple(positions), outcomes,
+        prompt, shown, facts = _shown(Same(snapshot), self.template, self.rules, tuple(positions), outcomes,
                                       tuple(map(repr, outcomes)), self.anonymise)
         schema, digest = self._provider_schema()
         messages = prompt.messages
