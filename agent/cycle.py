@@ -731,10 +731,17 @@ def _decision_rows(decision_id: str, cycle_id: str, snapshot: FeatureSnapshot, l
         "reward_risk": verdict.reward_risk if approved else None,
         "kelly_fraction": verdict.kelly_fraction if approved else None,
         "codes": ",".join(r.code for r in verdict.reasons),
-        "reasons_json": json.dumps([r.model_dump(mode="json") for r in verdict.reasons]),
+        "reasons_json": _reasons_json(tuple(map(Same, verdict.reasons))),
         "request_json": request.model_dump_json(),
     }))
     return rows
+
+
+@functools.lru_cache(maxsize=32)
+def _reasons_json(reasons: tuple[Same, ...]) -> str:
+    """The reasons as stored. Reasons are frozen, and the gate answers every HOLD with the same one:
+    its JSON is made once, not on every decision of a replay (other reasons are new objects, and miss)."""
+    return json.dumps([r.obj.model_dump(mode="json") for r in reasons])
 
 
 def _read_back(store: Store, decision_id: str, symbol: str) -> SymbolResult:
