@@ -19,6 +19,7 @@ Failure rules:
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -42,7 +43,7 @@ from agent.brokers.base import (
 from agent.cycle_settings import CycleSettings, DataPolicy
 from agent.llm.prompt import OpenPosition as PromptPosition
 from agent.llm.synthesis import Decision as LLMDecision
-from agent.llm.synthesis import Synthesiser
+from agent.llm.synthesis import Same, Synthesiser
 from agent.market.funding import SAMPLE_FUNDING_DIR, load_funding
 from agent.market.loaders import SAMPLE_DIR, SUFFIXES, load_candle_file, symbol_from_path
 from agent.signal import Signal
@@ -292,7 +293,7 @@ def data_problem(candles: Candles, decision_ms: int, policy: DataPolicy, window:
     return None
 
 
-def regime_view(snapshot: FeatureSnapshot, candles: Candles) -> RegimeView | None:
+def regime_view(snapshot: FeatureSnapshot, candles: Candles | None = None) -> RegimeView | None:
     """The gate's view of the regime: the regime theory's name, and for a breakout which way it left."""
     result = snapshot.theories.get("regime")
     name = getattr(result, "regime", None)
@@ -313,6 +314,22 @@ def highlights(snapshot: FeatureSnapshot) -> str:
     return " | ".join(parts)
 
 
+# The lockstep variants of an evals replay decide on the same shared objects at a (symbol, time): the
+# same Candles cut and, for the same outcomes shown, the same snapshot. What the cycle derives from them
+# alone is derived once, for the few objects of the current time (matched by identity and held by the
+# key, as in `agent.llm.synthesis`); a live cycle's objects are new each time, and simply miss.
+
+@functools.lru_cache(maxsize=64)
+def _data_problem(candles: Same, decision_ms: int, policy: DataPolicy, window: int) -> str | None:
+    return data_problem(candles.obj, decision_ms, policy, window)
+
+
+@functools.lru_cache(maxsize=64)
+def _snapshot_view(snapshot: Same) -> tuple[RegimeView | None, str]:
+    """`regime_view` and `highlights` of one snapshot."""
+    return regime_view(snapshot.obj, None), highlights(snapshot.obj)
+
+
 def record_answer(store: Store, run: str, broker: Broker, report: SyncReport, now_ms: int) -> None:
     """Store what a broker did outside a cycle (a person's answer to the manual broker), in one transaction.
 
@@ -329,6 +346,69 @@ def record_answer(store: Store, run: str, broker: Broker, report: SyncReport, no
     store.record_sync(order.intent.cycle_id, run, now_ms, report.fills, report.closed, report.orders,
                       broker.positions(), broker.account(now_ms, marks), {broker_key(run): broker.export_state()},
                       report.mismatches)
+
+
+class _BrokerView:
+    """What a cycle's decisions read of the broker, read once and kept until the broker moves.
+
+    Between its sync and its end, a cycle changes the broker only through its own `submit`
+    calls: the account, the open positions and orders, the ledger in force and the exported
+    memory read for one symbol hold for the next one, until an order is submitted (`moved`).
+    Reading them once per cycle instead of once per symbol matters on a long replay, where the
+    ledger and the order book grow with every trade and each read copies or scans them whole.
+    The values are shared by the cycle's decisions: read them, never change them.
+    """
+
+    def __init__(self, broker: Broker, decision_ms: int, marks: Mapping[str, float], timezone: str) -> None:
+        self.broker, self.decision_ms, self.marks, self.timezone = broker, decision_ms, marks, timezone
+        self.moved()
+
+    def moved(self) -> None:
+        """The broker may have changed (an order was submitted): read everything again when asked."""
+        self._account: AccountSnapshot | None = None
+        self._positions: tuple | None = None
+        self._exposure: tuple[tuple[OpenPosition, ...], float] | None = None
+        self._account_state: AccountState | None = None
+        self._state: dict | None = None
+
+    @property
+    def account(self) -> AccountSnapshot:
+        if self._account is None:
+            self._account = self.broker.account(self.decision_ms, self.marks)
+        return self._account
+
+    @property
+    def positions(self) -> tuple:
+        if self._positions is None:
+            self._positions = self.broker.positions()
+        return self._positions
+
+    @property
+    def exposure(self) -> tuple[tuple[OpenPosition, ...], float]:
+        """`open_exposure` of the broker at the cycle's marks."""
+        if self._exposure is None:
+            self._exposure = open_exposure(self.broker, self.marks)
+        return self._exposure
+
+    @property
+    def account_state(self) -> AccountState:
+        """The gate's view of the account: the cash the working LONG orders will take is not free."""
+        if self._account_state is None:
+            a = self.account
+            self._account_state = AccountState(
+                initial_balance=a.initial_balance, balance=a.balance, equity=a.equity,
+                cash=a.cash - self.exposure[1], ledger=tuple(
+                    BalanceChange(time_ms=ms, balance=b)  # the part the gate reads: the ledger grows all replay long
+                    for ms, b in ledger_in_force(self.broker.ledger(), self.decision_ms, self.timezone)),
+            )
+        return self._account_state
+
+    @property
+    def state(self) -> dict:
+        """The broker's memory as stored with a decision (`Broker.export_state`)."""
+        if self._state is None:
+            self._state = self.broker.export_state()
+        return self._state
 
 
 class _Stopwatch:
@@ -397,10 +477,10 @@ def run_cycle(decision_ms: int, deps: CycleDeps) -> CycleResult:
 
     report = broker.sync(decision_ms, universe)
     marks = {s: float(c.close[-1]) for s, c in universe.items() if len(c)}
-    account = broker.account(decision_ms, marks)
+    view = _BrokerView(broker, decision_ms, marks, deps.gate.config.ftmo.timezone)
     t = watch.add("sync", t)
     store.record_sync(cycle_id, cfg.run, decision_ms, report.fills, report.closed, report.orders,
-                      broker.positions(), account, {broker_key(cfg.run): broker.export_state()}, report.mismatches)
+                      view.positions, view.account, {broker_key(cfg.run): view.state}, report.mismatches)
     t = watch.add("store", t)
 
     decided = store.decided_symbols(cycle_id)
@@ -413,7 +493,7 @@ def run_cycle(decision_ms: int, deps: CycleDeps) -> CycleResult:
             continue
         problem = load_errors.get(symbol)
         if problem is None:
-            problem = data_problem(universe[symbol], decision_ms, cfg.data, cfg.window)
+            problem = _data_problem(Same(universe[symbol]), decision_ms, cfg.data, cfg.window)
         if problem is not None:
             row = _decision_values(decision_id, cycle_id, symbol, decision_ms, deps.wall_ms(), "skipped", problem)
             t = deps.timer()
@@ -421,13 +501,13 @@ def run_cycle(decision_ms: int, deps: CycleDeps) -> CycleResult:
             watch.add("store", t)
             results.append(SymbolResult(symbol=symbol, decision_id=decision_id, outcome="skipped", reason=problem))
             continue
-        result, breakers, spent = _decide(symbol, decision_id, cycle_id, decision_ms, universe, marks, funding,
+        result, breakers, spent = _decide(symbol, decision_id, cycle_id, decision_ms, universe, view, funding,
                                           breakers, deps, watch)
         llm_seconds += spent
         results.append(result)
 
     t = deps.timer()
-    account = broker.account(decision_ms, marks)
+    account = view.account
     store.finish_cycle(cycle_id, deps.wall_ms(), account)
     watch.add("store", t)
     return CycleResult(
@@ -439,12 +519,12 @@ def run_cycle(decision_ms: int, deps: CycleDeps) -> CycleResult:
 
 def _decide(
     symbol: str, decision_id: str, cycle_id: str, decision_ms: int, universe: Mapping[str, Candles],
-    marks: Mapping[str, float], funding: Mapping[str, FundingRates], breakers: BreakerState, deps: CycleDeps,
+    view: _BrokerView, funding: Mapping[str, FundingRates], breakers: BreakerState, deps: CycleDeps,
     watch: _Stopwatch,
 ) -> tuple[SymbolResult, BreakerState, float]:
     """One symbol, recorded in one transaction. Returns its result, the breaker state after it, LLM seconds.
 
-    `marks` are the universe's last closes, the same for every symbol of the cycle (computed once by it).
+    `view` is the cycle's reading of the broker (at the universe's last closes), renewed when an order is placed.
     """
     cfg, store, broker, synth = deps.settings, deps.store, deps.broker, deps.synthesiser
     now = deps.wall_ms
@@ -464,33 +544,27 @@ def _decide(
     t = watch.add("snapshot", t)
 
     candles = universe[symbol]
-    view = regime_view(snapshot, candles)
-    base["regime"] = view.name if view else None
-    open_positions = broker.positions()
+    regime, shown = _snapshot_view(Same(snapshot))
+    base["regime"] = regime.name if regime else None
     prompt_positions = [PromptPosition(symbol=p.symbol, direction=p.side, entry=p.entry, stop=p.stop, target=p.target)
-                        for p in open_positions if p.symbol == symbol]
+                        for p in view.positions if p.symbol == symbol]
     llm: LLMDecision = synth.decide(snapshot, prompt_positions, outcomes)
     llm_seconds = sum(c.latency_ms for c in llm.calls) / 1000
     t = watch.add("llm", t)
     signal = llm.signal
     base["variant"] = f"{synth.provider.name}:{synth.provider.model}:{llm.prompt.variant}"
 
-    account = broker.account(decision_ms, marks)
-    exposure, committed_cash = open_exposure(broker, marks)
+    account = view.account
+    exposure = view.exposure[0]
     request = RiskRequest(
         now_ms=decision_ms,
         proposal=proposal_of(signal),
-        account=AccountState(
-            initial_balance=account.initial_balance, balance=account.balance, equity=account.equity,
-            cash=account.cash - committed_cash, ledger=tuple(
-                BalanceChange(time_ms=ms, balance=b)  # the part the gate reads: the ledger grows all replay long
-                for ms, b in ledger_in_force(broker.ledger(), decision_ms, deps.gate.config.ftmo.timezone)),
-        ),
+        account=view.account_state,
         positions=exposure,
         recent_signal_ms=tuple(store.signal_times(cfg.run, decision_ms - HOUR_MS, decision_ms)),
         breakers=breakers,
         history=store.trade_history(base["variant"], symbol, base["regime"]),
-        regime=view,
+        regime=regime,
         prices=_price_series(symbol, signal.direction, exposure, universe, deps.gate),
         instrument=deps.instruments.get(symbol, Instrument()),
     )
@@ -503,6 +577,7 @@ def _decide(
         intent = _intent(signal, verdict, decision_id, cycle_id, decision_ms, candles.interval_ms, cfg,
                          book_slippage(deps.books.get(symbol), verdict.direction, verdict.quantity))
         try:
+            view.moved()  # whatever the answer, the broker may have changed
             order = broker.submit(intent, decision_ms)
             outcome, reason = "ordered", f"{order.status}: {verdict.quantity:g} {symbol.split('/')[0]}"
             rows.append(order_row(order, broker.name))
@@ -518,7 +593,7 @@ def _decide(
     approved = isinstance(verdict, Approved)
     result = SymbolResult(
         symbol=symbol, decision_id=decision_id, outcome=outcome, reason=reason,
-        last_price=snapshot.last_price, regime=base["regime"], highlights=highlights(snapshot),
+        last_price=snapshot.last_price, regime=base["regime"], highlights=shown,
         direction=signal.direction, confidence=signal.confidence, entry=signal.entry, stop=signal.stop,
         target=signal.target, gate=verdict.status, reasons=verdict.reasons,
         quantity=verdict.quantity if approved else None, notional=verdict.notional if approved else None,
@@ -532,7 +607,7 @@ def _decide(
         rows += deps.decision_rows(DecisionEvent(result=result, signal=signal, verdict=verdict, snapshot=snapshot,
                                                  account=account, interval_ms=candles.interval_ms, run=cfg.run))
     store.record_decision(rows, {breaker_key(cfg.run): verdict.breakers.model_dump(mode="json"),
-                                 broker_key(cfg.run): broker.export_state()}, cycle_id, decision_ms)
+                                 broker_key(cfg.run): view.state}, cycle_id, decision_ms)
     watch.add("store", t)
     return result, verdict.breakers, llm_seconds
 
@@ -656,10 +731,17 @@ def _decision_rows(decision_id: str, cycle_id: str, snapshot: FeatureSnapshot, l
         "reward_risk": verdict.reward_risk if approved else None,
         "kelly_fraction": verdict.kelly_fraction if approved else None,
         "codes": ",".join(r.code for r in verdict.reasons),
-        "reasons_json": json.dumps([r.model_dump(mode="json") for r in verdict.reasons]),
+        "reasons_json": _reasons_json(tuple(map(Same, verdict.reasons))),
         "request_json": request.model_dump_json(),
     }))
     return rows
+
+
+@functools.lru_cache(maxsize=32)
+def _reasons_json(reasons: tuple[Same, ...]) -> str:
+    """The reasons as stored. Reasons are frozen, and the gate answers every HOLD with the same one:
+    its JSON is made once, not on every decision of a replay (other reasons are new objects, and miss)."""
+    return json.dumps([r.obj.model_dump(mode="json") for r in reasons])
 
 
 def _read_back(store: Store, decision_id: str, symbol: str) -> SymbolResult:

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from risk.breakers import BreakerEvent, update_breakers
 from risk.config import RiskConfig
 from risk.decision import Approved, Decision, Reason, Rejected
-from risk.inputs import RiskRequest
+from risk.inputs import AccountState, RiskRequest
 from risk.kelly import win_probability
 from risk.rules import DEFAULT_RULES, NotionalCap, RiskRule, RuleContext, SizedTrade
 from risk.rules.base import PeriodReference
@@ -48,11 +48,15 @@ def _validation_reasons(err: ValidationError) -> tuple[Reason, ...]:
 
 
 class RiskGate:
-    """Runs the configured rules and sizes the trade. Stateless: the breaker state comes with each request."""
+    """Runs the configured rules and sizes the trade. Stateless: the breaker state comes with each request
+    (it keeps only the last account's period references, a pure function of that account: `_period_references`).
+    """
 
     def __init__(self, config: RiskConfig | None = None, rules: Sequence[RiskRule] = DEFAULT_RULES) -> None:
         self.config = config or RiskConfig()
         self.rules = tuple(rules)
+        # the period references of the last account asked (see `_period_references`)
+        self._references: tuple[AccountState, int, dict[str, PeriodReference]] | None = None
 
     def evaluate(self, request: RiskRequest | Mapping[str, Any]) -> Decision:
         """The decision for one request (a `RiskRequest`, or its plain-data form, e.g. parsed JSON)."""
@@ -73,11 +77,7 @@ class RiskGate:
         Also returns the breaker events this advance raised.
         """
         cfg, a, s = self.config, r.account, r.proposal
-        refs = {
-            period: PeriodReference(start, balance_at(a.ledger, start, a.initial_balance))
-            for period in ("day", "week", "month")
-            for start in (period_start_ms(r.now_ms, period, cfg.ftmo.timezone),)
-        }
+        refs = self._period_references(a, r.now_ms)
         state, events, status = update_breakers(
             r.breakers, cfg.breakers, r.now_ms, a.equity,
             {"daily": (refs["day"].start_ms, refs["day"].balance),
@@ -92,6 +92,24 @@ class RiskGate:
             breaker_state=state, reward_risk=reward_risk,
         )
         return ctx, events
+
+    def _period_references(self, a: AccountState, now_ms: int) -> dict[str, PeriodReference]:
+        """The day's, week's and month's start and the closed balance then.
+
+        A cycle passes the same (frozen) AccountState with every symbol's request until an order
+        moves the account, so the references of the last one asked are kept and given again for
+        the very same object at the same time.
+        """
+        memo = self._references
+        if memo is not None and memo[0] is a and memo[1] == now_ms:
+            return memo[2]
+        refs = {
+            period: PeriodReference(start, balance_at(a.ledger, start, a.initial_balance))
+            for period in ("day", "week", "month")
+            for start in (period_start_ms(now_ms, period, self.config.ftmo.timezone),)
+        }
+        self._references = (a, now_ms, refs)
+        return refs
 
     def _evaluate(self, r: RiskRequest) -> Decision:
         found = problems(r)

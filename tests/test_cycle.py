@@ -479,3 +479,38 @@ def test_the_gate_s_proposal_of_a_signal_is_the_one_validated_from_its_dump():
         fast, plain = proposal_of(s), TradeProposal.model_validate(s.model_dump(exclude={"reasoning"}))
         assert fast == plain and fast.model_dump_json() == plain.model_dump_json()
         assert isinstance(fast.theories, tuple)
+
+
+def test_the_cycles_broker_view_gives_the_brokers_own_answers_until_an_order_moves_it(day):
+    """`_BrokerView` against the plain reads, on the broker of a traded day; `moved` renews every value."""
+    from agent.brokers.base import OrderIntent
+    from agent.cycle import _BrokerView, open_exposure
+    from risk.trading_day import ledger_in_force
+
+    *_, deps = day
+    broker, t = deps.broker, HOURS[-1]
+    assert broker.orders() and broker.ledger()  # the day traded: orders, and a ledger to cut
+
+    def plain() -> tuple:
+        marks = {p.symbol: p.mark * 1.01 for p in broker.positions()} | {"BTC/USDT": 95_000.0}
+        account = broker.account(t, marks)
+        exposure, committed = open_exposure(broker, marks)
+        ledger = tuple(ledger_in_force(broker.ledger(), t, "Europe/Prague"))
+        return marks, (account, broker.positions(), exposure, account.cash - committed, ledger, broker.export_state())
+
+    def seen(view: _BrokerView) -> tuple:
+        a = view.account_state
+        return (view.account, view.positions, view.exposure[0], a.cash,
+                tuple((c.time_ms, c.balance) for c in a.ledger), view.state)
+
+    marks, before = plain()
+    view = _BrokerView(broker, t, marks, "Europe/Prague")
+    assert seen(view) == before
+    did = "later/BTC/USDT"
+    broker.submit(OrderIntent(decision_id=did, cycle_id="later", client_order_id=client_order_id(did),
+                              symbol="BTC/USDT", side="LONG", quantity=0.01, stop=90_000, target=110_000,
+                              entry_reference=96_000, created_ms=t, time_stop_ms=t + 24 * H), t)
+    _, after = plain()
+    assert after != before and seen(view) == before  # kept until told
+    view.moved()
+    assert seen(view) == after

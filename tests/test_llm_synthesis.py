@@ -290,6 +290,12 @@ def test_variants_deciding_on_one_snapshot_share_its_rendered_prompt_and_only_eq
     # equal but rendered differently: 0.0 and -0.0 are '+0.0' and '-0.0'
     zero, negative_zero = one.decide(btc, outcomes=[0.0]).prompt, one.decide(btc, outcomes=[-0.0]).prompt
     assert "+0.0" in zero.user and "-0.0" in negative_zero.user and zero.sha256 != negative_zero.sha256
+    # ... wherever they stand among the outcomes: each order is its own render
+    mixes = ([1.0, 0.0, -0.0], [1.0, -0.0, 0.0], [1, -0.0, -0.0], [1.0, 0.0, 0.0])
+    prompts = [one.decide(btc, outcomes=m).prompt for m in mixes]
+    assert len({p.sha256 for p in prompts}) == len(mixes)
+    template = PromptTemplate.load("baseline")
+    assert all(p == render(template, btc, SignalRules(), (), m) for p, m in zip(prompts, mixes, strict=True))
     # an equal snapshot that is another object is rendered for itself (and to the same text)
     twin = btc.model_copy()
     assert one.decide(twin).prompt is not one.decide(btc).prompt

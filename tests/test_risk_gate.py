@@ -213,6 +213,19 @@ def test_stop_out_exactly_at_the_daily_floor_is_allowed_a_cent_below_is_not():
     assert r.limit == 98_000.0 and r.value == pytest.approx(99_999.0 * 0.98)
 
 
+def test_the_kept_period_references_serve_only_the_same_account_at_the_same_time():
+    """A gate that keeps the last account's references answers as a fresh gate does, account after account."""
+    gate = RiskGate()
+    high = account(equity=99_999.0, cash=99_999.0, ledger=(BalanceChange(time_ms=NOW - 30 * HOUR, balance=102_500.0),
+                                                           BalanceChange(time_ms=NOW - HOUR, balance=100_000.0)))
+    flat = account(equity=99_999.0, cash=99_999.0)  # the day started at 100 000, not 102 500: its floor is lower
+    asks = [request(account=high), request(account=high), request(account=flat), request(account=high),
+            request(account=high, now_ms=NOW + 24 * HOUR), request(account=flat, now_ms=NOW + 24 * HOUR)]
+    answers = [gate.evaluate(r) for r in asks]
+    assert answers == [RiskGate().evaluate(r) for r in asks]
+    assert "daily_loss_at_stop" in codes(answers[0]) and isinstance(answers[2], Approved)
+
+
 def test_equity_at_the_daily_floor_rejects_before_sizing():
     d = GATE.evaluate(request(account=account(equity=95_500.0, cash=95_500.0)))  # 100 000 - 4.5% of initial
     assert "daily_loss_limit_reached" in codes(d)
