@@ -22,6 +22,7 @@ from agent.store.tables import (
     BreakerEventRow,
     ClosedTradeRow,
     CycleRow,
+    DecisionCallRow,
     DecisionRow,
     FillRow,
     GateDecisionRow,
@@ -627,6 +628,85 @@ def test_a_decision_that_fails_inside_a_batch_leaves_nothing_of_itself_and_the_b
     assert [d.decision_id for d in store.rows(DecisionRow)] == ["paper@t1/A", "paper@t1/C"]
     assert [s.decision_id for s in store.rows(SignalRow)] == ["paper@t1/C"]
     assert store.state("breakers:paper") == {"x": 1}
+    store.close()
+
+
+def _llm_call(decision_id: str) -> dict:
+    return {"decision_id": decision_id, "cycle_id": "paper@t1", "attempt": 1, "provider": "p", "model": "m",
+            "prompt_variant": "v", "template_version": "1", "prompt_hash": "h", "request_key": "k", "outcome": "ok"}
+
+
+def _all_rows(path) -> dict[str, list[tuple]]:
+    """Every row of every table, in rowid order, as another connection sees them."""
+    with sqlite3.connect(path) as con:
+        return {t.__tablename__: con.execute(f"SELECT rowid, * FROM {t.__tablename__} ORDER BY rowid").fetchall()
+                for t in TABLES}
+
+
+def test_a_failed_decision_in_a_batch_leaves_the_rows_and_ids_the_batch_would_have_without_it(tmp_path):
+    # inside a batch on SQLite a decision's inserts are undone by deleting them (no savepoint): the rows,
+    # their rowids and the next autoincrement id must be those of a batch that never saw the failed decision
+    def run(store: Store, with_failure: bool) -> None:
+        with store.batch():
+            cycle(store)
+            store.record_decision([decision("paper@t1/A"), RowValues(DecisionCallRow, _llm_call("paper@t1/A")),
+                                   signal("paper@t1/A")], {"breakers:paper": {"x": 1}}, "paper@t1", T0)
+            if with_failure:
+                bad = RowValues(SignalRow, {**signal("paper@t1/B").model_dump(), "reasoning": None})  # NOT NULL
+                with pytest.raises(IntegrityError):  # fails after three rows of two kinds (ORM rows, values)
+                    store.record_decision([decision("paper@t1/B"), DecisionCallRow(**_llm_call("paper@t1/B")),
+                                           RowValues(DecisionCallRow, _llm_call("paper@t1/B")), bad],
+                                          {"breakers:paper": {"x": 2}}, "paper@t1", T0)
+            store.record_decision([decision("paper@t1/C"), RowValues(DecisionCallRow, _llm_call("paper@t1/C")),
+                                   signal("paper@t1/C")], {"breakers:paper": {"x": 3}}, "paper@t1", T0)
+            store.finish_cycle("paper@t1", T0 + 1, ACCOUNT)
+        store.close()
+
+    run(Store.at(tmp_path / "failed.sqlite"), True)
+    run(Store.at(tmp_path / "plain.sqlite"), False)
+    failed, plain = _all_rows(tmp_path / "failed.sqlite"), _all_rows(tmp_path / "plain.sqlite")
+    assert [r[1] for r in failed["decision_llm_calls"]] == [1, 2]  # C's call took the id B's calls had
+    assert failed == plain
+
+
+def test_kept_reads_in_a_batch_answer_what_the_batch_holds(tmp_path):
+    # inside a batch the kept answers are given without asking for a connection: after each write that can
+    # change them they must equal the answer read from the batch's rows
+    store = Store.at(tmp_path / "s.sqlite")
+
+    def reads() -> tuple:
+        return (store.signal_times("paper", T0 - H, T0), store.trade_history("v", "X/USDT", "bull"),
+                store.recent_outcomes("X/USDT"))
+
+    def fresh() -> tuple:
+        kept = dict(store._reads)
+        store._reads.clear()  # read from the batch's rows
+        try:
+            return reads()
+        finally:
+            store._reads.update(kept)
+
+    with store.batch():
+        cycle(store)
+        assert reads() == reads() == fresh() == ([], store.trade_history("v", "X/USDT", "bull"), [])
+        for k, status in enumerate(("approved", "rejected", "approved")):
+            did = f"paper@t1/X/USDT#{k}"
+            order = PaperBroker().submit(intent(decision=did), T0 + H)
+            store.record_decision([decision(did, outcome="ordered", regime="bull", variant="v"),
+                                   GateDecisionRow(decision_id=did, cycle_id="paper@t1", symbol="X/USDT",
+                                                   status=status, codes="", reasons_json="[]", request_json="{}"),
+                                   order_row(order, "paper")], {}, "paper@t1", T0)
+            assert reads() == fresh()
+            r = 1.0 - k
+            trade = ClosedTrade(client_order_id=order.client_order_id, decision_id=did, symbol="X/USDT", side="LONG",
+                                quantity=1, entry=100, exit=100 + r, opened_ms=T0, closed_ms=T0 + k,
+                                exit_reason="target", fees=0, pnl=r, risk_amount=1, r_multiple=r,
+                                outcome="win" if r > 0 else "loss")
+            store.record_sync("paper@t1", "paper", T0, [], [trade], [], [], ACCOUNT, {})
+            assert reads() == fresh()
+        times, history, outcomes = reads()
+        assert times == [T0, T0] and (history.variant.wins, history.variant.losses) == (1, 2)
+        assert outcomes == [1.0, 0.0, -1.0]
     store.close()
 
 
