@@ -36,7 +36,9 @@ Resuming: cycles completed in a variant's store are skipped without being touche
 one store transaction (`Store.batch`), so a cycle interrupted half way left nothing and is redone
 whole (a half cycle in a store written otherwise is resumed by `run_cycle` itself: deterministic
 ids, nothing is decided or ordered twice); features already cached are not recomputed. The
-manifest (`manifest.json`) tracks progress and is rewritten atomically.
+manifest (`manifest.json`) tracks progress and is rewritten atomically. A SIGTERM (or Ctrl-C) ends
+the run as `interrupted`; the worker processes end with the run's process however it ends, even
+killed (`_exit_with_the_run`), so nothing writes on behind it.
 
 Determinism: inside a replay the store's wall-clock columns hold the simulated decision time,
 so two runs of the same file on the same call records write byte-identical stores.
@@ -53,6 +55,7 @@ import os
 import platform
 import queue as queue_mod
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -763,6 +766,7 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
     auditor: ThreadPoolExecutor | None = None
     sink: Any = bars.handle
     drain: threading.Thread | None = None
+    lifeline_end: Any = None
     stop_drain = threading.Event()
     if workers > 1:
         # forkserver: one clean process imports the stack once and forks the workers from it
@@ -772,8 +776,11 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
         ctx.set_forkserver_preload(["evals.replay"])
         queue = ctx.Queue()
         semaphore = ctx.BoundedSemaphore(config.llm_concurrency or settings.evals.llm_concurrency)
+        # the workers' lifeline: this process holds its only write end, so the workers see it close
+        # when this process ends, however it ends (see `_exit_with_the_run`)
+        lifeline, lifeline_end = ctx.Pipe(duplex=False)
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                                   initargs=(queue, semaphore))
+                                   initargs=(queue, semaphore, lifeline))
 
         def pump() -> None:
             while not stop_drain.is_set():
@@ -788,6 +795,7 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
         drain.start()
     else:
         semaphore = threading.BoundedSemaphore(config.llm_concurrency or settings.evals.llm_concurrency)
+    restore_sigterm = _sigterm_ends_the_run()
     try:
         # phase 1: shared features, one task per (theory set, time block[, symbol group])
         t1 = time.perf_counter()
@@ -878,13 +886,23 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
             manifest.status = "failed"
         save()
         return manifest
+    except BaseException as exc:
+        if lifeline_end is not None:  # the workers stop now, in whatever task they were (see _exit_with_the_run)
+            lifeline_end.close()
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            manifest.status = "interrupted"
+            save()
+        raise
     finally:
+        restore_sigterm()
         bars.close()
         stop_drain.set()
         if drain is not None:
             drain.join(timeout=2)
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        if lifeline_end is not None:
+            lifeline_end.close()
         if auditor is not None:
             auditor.shutdown(wait=True, cancel_futures=True)
 
@@ -944,12 +962,43 @@ def _valid_name(name: str) -> bool:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(queue: Any, semaphore: Any) -> None:
+def _worker_init(queue: Any, semaphore: Any, lifeline: Any) -> None:
     _WORKER["sink"], _WORKER["semaphore"] = queue, semaphore
+    threading.Thread(target=_exit_with_the_run, args=(lifeline,), name="lifeline", daemon=True).start()
     # One BLAS/OpenMP thread per worker: the workers already fill the cores, and the fits' small
     # LAPACK calls spent more CPU spinning extra threads than computing (QR of a 482 x 21 matrix:
     # 24 ms with OpenBLAS's default threads on a loaded 2-core machine, 0.19 ms with one).
     threadpool_limits(1)
+
+
+def _exit_with_the_run(lifeline: Any) -> None:
+    """A worker's watch (a thread of its own): the worker ends as soon as the run's process does.
+
+    The run's process holds the only write end of the lifeline and never writes to it, so a read
+    returns only when that end closes: the run ended (killed, even by SIGKILL, or interrupted; a
+    finished run's idle workers have already exited). A worker still replaying then would write
+    to the run's stores behind a run that is over, so it exits at once: whatever it was writing is
+    an uncommitted SQLite transaction, rolled back, which a resumed run redoes whole (a cycle is
+    one transaction, a block of features too). Neither the parent pid nor PR_SET_PDEATHSIG can
+    tell: a worker's parent is the forkserver, which lives as long as any worker holds its
+    liveness pipe, so it outlived a killed run with its workers.
+    """
+    with contextlib.suppress(EOFError, OSError):
+        lifeline.recv_bytes()
+    os._exit(1)
+
+
+def _sigterm_ends_the_run() -> Callable[[], None]:
+    """SIGTERM ends the run as Ctrl-C does: an exception in this process, so the run is marked interrupted and
+    its workers stop. Only in the main thread and when nobody handles SIGTERM already; returns the undo."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        return lambda: None
+
+    def end(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)  # the shell's exit status of a process ended by that signal
+
+    signal.signal(signal.SIGTERM, end)
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _audit_in_thread(plan: Plan, spec: VariantSpec, samples: int, k_bars: int) -> LookaheadAudit:

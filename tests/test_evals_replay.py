@@ -88,6 +88,13 @@ def long_reply(body: dict):
     }))
 
 
+def slow_long_reply(body: dict):
+    """The scripted model, answering after 0.4 s."""
+    reply = long_reply(body)
+    reply.delay_s = 0.4
+    return reply
+
+
 @pytest.fixture(scope="module")
 def llm_server():
     with serve("/api/chat") as server:
@@ -526,3 +533,83 @@ def test_a_group_cuts_each_symbol_once_per_decision_time_and_keeps_no_error():
         with pytest.raises(CandleDataError):
             cuts.candles("BAD/USDT", t)
     assert asked.count(("BAD/USDT", t)) == 2 and cuts.funding_rates() == {}
+
+
+def _process_tree(root: int) -> set[int]:
+    """The pids below `root` now (children, grandchildren...), read from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    below, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - below
+        below |= frontier
+    return below
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (an exited child nobody has reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads the process tree from /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killing_a_run_stops_its_worker_processes_and_the_resumed_run_ends_as_an_uninterrupted_one(
+        first_run, tmp_path, sig):
+    """The worker processes stop within seconds of the run's process dying, however it died (they used to go on
+    replaying into the run's stores for minutes); a SIGTERM ends the run as interrupted; resuming completes it."""
+    config, folder, _m, _ = first_run
+    runs = tmp_path / "runs"
+    with serve("/api/chat") as slow:  # a slow model keeps the workers busy in their replay when the kill comes
+        slow.push(*[slow_long_reply] * 1000)
+        text = config.read_text(encoding="utf-8")
+        slow_config = write_config(tmp_path / "cfg", text, f'[llm.ollama]\nhost = "{slow.url}"\n')
+        script = ("import sys; from evals.replay import run_evals; "
+                  "run_evals(sys.argv[1], sys.argv[2], run_id='killed', workers=2, progress=False, audit_samples=0, "
+                  "only=['qwen', 'heur-small'], features_cache=sys.argv[3])")
+        cache = str(folder / "data" / "evals" / "features.sqlite")  # the first run's: phase 1 reads it
+        proc = subprocess.Popen([sys.executable, "-c", script, str(slow_config), str(runs), cache], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        store = runs / "killed" / "variants" / "qwen" / "store.sqlite"
+        deadline = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline and proc.poll() is None and len(slow.requests) < 2:
+                time.sleep(0.05)
+            assert proc.poll() is None, "the run finished before it could be killed"
+            workers = _process_tree(proc.pid)
+            assert len(workers) >= 3  # the forkserver and two workers
+            os.kill(proc.pid, sig)
+            code = proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        gone_by = time.monotonic() + 5
+        while time.monotonic() < gone_by and any(_running(pid) for pid in workers):
+            time.sleep(0.05)
+        left = [pid for pid in workers if _running(pid)]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert not left, f"worker processes still running after the run's process died: {left}"
+        asked = len(slow.requests)
+        time.sleep(1.0)
+        assert len(slow.requests) == asked  # nothing replays on behind the dead run
+    manifest = json.loads((runs / "killed" / "manifest.json").read_text())
+    if sig == signal.SIGTERM:
+        assert code == 128 + signal.SIGTERM, proc.stderr.read().decode()[-2000:]
+        assert manifest["status"] == "interrupted"
+    else:
+        assert manifest["status"] == "running"  # a SIGKILL leaves no chance to say more
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT COUNT(*) FROM cycles WHERE status='completed'").fetchone()[0] < CYCLES
+    done = run_evals(config, runs, run_id="killed", workers=1, progress=False, audit_samples=0, only=SOME,
+                     features_cache=cache)
+    assert done.status == "completed"
+    resumed = {"decision_llm_calls": {"latency_ms", "id", "record_id", "cache_hit", "cost_usd"}}
+    assert dump_run(runs / "killed", volatile=resumed) == dump_run(folder / "runs" / "first", SOME, volatile=resumed)
