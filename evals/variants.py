@@ -449,7 +449,7 @@ class EvalManifest(BaseModel):
     run_id: str
     created_ms: int
     updated_ms: int
-    status: Literal["running", "completed", "failed"] = "running"
+    status: Literal["running", "completed", "failed", "interrupted"] = "running"  # interrupted: SIGTERM or Ctrl-C
     config_sha256: str
     period_start_ms: int
     period_end_ms: int

@@ -88,6 +88,13 @@ def long_reply(body: dict):
     }))
 
 
+def slow_long_reply(body: dict):
+    """The scripted model, answering after 0.4 s."""
+    reply = long_reply(body)
+    reply.delay_s = 0.4
+    return reply
+
+
 @pytest.fixture(scope="module")
 def llm_server():
     with serve("/api/chat") as server:
@@ -526,3 +533,152 @@ def test_a_group_cuts_each_symbol_once_per_decision_time_and_keeps_no_error():
         with pytest.raises(CandleDataError):
             cuts.candles("BAD/USDT", t)
     assert asked.count(("BAD/USDT", t)) == 2 and cuts.funding_rates() == {}
+
+
+def _process_tree(root: int) -> dict[int, int]:
+    """The pids below `root` now (children, grandchildren...) and their parents', read from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    below, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - below
+        below |= frontier
+    return {pid: parents[pid] for pid in below}
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (an exited child nobody has reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads the process tree from /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killing_a_run_stops_its_worker_processes_and_the_resumed_run_ends_as_an_uninterrupted_one(
+        first_run, tmp_path, sig):
+    """The worker processes stop within seconds of the run's process dying, however it died (they used to go on
+    replaying into the run's stores for minutes); a SIGTERM ends the run as interrupted; resuming completes it."""
+    config, folder, _m, _ = first_run
+    runs = tmp_path / "runs"
+    with serve("/api/chat") as slow:  # a slow model keeps the workers busy in their replay when the kill comes
+        slow.push(*[slow_long_reply] * 1000)
+        text = config.read_text(encoding="utf-8")
+        slow_config = write_config(tmp_path / "cfg", text, f'[llm.ollama]\nhost = "{slow.url}"\n')
+        script = ("import sys; from evals.replay import run_evals; "
+                  "run_evals(sys.argv[1], sys.argv[2], run_id='killed', workers=2, progress=False, audit_samples=0, "
+                  "only=['qwen', 'heur-small'], features_cache=sys.argv[3])")
+        cache = str(folder / "data" / "evals" / "features.sqlite")  # the first run's: phase 1 reads it
+        proc = subprocess.Popen([sys.executable, "-c", script, str(slow_config), str(runs), cache], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        store = runs / "killed" / "variants" / "qwen" / "store.sqlite"
+        deadline = time.monotonic() + 300  # generous: the run's start is slow on a loaded machine
+        try:
+            while time.monotonic() < deadline and proc.poll() is None and len(slow.requests) < 2:
+                time.sleep(0.05)
+            assert proc.poll() is None, "the run finished before it could be killed"
+            assert len(slow.requests) >= 2, "the run did not get to its replay in time"
+            tree = _process_tree(proc.pid)
+            # the workers are the forkserver's children; the run's own children are the forkserver and
+            # multiprocessing's resource tracker, which write nothing and end once the workers have
+            workers = [pid for pid, parent in tree.items() if parent != proc.pid]
+            assert workers
+            os.kill(proc.pid, sig)
+            code = proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        for processes, seconds in ((workers, 5), (list(tree), 60)):  # the helpers take seconds on a loaded machine
+            gone_by = time.monotonic() + seconds
+            while time.monotonic() < gone_by and any(_running(pid) for pid in processes):
+                time.sleep(0.05)
+            left = [pid for pid in processes if _running(pid)]
+            for pid in left:
+                os.kill(pid, signal.SIGKILL)
+            assert not left, f"processes of the run still running after its process died: {left}"
+        asked = len(slow.requests)
+        time.sleep(1.0)
+        assert len(slow.requests) == asked  # nothing replays on behind the dead run
+    manifest = json.loads((runs / "killed" / "manifest.json").read_text())
+    if sig == signal.SIGTERM:
+        assert code == 128 + signal.SIGTERM, proc.stderr.read().decode()[-2000:]
+        assert manifest["status"] == "interrupted"
+    else:
+        assert manifest["status"] == "running"  # a SIGKILL leaves no chance to say more
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT COUNT(*) FROM cycles WHERE status='completed'").fetchone()[0] < CYCLES
+    done = run_evals(config, runs, run_id="killed", workers=1, progress=False, audit_samples=0, only=SOME,
+                     features_cache=cache)
+    assert done.status == "completed"
+    resumed = {"decision_llm_calls": {"latency_ms", "id", "record_id", "cache_hit", "cost_usd"}}
+    assert dump_run(runs / "killed", volatile=resumed) == dump_run(folder / "runs" / "first", SOME, volatile=resumed)
+
+
+def _scheduled(first_run, monkeypatch, computed: int):
+    """The overlapped schedule of 6 time blocks on 2 workers with fake tasks: the order its tasks ran in."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Lock
+
+    import evals.replay as replay_mod
+    from evals.replay import VariantOutcome, _Schedule
+
+    config, folder, m, _ = first_run
+    c = load_variants(config)
+    times = tuple(c.decision_times())
+    plan = Plan(str(folder / "runs" / "first"), c, m.universe, times)
+    specs = list(c.variants)
+    features = [(specs[0], list(m.universe), [t]) for t in times]  # a block a time, one features task each
+    log, lock = [], Lock()
+
+    def features_task(plan, spec, symbols, ts):
+        with lock:
+            log.append(("features", ts[0], "start"))
+        time.sleep(0.05)
+        with lock:
+            log.append(("features", ts[0], "end"))
+        return computed, 0.05, 0, []
+
+    def replay_task(plan, group, stop_after, ts):
+        with lock:
+            log.append(("replay", ts[0], tuple(s.name for s in group)))
+        time.sleep(0.02)
+        return [VariantOutcome(name=s.name, status="completed" if ts[-1] == times[-1] else "running",
+                               cycles_done=times.index(ts[-1]) + 1, cycles_run=len(ts)) for s in group]
+
+    monkeypatch.setattr(replay_mod, "_features_in_worker", features_task)
+    monkeypatch.setattr(replay_mod, "_replay_in_worker", replay_task)
+    calls = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = _Schedule(pool, plan, features, specs, 2, None, lambda results: calls.append(len(results)),
+                             lambda: calls.append("replay")).run()
+    assert calls.count("replay") == 1 and calls.count(len(times)) == 1
+    assert [(o.name, o.status, o.cycles_done) for o in outcomes] == [(s.name, "completed", len(times)) for s in specs]
+    return times, specs, log
+
+
+def test_the_replay_of_a_block_follows_its_features_while_later_features_are_computed(first_run, monkeypatch):
+    times, specs, log = _scheduled(first_run, monkeypatch, computed=5)
+    names = tuple(sorted(s.name for s in specs))
+    replays = [(i, t, group) for i, (kind, t, group) in enumerate(log) if kind == "replay"]
+    for i, t, _group in replays:  # a block's replay starts once its features are in the cache
+        assert log.index(("features", t, "end")) < i
+    # every variant replays every block once, in time order
+    for name in names:
+        assert [t for _i, t, group in replays if name in group] == list(times)
+    # the replay overlaps the features computation, as one lockstep group of every variant; once no features
+    # task is left to start, the group splits so that both workers replay
+    last_features_start = log.index(("features", times[-1], "start"))
+    assert replays[0][0] < last_features_start
+    assert all(tuple(sorted(group)) == names for i, _t, group in replays if i < last_features_start)
+    assert any(len(group) < len(names) for _i, _t, group in replays)
+
+
+def test_on_a_warm_cache_the_replay_starts_with_a_group_per_worker(first_run, monkeypatch):
+    _times, _specs, log = _scheduled(first_run, monkeypatch, computed=0)
+    assert all(len(group) == 1 for kind, _t, group in log if kind == "replay")  # two variants: one each
