@@ -16,16 +16,14 @@ the run folder (layout: contracts section 2) and runs four phases:
    candle files (`data_factory`), runs without the guard, or has the cache turned off keeps
    its own `features.sqlite` in its folder.
 2. Cost: an LLM variant that may spend money shows its estimated cost (tokens x the configured
-   price) and needs confirmation (`yes=True` skips it) before any replay; the configured budget
-   applies to every call as in live cycles.
-3. Replay: each variant walks the decision times through `agent.cycle.run_cycle` (the same code
-   as live cycles) with a data source that only hands over candles closed by the decision time
-   (evals.lookahead.GuardedMarketData), the paper broker filling on later candles, and its own
-   store (`variants/<name>/store.sqlite`, run = the variant's name). With worker processes it
-   overlaps phase 1 (`_Schedule`): a block of time is replayed as soon as its features are cached,
-   by lockstep groups of variants (`lockstep_groups`; one of all of them while the features are
-   computed on 2 workers, then one per worker). A worker steps its group through the decision
-   times in lockstep (`replay_variants`): every variant's cycle at t runs before any
+   price) and needs confirmation (`yes=True` skips it); the configured budget applies to every
+   call as in live cycles.
+3. Replay: each variant walks the decision times through `agent.cycle.run_cycle` (the same
+   code as live cycles) with a data source that only hands over candles closed by the decision
+   time (evals.lookahead.GuardedMarketData), the paper broker filling on later candles, and its
+   own store (`variants/<name>/store.sqlite`, run = the variant's name). The variants are split
+   over the worker processes (`lockstep_groups`), and a worker steps its group through the
+   decision times in lockstep (`replay_variants`): every variant's cycle at t runs before any
    moves on, so what is the same for every variant at (symbol, t) is done once (the candle cut,
    the cached snapshot's read and parse, its prompt text and JSON); a variant's cycles are
    sequential (one account). LLM calls go through the
@@ -38,9 +36,7 @@ Resuming: cycles completed in a variant's store are skipped without being touche
 one store transaction (`Store.batch`), so a cycle interrupted half way left nothing and is redone
 whole (a half cycle in a store written otherwise is resumed by `run_cycle` itself: deterministic
 ids, nothing is decided or ordered twice); features already cached are not recomputed. The
-manifest (`manifest.json`) tracks progress and is rewritten atomically; its `phases_s` holds each
-phase's wall-clock span, from its first task to its last, so with workers the features' and the
-replay's spans overlap (their sum exceeds the run's time). A SIGTERM (or Ctrl-C) ends
+manifest (`manifest.json`) tracks progress and is rewritten atomically. A SIGTERM (or Ctrl-C) ends
 the run as `interrupted`; the worker processes end with the run's process however it ends, even
 killed (`_exit_with_the_run`), so nothing writes on behind it.
 
@@ -65,7 +61,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,8 +166,6 @@ class VariantOutcome:
     guard_violations: int = 0
     guard_examples: list[str] = field(default_factory=list)
     error: str | None = None
-    cycles_run: int = 0  # of cycles_done / decisions_done: those this walk ran (the rest were completed before it)
-    decisions_run: int = 0
 
 
 _DATA: dict[Any, Any] = {}  # per process: the candle files are read once, whatever the number of tasks
@@ -261,11 +255,10 @@ def _features_task(plan: Plan, spec: VariantSpec, symbols: Sequence[str], times:
     return computed, seconds, guard.violations if guard else 0, guard.examples if guard else []
 
 
-# Phase 1's time blocks aim at this many per worker: enough for the replay to follow the features
-# closely (`_Schedule`: its model's wall time falls from 691 s with 8 blocks a year to 667-670 s with
-# 13-18) and to balance the workers, few enough that a block still spans whole refit periods and a
-# replay block's set-up stays small next to it (a 1-year run with weekly refits: 16 blocks of 3-4 weeks).
-BLOCKS_PER_WORKER = 8
+# Phase 1's time blocks aim at this many per worker: enough to balance the workers (blocks differ in
+# cost: refits, symbols listed late) and keep the progress bar moving, few enough that each block
+# still spans several refit periods (a 1-year run with weekly refits: 8 blocks of 6-7 weeks).
+BLOCKS_PER_WORKER = 4
 
 
 def _features_tasks(plan: Plan, spec: VariantSpec, workers: int) -> list[tuple[VariantSpec, list[str], list[int]]]:
@@ -412,8 +405,6 @@ class _VariantReplay:
                 result = run_cycle(t, self.deps)
             self.out.cycles_done += 1
             self.out.decisions_done += len(result.results)
-            self.out.cycles_run += 1
-            self.out.decisions_run += len(result.results)
             self.report("replay", self.spec.name, 1, len(result.results))
             self.ran += 1
             if self.stop_after is not None and self.ran >= self.stop_after:
@@ -448,7 +439,7 @@ class _VariantReplay:
 
 
 def replay_variants(plan: Plan, specs: Sequence[VariantSpec], sink: Any = None, semaphore: Any = None,
-                    stop_after: int | None = None, times: Sequence[int] | None = None) -> list[VariantOutcome]:
+                    stop_after: int | None = None) -> list[VariantOutcome]:
     """Walk some variants through every decision time not yet completed, in lockstep. Never raises.
 
     Time by time, each variant's cycle at t runs before any variant moves on, so what is the
@@ -458,9 +449,7 @@ def replay_variants(plan: Plan, specs: Sequence[VariantSpec], sink: Any = None, 
     store, broker, gate, synthesiser and lookahead guard; its completed cycles are skipped (the
     variants may have got to different times); one that fails is recorded as failed and the
     others go on. `stop_after` (tests) ends each variant's walk after that many cycles, as an
-    interruption would. `times` limits the walk to some of the plan's decision times (a block of
-    the overlapped schedule, `_Schedule`); the times before them must be completed already.
-    Returns the outcomes in the order of `specs`.
+    interruption would. Returns the outcomes in the order of `specs`.
     """
     report = _Reporter(sink)
     cuts = _CutsAtTime(market_data(plan))
@@ -469,7 +458,7 @@ def replay_variants(plan: Plan, specs: Sequence[VariantSpec], sink: Any = None, 
     runs: list[_VariantReplay] = []
     try:
         runs = [_VariantReplay(plan, spec, report, semaphore, stop_after, cuts, sources, features) for spec in specs]
-        for t in plan.times if times is None else times:
+        for t in plan.times:
             if not any(r.running for r in runs):
                 break
             for r in runs:
@@ -489,8 +478,7 @@ def replay_variant(plan: Plan, spec: VariantSpec, sink: Any = None, semaphore: A
 
 
 def lockstep_groups(plan: Plan, specs: Sequence[VariantSpec], workers: int) -> list[list[VariantSpec]]:
-    """Phase 3's split of the variants into `workers` lockstep groups (at most one per variant; `_Schedule` says how
-    many).
+    """Phase 3's split of the variants over the workers: one group per worker (at most one per variant).
 
     Group sizes differ by at most one. The variants are ordered by theory set first (stable), and
     the groups are consecutive runs of that order, so variants of one set, which share the
@@ -505,173 +493,6 @@ def lockstep_groups(plan: Plan, specs: Sequence[VariantSpec], workers: int) -> l
         groups.append(ordered[start:end])
         start = end
     return groups
-
-
-# --- phases 1 and 3 overlapped on the worker processes ------------------------------------------------
-
-
-def _merged(outcomes: Sequence[VariantOutcome]) -> VariantOutcome:
-    """A variant's outcome over the blocks it was replayed in, as one walk over them all would have given it.
-
-    The status and error are the last block's; the cycles and decisions done are the first block's
-    starting point (what its store held) plus what each block ran; what each block counted of its own
-    (seconds, cache reads, guard violations) is summed, the guard's examples kept to its first 5.
-    """
-    first, last = outcomes[0], outcomes[-1]
-    out = VariantOutcome(name=last.name, status=last.status, error=last.error,
-                         cycles_done=first.cycles_done - first.cycles_run, decisions_done=first.decisions_done
-                         - first.decisions_run)
-    for o in outcomes:
-        out.cycles_run += o.cycles_run
-        out.decisions_run += o.decisions_run
-        out.seconds += o.seconds
-        out.reused += o.reused
-        out.misses += o.misses
-        out.guard_violations += o.guard_violations
-        out.guard_examples += o.guard_examples
-    out.cycles_done += out.cycles_run
-    out.decisions_done += out.decisions_run
-    out.guard_examples = out.guard_examples[:5]
-    return out
-
-
-
-
-class _Schedule:
-    """Phases 1 and 3 at once on the worker pool: a group's replay of a block of time starts once that block's
-    features are cached, so the replay follows the features computation instead of waiting for all of it.
-
-    The tasks are the features tasks (`_features_tasks`, in their order: time blocks) and one replay task
-    per (lockstep group, time block); the replay's blocks are the first theory set's features blocks (one
-    block of all times with `stop_after`, the tests' interruption, which counts cycles per task). A group
-    replays its blocks in order, each task resuming its variants from their stores as a resumed run does
-    (so the stores are those of one walk), and a block waits for every features task whose times meet it.
-    Tasks are given out one per free worker, so the choice is made when a worker is free: the ready
-    replay task of the earliest block first (the replay chain is the critical path), else the next
-    features task; the tasks already out are never held back.
-
-    Groups. Features are ahead of the replay: the variants replay in max(1, workers // 2) lockstep groups
-    (on 2 workers, one group of all of them, which does the work shared by the variants at (symbol, t)
-    once) while the other workers compute the features. Once no features task is left to start, a group
-    that ends a block splits into workers // that many groups, so that every worker replays to the end. A
-    run whose first features block was all cached already (a warm cache: no features work to overlap)
-    starts with one group per worker, as the replay alone would. A variant that fails leaves its group
-    and the others go on; one that has stopped (`stop_after`) too.
-
-    The model behind it (measured CPU per year, 2 workers): features 680 s, the replay 620 s as one group
-    of 6 and 744 s as two of 3. One after the other: 340 + 372 = 712 s of wall time at best (more when
-    the last features block leaves a worker idle); overlapped in ~16 blocks: ~667 s (lower bound 650).
-    """
-
-    def __init__(self, pool: ProcessPoolExecutor, plan: Plan, features: Sequence[tuple], specs: Sequence[VariantSpec],
-                 workers: int, stop_after: int | None, features_done: Callable[[list], None],
-                 replay_starts: Callable[[], None]) -> None:
-        self.pool, self.plan, self.workers, self.stop_after = pool, plan, workers, stop_after
-        self.specs, self.features = list(specs), list(features)
-        self.features_done, self.replay_starts = features_done, replay_starts
-        self.next_feature = 0
-        self.feature_results: list[Any] = [None] * len(self.features)
-        self.computed = 0
-        self.blocks = self._replay_blocks()
-        # each block's features tasks: those whose times meet the block's span
-        self.needs = [{i for i, (_spec, _symbols, ts) in enumerate(self.features) if ts[0] <= block[-1]
-                       and ts[-1] >= block[0]} for block in self.blocks]
-        self.groups: list[tuple[list[VariantSpec], int, bool]] | None = None  # (variants, next block, split)
-        self.split_into = 1
-        self.out: dict[Future, tuple[str, Any]] = {}
-        self.outcomes: dict[str, list[VariantOutcome]] = {}
-
-    def _replay_blocks(self) -> list[list[int]]:
-        times = list(self.plan.times)
-        if self.stop_after is not None or not self.features or not times:
-            return [times] if times else []
-        first = self.features[0][0]
-        starts: dict[int, list[int]] = {}
-        for spec, _symbols, ts in self.features:
-            if spec is first:
-                starts.setdefault(ts[0], list(ts))
-        return [starts[t] for t in sorted(starts)]
-
-    def run(self) -> list[VariantOutcome]:
-        """Every task run; the variants' outcomes (one per variant, `_merged`), in the order of `specs`."""
-        if not self.features:
-            self.features_done([])
-        while True:
-            self._give_out()
-            if not self.out:  # nothing runs, so nothing is left that could start later
-                if self.groups is None:  # nothing was replayed: the cost check and the bars still happen
-                    self.replay_starts()
-                elif self.groups:
-                    raise EvalsError("the evals schedule is stuck: a replay block waits for features no task computes")
-                break
-            finished, _ = wait(self.out, return_when=FIRST_COMPLETED)
-            for future in finished:
-                self._collect(future)
-        return [_merged(self.outcomes[spec.name]) for spec in self.specs if spec.name in self.outcomes]
-
-    def _features_finished(self) -> bool:
-        return all(r is not None for r in self.feature_results)
-
-    def _give_out(self) -> None:
-        while len(self.out) < self.workers:
-            group = self._ready_group()
-            if group is not None:
-                specs, block, _split = group
-                future = self.pool.submit(_replay_in_worker, self.plan, specs, self.stop_after, self.blocks[block])
-                self.out[future] = ("replay", group)
-            elif self.next_feature < len(self.features):
-                i = self.next_feature
-                self.next_feature += 1
-                future = self.pool.submit(_features_in_worker, self.plan, *self.features[i])
-                self.out[future] = ("features", i)
-            else:
-                return
-
-    def _ready_group(self) -> tuple[list[VariantSpec], int, bool] | None:
-        """The waiting group of the earliest block whose features are all cached (taken off the waiting list)."""
-        if self.groups is None:
-            if not self.blocks or not self._block_ready(0):
-                return None
-            self.replay_starts()  # the cost check reads a snapshot of the first block
-            warm = self.computed == 0 and self.stop_after is None  # nothing computed so far: no features to overlap
-            count = self.workers if warm or self.stop_after is not None else max(1, self.workers // 2)
-            self.split_into = max(1, self.workers // count)
-            self.groups = [(group, 0, count >= self.workers) for group in lockstep_groups(self.plan, self.specs, count)
-                           if group]
-        ready = [g for g in self.groups if self._block_ready(g[1])]
-        if not ready:
-            return None
-        group = min(ready, key=lambda g: g[1])
-        self.groups.remove(group)
-        specs, block, split = group
-        if not split and self.next_feature >= len(self.features) and self.split_into > 1:
-            # no features left to start: the workers that computed them replay too, in smaller groups
-            parts = lockstep_groups(self.plan, specs, self.split_into)
-            self.groups += [(part, block, True) for part in parts[1:]]
-            return parts[0], block, True
-        return group
-
-    def _block_ready(self, block: int) -> bool:
-        return all(self.feature_results[i] is not None for i in self.needs[block])
-
-    def _collect(self, future: Future) -> None:
-        kind, what = self.out.pop(future)
-        result = future.result()  # a task's own failure is in its result; this raises only if a worker died
-        if kind == "features":
-            self.feature_results[what] = result
-            self.computed += result[0]
-            if self._features_finished():
-                self.features_done(self.feature_results)
-            return
-        specs, block, split = what
-        by_name = {spec.name: spec for spec in specs}
-        going_on = []
-        for out in result:
-            self.outcomes.setdefault(out.name, []).append(out)
-            if out.status == "running" and self.stop_after is None:
-                going_on.append(by_name[out.name])
-        if going_on and block + 1 < len(self.blocks):
-            self.groups.append((going_on, block + 1, split))
 
 
 def _wall_ms() -> int:
@@ -794,57 +615,46 @@ def _new_run_id(config_path: Path) -> str:
 
 
 class _Progress:
-    """tqdm bars on stderr (features and replay, at once when the phases overlap), fed by worker messages; keeps
-    the manifest's counters up to date."""
+    """tqdm bars on stderr, fed by worker messages; keeps the manifest's counters up to date."""
 
     def __init__(self, enabled: bool, manifest: EvalManifest, save: Callable[[], None]) -> None:
         self.enabled, self.manifest, self.save = enabled, manifest, save
-        self.bars: dict[str, Any] = {}
-        self.counted: dict[str, int] = {}  # decisions of each variant on the replay bar
+        self.bar = None
         self.last_save = time.monotonic()
 
     def start(self, desc: str, total: int, initial: int = 0) -> None:
-        self.close(desc)
+        self.close()
         if self.enabled:
             from tqdm import tqdm
 
-            self.bars[desc] = tqdm(total=total, initial=initial, desc=desc, unit="dec" if desc == "replay" else "snap",
-                                   file=sys.stderr, dynamic_ncols=True, smoothing=0.05, position=len(self.bars))
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="dec" if desc == "replay" else "snap",
+                            file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
 
     def handle(self, message: tuple) -> None:
-        """("features", n) | ("replay-start", variant, cycles done, decisions done) | ("replay", variant, 1, n).
-
-        A variant's replay starts again at each of its blocks (`_Schedule`): its bar counts what the
-        latest start found done, plus what it ran since."""
+        """("features", n) | ("replay-start", variant, cycles done, decisions done) | ("replay", variant, 1, n)."""
         kind = message[0]
         if kind == "features":
-            bar, step = "features", message[1]
+            step = message[1]
         else:
             _, name, cycles, decisions = message
             v = self.manifest.variant(name)
             v.status = "running"
             if kind == "replay-start":
                 v.cycles_done, v.decisions_done = cycles, decisions
-                step = decisions - self.counted.get(name, 0)
-                self.counted[name] = decisions
             else:
                 v.cycles_done += cycles
                 v.decisions_done += decisions
-                step = decisions
-                self.counted[name] = self.counted.get(name, 0) + decisions
-            bar = "replay"
-        if bar in self.bars:
-            self.bars[bar].update(step)
+            step = decisions
+        if self.bar is not None:
+            self.bar.update(step)
         if time.monotonic() - self.last_save > 2.0:
             self.save()
             self.last_save = time.monotonic()
 
-    def close(self, desc: str | None = None) -> None:
-        """Close one bar (all without `desc`)."""
-        for name in [desc] if desc is not None else list(self.bars):
-            bar = self.bars.pop(name, None)
-            if bar is not None:
-                bar.close()
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | None = None, workers: int = 2,
@@ -987,8 +797,7 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
         semaphore = threading.BoundedSemaphore(config.llm_concurrency or settings.evals.llm_concurrency)
     restore_sigterm = _sigterm_ends_the_run()
     try:
-        # phase 1: shared features, one task per (theory set, time block[, symbol group]); on workers,
-        # phase 3 overlaps it (`_Schedule`)
+        # phase 1: shared features, one task per (theory set, time block[, symbol group])
         t1 = time.perf_counter()
         sets: dict[str, VariantSpec] = {}
         for spec in selected:
@@ -996,54 +805,49 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
         guard_violations, guard_examples = 0, []
         bars.start("features", len(sets) * len(universe) * len(times))
         tasks = [task for spec in sets.values() for task in _features_tasks(plan, spec, workers)]
+        results = (_map(pool, _features_in_worker, [(plan, *task) for task in tasks]) if pool else
+                   [_features_task(plan, *task, sink) for task in tasks])
+        for computed, _seconds, violations, examples in results:
+            manifest.features.computed += computed
+            guard_violations += violations
+            guard_examples += examples
+        bars.close()
+        manifest.features.cached = _cached(plan, keys)
+        # what the run needs and did not compute itself came from the cache (an earlier run's work)
+        manifest.features.from_cache = max(manifest.features.cached - manifest.features.computed, 0)
+        manifest.features.seconds = round(manifest.features.seconds + time.perf_counter() - t1, 3)
+        manifest.phases_s["features"] = round(time.perf_counter() - t1, 3)
+        save()
+
+        # phase 2: what it may cost
+        estimate, lines = estimate_cost(plan, selected, manifest, settings)
+        manifest.cost_estimate_usd = round(estimate, 6)
+        save()
+        if estimate > 0 and not yes:
+            message = "\n".join(lines) + f"\nEstimated LLM cost of this run: up to ${estimate:.2f}. Proceed?"
+            if not (confirm or _ask)(message):
+                raise CostNotConfirmed(f"not confirmed: the run could spend up to ${estimate:.2f} "
+                                       "(pass yes=True / --yes to run it)")
+
+        # phase 3: the replays (and the audit alongside them)
+        t3 = time.perf_counter()
+        bars.start("replay", sum(len(times) * len(universe) for _ in selected))
+        for spec in selected:
+            manifest.variant(spec.name).status = "running"
+        save()
         audit_spec = next((s for s in selected if not s.baseline), selected[0] if selected else None)
         audit_future: Future | None = None
         audit: LookaheadAudit | None = None
-        t3 = 0.0
-
-        def features_done(results: list) -> None:
-            nonlocal guard_violations, guard_examples, auditor, audit_future
-            for computed, _seconds, violations, examples in results:
-                manifest.features.computed += computed
-                guard_violations += violations
-                guard_examples += examples
-            bars.close("features")
-            manifest.features.cached = _cached(plan, keys)
-            # what the run needs and did not compute itself came from the cache (an earlier run's work)
-            manifest.features.from_cache = max(manifest.features.cached - manifest.features.computed, 0)
-            manifest.features.seconds = round(manifest.features.seconds + time.perf_counter() - t1, 3)
-            manifest.phases_s["features"] = round(time.perf_counter() - t1, 3)
-            save()
-            if pool is not None and audit_spec is not None and audit_samples > 0:
-                # the audit (which reads the cached snapshots) runs in this otherwise idle process while the
-                # workers replay: in a worker it would hold back the lockstep group queued behind it
-                auditor = ThreadPoolExecutor(max_workers=1)
-                audit_future = auditor.submit(_audit_in_thread, plan, audit_spec, audit_samples, audit_k_bars)
-
-        def replay_starts() -> None:
-            nonlocal t3
-            # phase 2: what it may cost (the estimate reads a snapshot of the first decision time)
-            estimate, lines = estimate_cost(plan, selected, manifest, settings)
-            manifest.cost_estimate_usd = round(estimate, 6)
-            save()
-            if estimate > 0 and not yes:
-                message = "\n".join(lines) + f"\nEstimated LLM cost of this run: up to ${estimate:.2f}. Proceed?"
-                if not (confirm or _ask)(message):
-                    raise CostNotConfirmed(f"not confirmed: the run could spend up to ${estimate:.2f} "
-                                           "(pass yes=True / --yes to run it)")
-            # phase 3: the replays (and the audit alongside them)
-            t3 = time.perf_counter()
-            bars.start("replay", sum(len(times) * len(universe) for _ in selected))
-            for spec in selected:
-                manifest.variant(spec.name).status = "running"
-            save()
-
-        if pool is None:  # one process: the phases one after the other, the variants in one lockstep group
-            features_done([_features_task(plan, *task, sink) for task in tasks])
-            replay_starts()
-            outcomes = replay_variants(plan, selected, sink, semaphore, stop_after)
-        else:
-            outcomes = _Schedule(pool, plan, tasks, selected, workers, stop_after, features_done, replay_starts).run()
+        if pool is not None and audit_spec is not None and audit_samples > 0:
+            # the audit runs in this (otherwise idle) process while the workers replay: in a worker it
+            # would hold back the whole lockstep group queued behind it
+            auditor = ThreadPoolExecutor(max_workers=1)
+            audit_future = auditor.submit(_audit_in_thread, plan, audit_spec, audit_samples, audit_k_bars)
+        # each worker replays its group of variants in lockstep (one process: all of them)
+        outcomes = ([out for group in _map(pool, _replay_in_worker, [(plan, group, stop_after) for group in
+                                                                      lockstep_groups(plan, selected, workers)],
+                                           unordered=True) for out in group]
+                    if pool else replay_variants(plan, selected, sink, semaphore, stop_after))
         if drain is not None:  # every progress message in, before the outcomes set the final counts
             stop_drain.set()
             drain.join(timeout=10)
@@ -1208,9 +1012,18 @@ def _features_in_worker(plan: Plan, spec: VariantSpec, symbols: Sequence[str],
     return _features_task(plan, spec, symbols, times, _WORKER.get("sink"))
 
 
-def _replay_in_worker(plan: Plan, specs: Sequence[VariantSpec], stop_after: int | None,
-                      times: Sequence[int] | None = None) -> list[VariantOutcome]:
-    return replay_variants(plan, specs, _WORKER.get("sink"), _WORKER.get("semaphore"), stop_after, times)
+def _replay_in_worker(plan: Plan, specs: Sequence[VariantSpec], stop_after: int | None) -> list[VariantOutcome]:
+    return replay_variants(plan, specs, _WORKER.get("sink"), _WORKER.get("semaphore"), stop_after)
+
+
+def _map(pool: ProcessPoolExecutor | None, fn: Callable, arg_tuples: Sequence[tuple], unordered: bool = False) -> list:
+    """Run fn over the argument tuples: in the pool's processes, or here one after the other."""
+    if pool is None:
+        return [fn(*args) for args in arg_tuples]
+    futures = [pool.submit(fn, *args) for args in arg_tuples]
+    if unordered:
+        return [f.result() for f in as_completed(futures)]
+    return [f.result() for f in futures]
 
 
 def _ask(message: str) -> bool:

@@ -535,8 +535,8 @@ def test_a_group_cuts_each_symbol_once_per_decision_time_and_keeps_no_error():
     assert asked.count(("BAD/USDT", t)) == 2 and cuts.funding_rates() == {}
 
 
-def _process_tree(root: int) -> dict[int, int]:
-    """The pids below `root` now (children, grandchildren...) and their parents', read from /proc."""
+def _process_tree(root: int) -> set[int]:
+    """The pids below `root` now (children, grandchildren...), read from /proc."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -548,7 +548,7 @@ def _process_tree(root: int) -> dict[int, int]:
     while frontier:
         frontier = {pid for pid, parent in parents.items() if parent in frontier} - below
         below |= frontier
-    return {pid: parents[pid] for pid in below}
+    return below
 
 
 def _running(pid: int) -> bool:
@@ -578,30 +578,25 @@ def test_killing_a_run_stops_its_worker_processes_and_the_resumed_run_ends_as_an
         proc = subprocess.Popen([sys.executable, "-c", script, str(slow_config), str(runs), cache], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         store = runs / "killed" / "variants" / "qwen" / "store.sqlite"
-        deadline = time.monotonic() + 300  # generous: the run's start is slow on a loaded machine
+        deadline = time.monotonic() + 60
         try:
             while time.monotonic() < deadline and proc.poll() is None and len(slow.requests) < 2:
                 time.sleep(0.05)
             assert proc.poll() is None, "the run finished before it could be killed"
-            assert len(slow.requests) >= 2, "the run did not get to its replay in time"
-            tree = _process_tree(proc.pid)
-            # the workers are the forkserver's children; the run's own children are the forkserver and
-            # multiprocessing's resource tracker, which write nothing and end once the workers have
-            workers = [pid for pid, parent in tree.items() if parent != proc.pid]
-            assert workers
+            workers = _process_tree(proc.pid)
+            assert len(workers) >= 3  # the forkserver and two workers
             os.kill(proc.pid, sig)
             code = proc.wait(timeout=30)
         finally:
             if proc.poll() is None:
                 proc.kill()
-        for processes, seconds in ((workers, 5), (list(tree), 60)):  # the helpers take seconds on a loaded machine
-            gone_by = time.monotonic() + seconds
-            while time.monotonic() < gone_by and any(_running(pid) for pid in processes):
-                time.sleep(0.05)
-            left = [pid for pid in processes if _running(pid)]
-            for pid in left:
-                os.kill(pid, signal.SIGKILL)
-            assert not left, f"processes of the run still running after its process died: {left}"
+        gone_by = time.monotonic() + 5
+        while time.monotonic() < gone_by and any(_running(pid) for pid in workers):
+            time.sleep(0.05)
+        left = [pid for pid in workers if _running(pid)]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert not left, f"worker processes still running after the run's process died: {left}"
         asked = len(slow.requests)
         time.sleep(1.0)
         assert len(slow.requests) == asked  # nothing replays on behind the dead run
@@ -618,67 +613,3 @@ def test_killing_a_run_stops_its_worker_processes_and_the_resumed_run_ends_as_an
     assert done.status == "completed"
     resumed = {"decision_llm_calls": {"latency_ms", "id", "record_id", "cache_hit", "cost_usd"}}
     assert dump_run(runs / "killed", volatile=resumed) == dump_run(folder / "runs" / "first", SOME, volatile=resumed)
-
-
-def _scheduled(first_run, monkeypatch, computed: int):
-    """The overlapped schedule of 6 time blocks on 2 workers with fake tasks: the order its tasks ran in."""
-    from concurrent.futures import ThreadPoolExecutor
-    from threading import Lock
-
-    import evals.replay as replay_mod
-    from evals.replay import VariantOutcome, _Schedule
-
-    config, folder, m, _ = first_run
-    c = load_variants(config)
-    times = tuple(c.decision_times())
-    plan = Plan(str(folder / "runs" / "first"), c, m.universe, times)
-    specs = list(c.variants)
-    features = [(specs[0], list(m.universe), [t]) for t in times]  # a block a time, one features task each
-    log, lock = [], Lock()
-
-    def features_task(plan, spec, symbols, ts):
-        with lock:
-            log.append(("features", ts[0], "start"))
-        time.sleep(0.05)
-        with lock:
-            log.append(("features", ts[0], "end"))
-        return computed, 0.05, 0, []
-
-    def replay_task(plan, group, stop_after, ts):
-        with lock:
-            log.append(("replay", ts[0], tuple(s.name for s in group)))
-        time.sleep(0.02)
-        return [VariantOutcome(name=s.name, status="completed" if ts[-1] == times[-1] else "running",
-                               cycles_done=times.index(ts[-1]) + 1, cycles_run=len(ts)) for s in group]
-
-    monkeypatch.setattr(replay_mod, "_features_in_worker", features_task)
-    monkeypatch.setattr(replay_mod, "_replay_in_worker", replay_task)
-    calls = []
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        outcomes = _Schedule(pool, plan, features, specs, 2, None, lambda results: calls.append(len(results)),
-                             lambda: calls.append("replay")).run()
-    assert calls.count("replay") == 1 and calls.count(len(times)) == 1
-    assert [(o.name, o.status, o.cycles_done) for o in outcomes] == [(s.name, "completed", len(times)) for s in specs]
-    return times, specs, log
-
-
-def test_the_replay_of_a_block_follows_its_features_while_later_features_are_computed(first_run, monkeypatch):
-    times, specs, log = _scheduled(first_run, monkeypatch, computed=5)
-    names = tuple(sorted(s.name for s in specs))
-    replays = [(i, t, group) for i, (kind, t, group) in enumerate(log) if kind == "replay"]
-    for i, t, _group in replays:  # a block's replay starts once its features are in the cache
-        assert log.index(("features", t, "end")) < i
-    # every variant replays every block once, in time order
-    for name in names:
-        assert [t for _i, t, group in replays if name in group] == list(times)
-    # the replay overlaps the features computation, as one lockstep group of every variant; once no features
-    # task is left to start, the group splits so that both workers replay
-    last_features_start = log.index(("features", times[-1], "start"))
-    assert replays[0][0] < last_features_start
-    assert all(tuple(sorted(group)) == names for i, _t, group in replays if i < last_features_start)
-    assert any(len(group) < len(names) for _i, _t, group in replays)
-
-
-def test_on_a_warm_cache_the_replay_starts_with_a_group_per_worker(first_run, monkeypatch):
-    _times, _specs, log = _scheduled(first_run, monkeypatch, computed=0)
-    assert all(len(group) == 1 for kind, _t, group in log if kind == "replay")  # two variants: one each
