@@ -293,7 +293,7 @@ def data_problem(candles: Candles, decision_ms: int, policy: DataPolicy, window:
     return None
 
 
-def regime_view(snapshot: FeatureSnapshot, candles: Candles | None = None) -> RegimeView | None:
+def regime_view(snapshot: FeatureSnapshot) -> RegimeView | None:
     """The gate's view of the regime: the regime theory's name, and for a breakout which way it left."""
     result = snapshot.theories.get("regime")
     name = getattr(result, "regime", None)
@@ -327,7 +327,7 @@ def _data_problem(candles: Same, decision_ms: int, policy: DataPolicy, window: i
 @functools.lru_cache(maxsize=64)
 def _snapshot_view(snapshot: Same) -> tuple[RegimeView | None, str]:
     """`regime_view` and `highlights` of one snapshot."""
-    return regime_view(snapshot.obj, None), highlights(snapshot.obj)
+    return regime_view(snapshot.obj), highlights(snapshot.obj)
 
 
 def record_answer(store: Store, run: str, broker: Broker, report: SyncReport, now_ms: int) -> None:
