@@ -146,7 +146,7 @@ def _shown(
     prompt): remembered for the few snapshots of the current decision time, rendered once. The
     snapshot is matched by identity and held by the key, so its id cannot be reused while the entry
     lives. `negative_zeros` (the places of the outcomes that are -0.0) tells apart outcomes that are
-equal but render differently: 0.0 and -0.0 are the only equal floats whose text differs.
+    equal but render differently: 0.0 and -0.0 are the only equal floats whose text differs.
     """
     snap = snapshot.obj
     prompt = render(template, snap, rules, positions, outcomes, anonymise=anonymise)
