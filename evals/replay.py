@@ -32,10 +32,12 @@ the run folder (layout: contracts section 2) and runs four phases:
 4. Baselines and audit: buy-and-hold curves (`baselines/<name>.json`, evals.baselines) and the
    lookahead audit (evals.lookahead), whose verdict goes into the manifest.
 
-Resuming: cycles completed in a variant's store are skipped without being touched; each cycle is
-one store transaction (`Store.batch`), so a cycle interrupted half way left nothing and is redone
-whole (a half cycle in a store written otherwise is resumed by `run_cycle` itself: deterministic
-ids, nothing is decided or ordered twice); features already cached are not recomputed. The
+Resuming: cycles completed in a variant's store are skipped without being touched; the store is
+written in transactions of whole cycles (`Store.batch`: one cycle for a model variant, up to
+`RULE_CYCLES_PER_COMMIT` for a rule variant), so a cycle interrupted half way left nothing and is
+redone whole, with the uncommitted cycles before it (a half cycle in a store written otherwise is
+resumed by `run_cycle` itself: deterministic ids, nothing is decided or ordered twice); features
+already cached are not recomputed. The
 manifest (`manifest.json`) tracks progress and is rewritten atomically. A SIGTERM (or Ctrl-C) ends
 the run as `interrupted`; the worker processes end with the run's process however it ends, even
 killed (`_exit_with_the_run`), so nothing writes on behind it.
@@ -256,9 +258,11 @@ def _features_task(plan: Plan, spec: VariantSpec, symbols: Sequence[str], times:
 
 
 # Phase 1's time blocks aim at this many per worker: enough to balance the workers (blocks differ in
-# cost: refits, symbols listed late) and keep the progress bar moving, few enough that each block
-# still spans several refit periods (a 1-year run with weekly refits: 8 blocks of 6-7 weeks).
-BLOCKS_PER_WORKER = 4
+# cost: refits, symbols listed late; the last block a worker takes leaves the other cores idle once
+# it is alone) and keep the progress bar moving, few enough that each block still spans several
+# refit periods (a 1-year run with weekly refits: 18 blocks of about 3 weeks, ~25 s of CPU each;
+# with 4 per worker, 8 blocks of 7 weeks left one core idle for 30-40 s at the end of the phase).
+BLOCKS_PER_WORKER = 8
 
 
 def _features_tasks(plan: Plan, spec: VariantSpec, workers: int) -> list[tuple[VariantSpec, list[str], list[int]]]:
@@ -320,12 +324,28 @@ class _CutsAtTime:
         return get() if get is not None else {}
 
 
+# A rule variant's cycles per store transaction (see `_VariantReplay`): measured on a 30-day warm replay,
+# 24 took ~8% off the replay's time against 1; a crash or an interruption redoes at most this many cycles.
+RULE_CYCLES_PER_COMMIT = 24
+
+
 class _VariantReplay:
     """One variant inside a lockstep group: its own store, broker, gate, synthesiser and guard; its outcome.
 
     `step(t)` runs its cycle at t (nothing if that cycle is completed, or the variant has stopped).
     A failure, in the set-up or in a cycle, ends this variant only: it is recorded in the outcome
     and the variant's resources are closed; the others go on.
+
+    Store transactions: a model variant commits each cycle (`Store.batch`): its cycles are slow
+    (model calls), so a commit costs nothing next to them, and an interruption loses at most the
+    cycle in progress. A rule variant (the heuristic, a seed strategy: no model) commits every
+    `RULE_CYCLES_PER_COMMIT` cycles: its cycle costs ~10-15 ms of CPU, of which a commit was ~1.5
+    ms, and one transaction over several cycles also writes each shared page (the indexes' last
+    leaves, the state rows) once instead of once per cycle. Its outcome counts a cycle as done only
+    once committed; a cycle that raises rolls the whole open transaction back (the cycles since the
+    last commit) and the variant fails; an interruption loses the open transaction. Either way
+    a resumed run redoes those cycles whole from the store, as first attempts (the ids are derived,
+    and a rule variant spends nothing), so the stores end as an uninterrupted run's.
     """
 
     def __init__(self, plan: Plan, spec: VariantSpec, report: _Reporter, semaphore: Any, stop_after: int | None,
@@ -338,6 +358,9 @@ class _VariantReplay:
         self.source: Any = None
         self.running = self.closed = False
         self.ran = 0
+        self.cycles_per_commit = 1
+        self.batch: Any = None  # the store transaction open across this variant's cycles (a rule variant)
+        self.uncommitted = self.uncommitted_decisions = 0  # cycles run in it, and their decisions
         started = time.perf_counter()
         try:
             self._set_up(semaphore, cuts, sources, features)
@@ -353,6 +376,7 @@ class _VariantReplay:
         settings = _settings(config)
         run_dir = Path(plan.run_dir)
         provider = make_provider(spec.provider, settings.llm)
+        self.cycles_per_commit = 1 if provider.is_llm else RULE_CYCLES_PER_COMMIT
         if provider.is_llm and not getattr(provider, "is_replay", False) and semaphore is not None:
             provider = BoundedProvider(provider, semaphore)
         template = PromptTemplate.load(spec.prompt)
@@ -398,21 +422,52 @@ class _VariantReplay:
             if self.records is not None:
                 self.synth.budget.spent_today_usd = (self.product_spend
                                                      + self.records.spent_since(utc_day_start(_wall_ms())))
-            # the cycle is the replay's unit of resumption: one store transaction (see `Store.batch`). A
-            # cycle that raises leaves nothing in the store, and the variant fails: its broker (which
-            # moved during the cycle) is dropped with it, and a resumed run reloads it from the store
-            with self.store.batch():
-                result = run_cycle(t, self.deps)
-            self.out.cycles_done += 1
-            self.out.decisions_done += len(result.results)
-            self.report("replay", self.spec.name, 1, len(result.results))
+            # the replay's unit of resumption is a store transaction of whole cycles (see the class): a
+            # cycle that raises leaves nothing of the open transaction in the store, and the variant fails;
+            # its broker (which moved during those cycles) is dropped with it, and a resumed run reloads
+            # it from the store
+            if self.batch is None:
+                self.batch = self.store.batch()
+                self.batch.__enter__()
+            result = run_cycle(t, self.deps)
+            self.uncommitted += 1
+            self.uncommitted_decisions += len(result.results)
             self.ran += 1
-            if self.stop_after is not None and self.ran >= self.stop_after:
+            stopping = self.stop_after is not None and self.ran >= self.stop_after
+            if self.uncommitted >= self.cycles_per_commit or stopping:
+                self._commit()
+            if stopping:
                 self.finish()
-        except Exception as exc:
+        except BaseException as exc:
+            self._roll_back(exc)
+            if not isinstance(exc, Exception):
+                raise
             self._fail(exc)
         finally:
             self.out.seconds += time.perf_counter() - started
+
+    def _commit(self) -> None:
+        """End the open transaction: its cycles are stored, and counted as done (raises if the commit fails)."""
+        batch, self.batch = self.batch, None
+        cycles, decisions = self.uncommitted, self.uncommitted_decisions
+        self.uncommitted = self.uncommitted_decisions = 0
+        if batch is not None:
+            batch.__exit__(None, None, None)
+            self.out.cycles_done += cycles
+            self.out.decisions_done += decisions
+            self.report("replay", self.spec.name, cycles, decisions)  # the progress shown is what is stored
+
+    def _roll_back(self, exc: BaseException) -> None:
+        """Undo the open transaction (all of its cycles) after `exc`, which the caller goes on to handle."""
+        batch, self.batch = self.batch, None
+        self.uncommitted = self.uncommitted_decisions = 0
+        if batch is not None:
+            try:
+                batch.__exit__(type(exc), exc, exc.__traceback__)  # rolls back; `exc` is the caller's to raise
+            except BaseException as other:
+                if other is not exc:
+                    log.warning("variant %s: rolling its open cycles back failed too (%s: %s)", self.spec.name,
+                                type(other).__name__, other)
 
     def _fail(self, exc: Exception) -> None:
         if isinstance(exc, ReplayMissError):
@@ -426,6 +481,12 @@ class _VariantReplay:
         """Stop this variant (once), close its resources and return its outcome."""
         if not self.closed:
             self.running, self.closed = False, True
+            if self.batch is not None:  # whole cycles only: a cycle that raised has rolled its transaction back
+                try:
+                    self._commit()
+                except Exception as exc:
+                    log.exception("variant %s: committing its last cycles failed", self.spec.name, exc_info=exc)
+                    self.out.status, self.out.error = "failed", f"{type(exc).__name__}: {exc}"
             if self.out.status != "failed":
                 self.out.status = "completed" if self.out.cycles_done >= len(self.plan.times) else "running"
             if self.source is not None:
@@ -631,7 +692,7 @@ class _Progress:
                             file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
 
     def handle(self, message: tuple) -> None:
-        """("features", n) | ("replay-start", variant, cycles done, decisions done) | ("replay", variant, 1, n)."""
+        """("features", n) | ("replay-start", variant, cycles done, decisions done) | ("replay", variant, cycles, n)."""
         kind = message[0]
         if kind == "features":
             step = message[1]
@@ -891,6 +952,9 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
             lifeline_end.close()
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             manifest.status = "interrupted"
+            for v in manifest.variants:  # their counts are what their stores hold (reported at each commit)
+                if v.status == "running":
+                    v.status = "interrupted"
             save()
         raise
     finally:

@@ -355,7 +355,8 @@ def load_variants(path: str | Path) -> EvalConfig:
 
 # --- the manifest --------------------------------------------------------------------------------------
 
-VariantStatus = Literal["pending", "running", "completed", "failed"]
+# interrupted: the run was ended (SIGTERM or Ctrl-C) while this variant was replaying; a resumed run goes on
+VariantStatus = Literal["pending", "running", "completed", "failed", "interrupted"]
 
 
 class DataFile(BaseModel):

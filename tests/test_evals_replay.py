@@ -485,6 +485,64 @@ def test_a_cycle_failing_half_way_leaves_no_row_of_itself_and_the_resumed_run_re
                                                                               volatile=resumed)
 
 
+def test_a_rule_variant_commits_whole_cycles_in_transactions_and_a_failure_undoes_only_the_open_one(
+        first_run, tmp_path, monkeypatch):
+    # a rule variant (no model) writes RULE_CYCLES_PER_COMMIT cycles per store transaction: a cycle failing
+    # half way takes the open transaction's earlier cycles with it, never a committed one; the variant's
+    # counts are its committed cycles, and the resumed run redoes the rest as first attempts
+    config, folder, _m, _ = first_run
+    import evals.replay as replay_mod
+
+    monkeypatch.setattr(replay_mod, "RULE_CYCLES_PER_COMMIT", 4)
+    times = load_variants(config).decision_times()
+    lost = [cycle_id_for("heur-small", t) for t in times[4:]]
+    real = Store.record_decision
+
+    def failing(self, rows, states, cycle_id, now_ms):
+        if cycle_id == lost[1]:
+            raise RuntimeError("planted failure")
+        return real(self, rows, states, cycle_id, now_ms)
+
+    with monkeypatch.context() as m:
+        m.setattr(Store, "record_decision", failing)
+        got = run_evals(config, tmp_path / "runs", run_id="batched", workers=1, progress=False, audit_samples=0,
+                        only=["heur-small"])
+    heur = got.variant("heur-small")
+    assert heur.status == "failed" and "planted failure" in heur.error
+    assert (heur.cycles_done, heur.decisions_done) == (4, 4 * SYMBOLS)  # the first transaction's cycles only
+    store = tmp_path / "runs" / "batched" / "variants" / "heur-small" / "store.sqlite"
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT COUNT(*) FROM cycles WHERE status = 'completed'").fetchone()[0] == 4
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+            if "cycle_id" in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+                found = db.execute(f"SELECT COUNT(*) FROM {table} WHERE cycle_id IN (?, ?)", lost).fetchone()
+                assert found[0] == 0, table  # cycle 5 had succeeded, but its transaction was still open
+    done = run_evals(config, tmp_path / "runs", run_id="batched", workers=1, progress=False, audit_samples=0,
+                     only=["heur-small"])
+    assert done.status == "completed" and done.variant("heur-small").cycles_done == CYCLES
+    assert dump_run(tmp_path / "runs" / "batched") == dump_run(folder / "runs" / "first", ["heur-small"])
+
+
+def test_a_rule_variants_transactions_hold_several_cycles_and_a_models_one(first_run, tmp_path, monkeypatch):
+    config, _folder, _m, _ = first_run
+    import evals.replay as replay_mod
+
+    monkeypatch.setattr(replay_mod, "RULE_CYCLES_PER_COMMIT", 4)
+    commits: dict[str, int] = {}
+    real = replay_mod._VariantReplay._commit
+
+    def counted(self):
+        if self.batch is not None:
+            commits[self.spec.name] = commits.get(self.spec.name, 0) + 1
+        return real(self)
+
+    monkeypatch.setattr(replay_mod._VariantReplay, "_commit", counted)
+    got = run_evals(config, tmp_path / "runs", run_id="commits", workers=1, progress=False, audit_samples=0,
+                    only=SOME)
+    assert got.status == "completed"
+    assert commits == {"qwen": CYCLES, "heur-small": 2}  # 6 cycles: 4 + 2
+
+
 def test_the_variants_are_split_over_the_workers_in_balanced_groups_of_a_theory_set_each_where_possible(first_run):
     from evals.replay import lockstep_groups
     from evals.variants import VariantSpec
@@ -604,6 +662,13 @@ def test_killing_a_run_stops_its_worker_processes_and_the_resumed_run_ends_as_an
     if sig == signal.SIGTERM:
         assert code == 128 + signal.SIGTERM, proc.stderr.read().decode()[-2000:]
         assert manifest["status"] == "interrupted"
+        variants = {v["name"]: v for v in manifest["variants"]}
+        assert variants["qwen"]["status"] == "interrupted"  # it was replaying: not left "running"
+        assert "running" not in {v["status"] for v in variants.values()}  # the others: completed or never started
+        for name, v in ((n, variants[n]) for n in ("qwen", "heur-small")):  # counted when committed: never more
+            with sqlite3.connect(runs / "killed" / "variants" / name / "store.sqlite") as db:
+                stored = db.execute("SELECT COUNT(*) FROM cycles WHERE status='completed'").fetchone()[0]
+            assert v["cycles_done"] <= stored, name  # than the store holds
     else:
         assert manifest["status"] == "running"  # a SIGKILL leaves no chance to say more
     with sqlite3.connect(store) as db:
