@@ -232,30 +232,39 @@ def test_an_interrupted_run_resumes_without_duplicates_and_ends_as_an_uninterrup
 def test_a_run_killed_mid_way_resumes_without_duplicates(first_run, tmp_path):
     config, folder, _m, _ = first_run
     runs = tmp_path / "runs"
-    script = ("import sys; from evals.replay import run_evals; "
-              "run_evals(sys.argv[1], sys.argv[2], run_id='killed', workers=1, progress=False, audit_samples=0, "
-              "only=['qwen'])")
-    proc = subprocess.Popen([sys.executable, "-c", script, str(config), str(runs)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    store = runs / "killed" / "variants" / "qwen" / "store.sqlite"
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if store.exists():
-                try:
-                    with sqlite3.connect(store, timeout=1) as db:
-                        if db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] >= 3:
-                            break
-                except sqlite3.OperationalError:
-                    pass
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=10)
+    # a slow model (0.4 s a reply): the 8 decisions left after the third take seconds, so the kill lands
+    # mid-way however fast the machine is (with a quick model the run could end between the look and the kill)
+    with serve("/api/chat") as slow:
+        slow.push(*[slow_long_reply] * 100)
+        slow_config = write_config(tmp_path / "cfg", config.read_text(encoding="utf-8"),
+                                   f'[llm.ollama]\nhost = "{slow.url}"\n')
+        script = ("import sys; from evals.replay import run_evals; "
+                  "run_evals(sys.argv[1], sys.argv[2], run_id='killed', workers=1, progress=False, audit_samples=0, "
+                  "only=['qwen'], features_cache=sys.argv[3])")
+        cache = str(folder / "data" / "evals" / "features.sqlite")  # the first run's: phase 1 reads it
+        proc = subprocess.Popen([sys.executable, "-c", script, str(slow_config), str(runs), cache], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        store = runs / "killed" / "variants" / "qwen" / "store.sqlite"
+        deadline = time.monotonic() + 240  # generous: a loaded CI machine starts the run's process slowly
+        decided = 0
+        try:
+            while time.monotonic() < deadline and proc.poll() is None and decided < 3:
+                if store.exists():
+                    try:
+                        with sqlite3.connect(store, timeout=1) as db:
+                            decided = db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+                    except sqlite3.OperationalError:
+                        pass
+                time.sleep(0.05)
+            assert proc.poll() is None, "the run finished before it could be killed"
+            assert decided >= 3, "the run stored no decision in time: nothing mid-way to kill"
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=10)
     manifest = json.loads((runs / "killed" / "manifest.json").read_text())
     assert manifest["status"] == "running"
-    done = run_evals(config, runs, run_id="killed", workers=1, progress=False, audit_samples=0, only=["qwen"])
+    done = run_evals(config, runs, run_id="killed", workers=1, progress=False, audit_samples=0, only=["qwen"],
+                     features_cache=cache)
     assert done.status == "completed"
     # A replay's cycle is one store transaction (Store.batch): the cycle killed half way left nothing, and
     # the resumed run redoes it whole, as a first attempt; every row is the one of an uninterrupted run.
