@@ -177,18 +177,26 @@ class FeatureSnapshot(BaseModel):
 
     @functools.cached_property
     def _prompt_text(self) -> str:
-        interval_h = self.quality.interval_ms / 3_600_000
-        when = f" at {iso(self.time)}" if self.time is not None else ""
-        lines = [
-            f"{self.symbol}{when}: last close {self.last_price:.6g}, {self.quality.candles} x "
-            f"{interval_h:g}h candles, gaps {self.quality.missing_candles}"
-            + (f", STALE by {self.quality.stale_bars} bars" if self.quality.stale_bars else "")
-        ]
+        # A `derived` copy holds its base's header fields and order flow (the same objects): when the base's text
+        # is at hand, its first line (header) and last line (order flow) are this text's too (~0.04 ms saved)
+        base = self.__dict__.get("_base")
+        shared = base.__dict__["_prompt_text"].split("\n") if base is not None and "_prompt_text" in base.__dict__ \
+            else None
+        if shared is not None:
+            lines = [shared[0]]
+        else:
+            interval_h = self.quality.interval_ms / 3_600_000
+            when = f" at {iso(self.time)}" if self.time is not None else ""
+            lines = [
+                f"{self.symbol}{when}: last close {self.last_price:.6g}, {self.quality.candles} x "
+                f"{interval_h:g}h candles, gaps {self.quality.missing_candles}"
+                + (f", STALE by {self.quality.stale_bars} bars" if self.quality.stale_bars else "")
+            ]
         lines += self._lines.values()
         for name, why in self.errors.items():
             lines.append(f"{name}: unavailable ({why})")
         if self.orderflow is not None:
-            lines.append(f"orderflow: {self.orderflow.summary()}")
+            lines.append(shared[-1] if shared is not None else f"orderflow: {self.orderflow.summary()}")
         return "\n".join(lines)
 
     def anonymised_copy(self) -> FeatureSnapshot:
