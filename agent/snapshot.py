@@ -18,7 +18,8 @@ import time as _time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, TypeAdapter, model_validator
+from typing_extensions import TypedDict
 
 from agent.webhook.theory import THEORY_NAME as TRADINGVIEW
 from agent.webhook.theory import TradingViewResult
@@ -113,7 +114,11 @@ class FeatureSnapshot(BaseModel):
 
     @classmethod
     def from_cache(cls, text: str, prompt_text: str | None = None) -> FeatureSnapshot:
-        """Parse a snapshot's JSON (`model_validate_json`) as the features cache stored it, with its prompt text.
+        """Parse a snapshot's JSON as the features cache stored it, with its prompt text.
+
+        The JSON is validated in one pydantic-core call typed by the last parsed snapshot's theory
+        names (`_fast_parse`), kept only if it dumps back to the same text; otherwise, and for the
+        first snapshot, by `model_validate_json`.
 
         The JSON is this snapshot's own `model_dump_json()` (the cache stores exactly that, and the
         dump of a parsed dump is the same text: a test checks it on real data), so it becomes the
@@ -122,7 +127,10 @@ class FeatureSnapshot(BaseModel):
         match this snapshot's theories, errors and order flow (a foreign writer): then it is dropped
         and the text is rendered when asked, never guessed.
         """
-        snapshot = cls.model_validate_json(text)
+        snapshot = _fast_parse(text)
+        if snapshot is None:
+            snapshot = cls.model_validate_json(text)
+            _last_names[:] = [tuple(snapshot.theories)]
         snapshot.__dict__["_json"] = text
         if prompt_text is not None:
             lines = prompt_text.split("\n")
@@ -169,18 +177,26 @@ class FeatureSnapshot(BaseModel):
 
     @functools.cached_property
     def _prompt_text(self) -> str:
-        interval_h = self.quality.interval_ms / 3_600_000
-        when = f" at {iso(self.time)}" if self.time is not None else ""
-        lines = [
-            f"{self.symbol}{when}: last close {self.last_price:.6g}, {self.quality.candles} x "
-            f"{interval_h:g}h candles, gaps {self.quality.missing_candles}"
-            + (f", STALE by {self.quality.stale_bars} bars" if self.quality.stale_bars else "")
-        ]
+        # A `derived` copy holds its base's header fields and order flow (the same objects): when the base's text
+        # is at hand, its first line (header) and last line (order flow) are this text's too (~0.04 ms saved)
+        base = self.__dict__.get("_base")
+        shared = base.__dict__["_prompt_text"].split("\n") if base is not None and "_prompt_text" in base.__dict__ \
+            else None
+        if shared is not None:
+            lines = [shared[0]]
+        else:
+            interval_h = self.quality.interval_ms / 3_600_000
+            when = f" at {iso(self.time)}" if self.time is not None else ""
+            lines = [
+                f"{self.symbol}{when}: last close {self.last_price:.6g}, {self.quality.candles} x "
+                f"{interval_h:g}h candles, gaps {self.quality.missing_candles}"
+                + (f", STALE by {self.quality.stale_bars} bars" if self.quality.stale_bars else "")
+            ]
         lines += self._lines.values()
         for name, why in self.errors.items():
             lines.append(f"{name}: unavailable ({why})")
         if self.orderflow is not None:
-            lines.append(f"orderflow: {self.orderflow.summary()}")
+            lines.append(shared[-1] if shared is not None else f"orderflow: {self.orderflow.summary()}")
         return "\n".join(lines)
 
     def anonymised_copy(self) -> FeatureSnapshot:
@@ -204,6 +220,47 @@ class FeatureSnapshot(BaseModel):
             errors={name: scrub_identity(why, self.symbol) for name, why in self.errors.items()},
             orderflow=None if self.orderflow is None else _rebase(self.orderflow, price_factor, volume_factor),
         )
+
+
+# A snapshot's theory names in order -> a validator of a whole snapshot with exactly those theories, each
+# typed by its result model, so pydantic-core validates it in one call (`_typed_theories` calls each result
+# model from Python: ~0.4 ms a snapshot against ~0.2 ms). The names are the last parsed snapshot's.
+_parsers: dict[tuple[str, ...], TypeAdapter[Any]] = {}
+_last_names: list[tuple[str, ...]] = []
+
+
+def _parser(names: tuple[str, ...]) -> TypeAdapter[Any] | None:
+    if names not in _parsers:
+        types = {n: THEORIES[n].result if n in THEORIES else ATTACHED_RESULTS.get(n) for n in names}
+        if None in types.values():
+            return None
+        fields = {n: f.annotation for n, f in FeatureSnapshot.model_fields.items()}
+        fields["theories"] = TypedDict("Theories", types, total=False)  # type: ignore[operator]
+        shape = TypedDict("Snapshot", fields)  # type: ignore[operator]
+        shape.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
+        _parsers[names] = TypeAdapter(shape)
+    return _parsers[names]
+
+
+def _fast_parse(text: str) -> FeatureSnapshot | None:
+    """The snapshot of `text` validated in one call, or None (then `model_validate_json` decides).
+
+    Accepted only when the result dumps back to `text` exactly: a theory the validator does not
+    name, another order or any other difference falls back to the plain parse.
+    """
+    if not _last_names:
+        return None
+    parser = _parser(_last_names[0])
+    if parser is None:
+        return None
+    try:
+        data = parser.validate_json(text)
+    except ValueError:
+        return None
+    snapshot = FeatureSnapshot.model_construct(**data)
+    if BaseModel.model_dump_json(snapshot) != text:
+        return None
+    return snapshot
 
 
 # The instance-__dict__ keys FeatureSnapshot keeps beside its fields: its memos, and `derived`'s link.

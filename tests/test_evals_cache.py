@@ -157,6 +157,7 @@ def test_the_fingerprinted_code_covers_everything_a_snapshot_computation_runs():
         sys.setprofile(None)
     # what FeatureSnapshot.from_cache relies on, with every theory on: a parsed dump dumps and renders the same text
     assert parsed.model_dump_json() == text and parsed.to_prompt_text() == prompt
+    assert_fast_parse_is_the_plain_one(text)
     covered = [p for p in CODE_PATHS]
     outside = sorted(f for f in ran if not any(f == c or f.startswith(c + "/") for c in covered))
     assert not outside, f"add these to evals.features.CODE_PATHS: {outside}"
@@ -210,6 +211,51 @@ def test_the_prompt_text_stored_with_a_snapshot_is_byte_identical_to_a_fresh_ren
         for wrong in (prompt + "\nextra: line", prompt.replace("\n", " | ", 1), "x"):
             assert features_mod.FeatureSnapshot.from_cache(text, wrong).to_prompt_text() == prompt
         assert features_mod.FeatureSnapshot.from_cache(text).to_prompt_text() == prompt
+
+
+def assert_fast_parse_is_the_plain_one(text: str) -> None:
+    """`from_cache`'s one-call parse of `text` (primed with its own theory names) is the plain parse's snapshot."""
+    import agent.snapshot as snapshot_mod
+
+    plain = features_mod.FeatureSnapshot.model_validate_json(text)
+    snapshot_mod._last_names[:] = [tuple(plain.theories)]
+    fast = snapshot_mod._fast_parse(text)
+    assert fast is not None and fast == plain and fast.model_fields_set == plain.model_fields_set
+    assert list(fast.theories) == list(plain.theories) and fast.model_dump_json() == text
+    assert all(type(fast.theories[n]) is type(r) for n, r in plain.theories.items())
+    assert type(fast.quality) is type(plain.quality) and type(fast.orderflow) is type(plain.orderflow)
+
+
+def test_the_one_call_parse_equals_the_plain_parse_and_falls_back_on_anything_else(tmp_path):
+    import agent.snapshot as snapshot_mod
+
+    settings = small_settings()
+    key = cache_key(settings, code_fingerprint(), "d")
+    fill(tmp_path / "c.sqlite", key)
+    cache = FeatureCache(tmp_path / "c.sqlite")
+    try:
+        got = cache.get_range(key, TIMES[0], TIMES[-1] + 1, prompts=True)
+    finally:
+        cache.close()
+    for text, _prompt in got.values():
+        assert_fast_parse_is_the_plain_one(text)
+    text = next(iter(got.values()))[0]
+    plain = features_mod.FeatureSnapshot.model_validate_json(text)
+    names = list(plain.theories)
+    assert len(names) >= 2
+    # the theories in another order: the one-call parse (typed in the known order) refuses, from_cache parses plainly
+    snapshot_mod._last_names[:] = [tuple(names)]
+    swapped = plain.model_construct(**{**dict(plain), "theories": {n: plain.theories[n] for n in reversed(names)}})
+    swapped_text = swapped.model_dump_json()
+    assert snapshot_mod._fast_parse(swapped_text) is None
+    read = features_mod.FeatureSnapshot.from_cache(swapped_text)
+    assert list(read.theories) == names[::-1] and read.model_dump_json() == swapped_text
+    # a theory the known names do not hold: refused too
+    snapshot_mod._last_names[:] = [tuple(names[1:])]
+    assert snapshot_mod._fast_parse(text) is None
+    assert features_mod.FeatureSnapshot.from_cache(text) == plain
+    # after a plain parse the names are that snapshot's: the next parse takes the one-call path
+    assert snapshot_mod._last_names == [tuple(names)] and snapshot_mod._fast_parse(text) == plain
 
 
 def test_a_damaged_snapshot_is_a_miss_computed_again_never_a_wrong_hit(tmp_path, caplog):

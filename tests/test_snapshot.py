@@ -200,6 +200,9 @@ def test_a_derived_snapshot_renders_its_own_results_and_the_shared_ones_as_a_fre
         assert derived.to_prompt_text() == _fresh_text(derived)
         assert "bayes: " + own["bayes"].summary() in derived.to_prompt_text().splitlines()
         assert derived.model_dump_json() == BaseModel.model_dump_json(derived)
+        # its header and order-flow lines are the base text's when the base has one, rendered when not: the same
+        unrendered = shared.model_copy().derived({**shared.theories, **own}, dict(shared.errors))
+        assert unrendered.to_prompt_text() == derived.to_prompt_text() and derived.orderflow is not None
     # a result the derived snapshot replaces is rendered from the new result, not the shared line of its name
     other = build_snapshot("BTC/USDT", SAMPLE, AT, ["entropy"]).theories["entropy"]
     replaced = shared.derived({**shared.theories, "entropy": other}, dict(shared.errors))
