@@ -409,9 +409,9 @@ def test_the_variants_of_a_worker_parse_each_snapshot_once_and_each_gets_its_own
     data, cs, t, universe = _last_time_of(first_run)
     funding = data.funding_rates()
     parsed = []
-    real = features_mod.FeatureSnapshot.model_validate_json
-    monkeypatch.setattr(features_mod.FeatureSnapshot, "model_validate_json",
-                        lambda text: parsed.append(1) or real(text))
+    real = features_mod.FeatureSnapshot.from_cache
+    monkeypatch.setattr(features_mod.FeatureSnapshot, "from_cache",
+                        lambda text, prompt_text=None: parsed.append(1) or real(text, prompt_text))
     cache = FeatureCache(m.features.cache_path)
     try:
         source = CachedSnapshotSource(cache, cs, key=m.features.keys[m.variant("qwen").theory_fingerprint])
