@@ -17,9 +17,9 @@ hourly replay of 6 variants (the heuristic and five seed strategies) where the s
 once per (symbol, hour) and shared by the variants, and the rest of the cycle runs per variant,
 over `--workers` processes, with the default weekly refits and, for comparison, daily ones (the
 theories' `every_ms` / `refit_every_ms` / `fit_every_ms` set to a day in a variant's theory set; a
-fit costs the same whatever its schedule). Times are
-this process's CPU time by default (`--clock cpu`): the machine is shared, and wall time would
-charge other people's work to the replay. The last line is one JSON line with the figures.
+fit costs the same whatever its schedule). Times are this process's CPU time by default (`--clock
+cpu`): the machine is shared, and wall time would charge other people's work to the replay. BLAS
+runs one thread, as in an evals replay worker. The last line is one JSON line with the figures.
 
 `--dump FILE` writes every decision (outcome, signal, gate verdict, snapshot), fill and closed
 trade as JSON, to compare two versions of the code on the same replay (`--compare A B`).
@@ -296,7 +296,13 @@ def main() -> int:
         from datetime import UTC, datetime
 
         start_ms = int(datetime.strptime(args.start, "%Y-%m-%d").replace(tzinfo=UTC).timestamp() * 1000) - H
-    r = replay(args.data, args.days, start_ms, args.dump, args.profile, args.permissive, args.clock)
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS/OpenMP thread, as in each evals replay worker (`evals.replay._worker_init`): the
+    # projection assumes processes that each use one core, and the fits' small BLAS calls are far
+    # slower with threads fighting for a loaded machine's cores
+    with threadpool_limits(1):
+        r = replay(args.data, args.days, start_ms, args.dump, args.profile, args.permissive, args.clock)
     if r["profile"] is not None:
         pstats.Stats(r["profile"]).sort_stats("cumulative").print_stats(40)
     from theories.candles import iso
