@@ -4,6 +4,7 @@ later runs that read the machine's shared features cache (warm) writing exactly 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -229,42 +230,60 @@ def test_an_interrupted_run_resumes_without_duplicates_and_ends_as_an_uninterrup
     assert dump_run(tmp_path / "runs" / "cut") == dump_run(folder / "runs" / "first", SOME)
 
 
-def test_a_run_killed_mid_way_resumes_without_duplicates(first_run, tmp_path):
-    config, folder, _m, _ = first_run
+@contextlib.contextmanager
+def _run_on_a_slow_model(first_run, tmp_path, only: list[str], workers: int, replies: int, stderr=subprocess.DEVNULL):
+    """The run 'killed' of the variants `only`, started in a process of its own on a model taking 0.4 s a reply.
+
+    Phase 1 reads the first run's features cache. Yields the process, the model server and the runs folder;
+    kills the process on the way out if it still runs.
+    """
+    config = first_run[0]
     runs = tmp_path / "runs"
-    # a slow model (0.4 s a reply): the 8 decisions left after the third take seconds, so the kill lands
-    # mid-way however fast the machine is (with a quick model the run could end between the look and the kill)
     with serve("/api/chat") as slow:
-        slow.push(*[slow_long_reply] * 100)
+        slow.push(*[slow_long_reply] * replies)
         slow_config = write_config(tmp_path / "cfg", config.read_text(encoding="utf-8"),
                                    f'[llm.ollama]\nhost = "{slow.url}"\n')
         script = ("import sys; from evals.replay import run_evals; "
-                  "run_evals(sys.argv[1], sys.argv[2], run_id='killed', workers=1, progress=False, audit_samples=0, "
-                  "only=['qwen'], features_cache=sys.argv[3])")
-        cache = str(folder / "data" / "evals" / "features.sqlite")  # the first run's: phase 1 reads it
-        proc = subprocess.Popen([sys.executable, "-c", script, str(slow_config), str(runs), cache], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                  f"run_evals(sys.argv[1], sys.argv[2], run_id='killed', workers={workers}, progress=False, "
+                  f"audit_samples=0, only={only!r}, features_cache=sys.argv[3])")
+        proc = subprocess.Popen([sys.executable, "-c", script, str(slow_config), str(runs), _first_cache(first_run)],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            yield proc, slow, runs
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+
+
+def _first_cache(first_run) -> str:
+    """The first run's features cache."""
+    return str(first_run[1] / "data" / "evals" / "features.sqlite")
+
+
+def test_a_run_killed_mid_way_resumes_without_duplicates(first_run, tmp_path):
+    config, folder, _m, _ = first_run
+    # a slow model: the 8 decisions left after the third take seconds, so the kill lands mid-way however
+    # fast the machine is (with a quick model the run could end between the look and the kill)
+    with _run_on_a_slow_model(first_run, tmp_path, ["qwen"], workers=1, replies=100) as (proc, _slow, runs):
         store = runs / "killed" / "variants" / "qwen" / "store.sqlite"
         deadline = time.monotonic() + 240  # generous: a loaded CI machine starts the run's process slowly
         decided = 0
-        try:
-            while time.monotonic() < deadline and proc.poll() is None and decided < 3:
-                if store.exists():
-                    try:
-                        with sqlite3.connect(store, timeout=1) as db:
-                            decided = db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
-                    except sqlite3.OperationalError:
-                        pass
-                time.sleep(0.05)
-            assert proc.poll() is None, "the run finished before it could be killed"
-            assert decided >= 3, "the run stored no decision in time: nothing mid-way to kill"
-            os.kill(proc.pid, signal.SIGKILL)
-        finally:
-            proc.wait(timeout=10)
+        while time.monotonic() < deadline and proc.poll() is None and decided < 3:
+            if store.exists():
+                try:
+                    with sqlite3.connect(store, timeout=1) as db:
+                        decided = db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+                except sqlite3.OperationalError:
+                    pass
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        assert decided >= 3, "the run stored no decision in time: nothing mid-way to kill"
+        os.kill(proc.pid, signal.SIGKILL)
     manifest = json.loads((runs / "killed" / "manifest.json").read_text())
     assert manifest["status"] == "running"
     done = run_evals(config, runs, run_id="killed", workers=1, progress=False, audit_samples=0, only=["qwen"],
-                     features_cache=cache)
+                     features_cache=_first_cache(first_run))
     assert done.status == "completed"
     # A replay's cycle is one store transaction (Store.batch): the cycle killed half way left nothing, and
     # the resumed run redoes it whole, as a first attempt; every row is the one of an uninterrupted run.
@@ -633,30 +652,18 @@ def test_killing_a_run_stops_its_worker_processes_and_the_resumed_run_ends_as_an
     """The worker processes stop within seconds of the run's process dying, however it died (they used to go on
     replaying into the run's stores for minutes); a SIGTERM ends the run as interrupted; resuming completes it."""
     config, folder, _m, _ = first_run
-    runs = tmp_path / "runs"
-    with serve("/api/chat") as slow:  # a slow model keeps the workers busy in their replay when the kill comes
-        slow.push(*[slow_long_reply] * 1000)
-        text = config.read_text(encoding="utf-8")
-        slow_config = write_config(tmp_path / "cfg", text, f'[llm.ollama]\nhost = "{slow.url}"\n')
-        script = ("import sys; from evals.replay import run_evals; "
-                  "run_evals(sys.argv[1], sys.argv[2], run_id='killed', workers=2, progress=False, audit_samples=0, "
-                  "only=['qwen', 'heur-small'], features_cache=sys.argv[3])")
-        cache = str(folder / "data" / "evals" / "features.sqlite")  # the first run's: phase 1 reads it
-        proc = subprocess.Popen([sys.executable, "-c", script, str(slow_config), str(runs), cache], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # a slow model keeps the workers busy in their replay when the kill comes
+    with _run_on_a_slow_model(first_run, tmp_path, ["qwen", "heur-small"], workers=2, replies=1000,
+                              stderr=subprocess.PIPE) as (proc, slow, runs):
         store = runs / "killed" / "variants" / "qwen" / "store.sqlite"
         deadline = time.monotonic() + 60
-        try:
-            while time.monotonic() < deadline and proc.poll() is None and len(slow.requests) < 2:
-                time.sleep(0.05)
-            assert proc.poll() is None, "the run finished before it could be killed"
-            workers = _process_tree(proc.pid)
-            assert len(workers) >= 3  # the forkserver and two workers
-            os.kill(proc.pid, sig)
-            code = proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        while time.monotonic() < deadline and proc.poll() is None and len(slow.requests) < 2:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        workers = _process_tree(proc.pid)
+        assert len(workers) >= 3  # the forkserver and two workers
+        os.kill(proc.pid, sig)
+        code = proc.wait(timeout=30)
         gone_by = time.monotonic() + 5
         while time.monotonic() < gone_by and any(_running(pid) for pid in workers):
             time.sleep(0.05)
@@ -683,7 +690,7 @@ def test_killing_a_run_stops_its_worker_processes_and_the_resumed_run_ends_as_an
     with sqlite3.connect(store) as db:
         assert db.execute("SELECT COUNT(*) FROM cycles WHERE status='completed'").fetchone()[0] < CYCLES
     done = run_evals(config, runs, run_id="killed", workers=1, progress=False, audit_samples=0, only=SOME,
-                     features_cache=cache)
+                     features_cache=_first_cache(first_run))
     assert done.status == "completed"
     resumed = {"decision_llm_calls": {"latency_ms", "id", "record_id", "cache_hit", "cost_usd"}}
     assert dump_run(runs / "killed", volatile=resumed) == dump_run(folder / "runs" / "first", SOME, volatile=resumed)
