@@ -265,11 +265,7 @@ class EvalConfig(BaseModel):
     def risk_for(self, variant: VariantSpec) -> RiskConfig:
         """The product's RiskConfig, the run's overrides, the variant's overrides; sized with the paper taker fee."""
         merged = deep_merge(deep_merge(RiskConfig().model_dump(mode="json"), self.risk), variant.risk)
-        risk = RiskConfig.model_validate(merged)
-        if risk.sizing.fee_rate == 0:  # size with the fee the paper broker will charge (as `cycle` does)
-            risk = risk.model_copy(update={"sizing": risk.sizing.model_copy(
-                update={"fee_rate": self.paper_for(variant).taker_fee})})
-        return risk
+        return RiskConfig.model_validate(merged).sized_with_fee(self.paper_for(variant).taker_fee)
 
     def paper_for(self, variant: VariantSpec) -> PaperSettings:
         merged = {"initial_cash": self.initial_cash, **self.paper, **variant.paper}

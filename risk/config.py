@@ -166,3 +166,13 @@ class RiskConfig(_Frozen):
         if environ.get(KILL_SWITCH_ENV, "").strip().lower() in _TRUE:
             return self.model_copy(update={"kill_switch": True})
         return self
+
+    def sized_with_fee(self, taker_fee: float) -> RiskConfig:
+        """This config sizing with `taker_fee` when it sets no fee of its own (`sizing.fee_rate` 0).
+
+        The broker that fills the orders charges its taker fee whatever the config says: sizing
+        without it would put more than the risk budget at stake once the round trip is paid.
+        """
+        if self.sizing.fee_rate != 0:
+            return self
+        return self.model_copy(update={"sizing": self.sizing.model_copy(update={"fee_rate": taker_fee})})

@@ -158,6 +158,20 @@ def test_kill_switch_from_environment(value, on):
     assert RiskConfig(kill_switch=True).with_environment({KILL_SWITCH_ENV: "0"}).kill_switch  # env never unsets
 
 
+def test_a_config_without_a_fee_sizes_with_the_brokers_and_one_with_its_own_keeps_it():
+    base = RiskConfig()
+    assert base.sizing.fee_rate == 0
+    sized = base.sized_with_fee(0.001)
+    assert sized.sizing.fee_rate == 0.001 and base.sizing.fee_rate == 0  # a copy: the original is unchanged
+    assert sized.model_dump(exclude={"sizing"}) == base.model_dump(exclude={"sizing"})
+    own = RiskConfig.model_validate({"sizing": {"fee_rate": 0.0004}})
+    assert own.sized_with_fee(0.001).sizing.fee_rate == 0.0004
+    # fees shrink the quantity the same risk buys
+    approved = [RiskGate(c).evaluate(request()) for c in (base, sized)]
+    assert all(isinstance(d, Approved) for d in approved)
+    assert approved[1].quantity < approved[0].quantity
+
+
 # --- universe ------------------------------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ from agent.commands import UsageError
 from agent.commands.analyze import parse_time
 from agent.config import ConfigError, Settings, load_settings
 from agent.cycle import CycleDeps, CycleError, CycleResult, CycleSettings, FileMarketData, MarketData, run_cycle
+from agent.llm.base import Provider
 from agent.llm.budget import CostBudget, utc_day_start
 from agent.llm.prompt import PromptError, PromptTemplate
 from agent.llm.providers import SPEC_HELP, make_provider, max_output_tokens
@@ -113,6 +114,21 @@ def last_close(data: MarketData, symbols: list[str], at_ms: int = 2**62) -> int 
     return max(closes) if closes else None
 
 
+def synthesiser(settings: Settings, provider: Provider, template: PromptTemplate, records: CallRecords,
+                now_ms: int) -> Synthesiser:
+    """The synthesiser of a live cycle: the configured signal rules, price, repair and caching, and a
+    budget that counts what the records say was spent since `now_ms`'s UTC midnight."""
+    llm, budget = settings.llm, settings.budget
+    return Synthesiser(
+        provider=provider, template=template, rules=settings.signal,
+        price=settings.price_for(provider.name, provider.model),
+        budget=CostBudget(daily_usd=budget.daily_usd, per_cycle_usd=budget.per_cycle_usd,
+                          spent_today_usd=records.spent_since(utc_day_start(now_ms))),
+        records=records, anonymise=llm.anonymise, repair_retries=llm.repair_retries, cache=llm.cache,
+        max_output_tokens=max_output_tokens(provider, llm),
+    )
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     try:
         return load_settings(args.config)
@@ -164,23 +180,14 @@ def execute(
         raise UsageError("--manual and --live exclude each other: a person or the exchange executes, not both")
     if broker is None:
         broker = ManualBroker(paper.initial_cash) if manual else live_broker(args, settings)
-    risk = risk.with_environment(os.environ)  # SIGNAL_AGENT_KILL_SWITCH can only switch trading off
-    if risk.sizing.fee_rate == 0:  # size with the fee the paper broker will charge
-        risk = risk.model_copy(update={"sizing": risk.sizing.model_copy(update={"fee_rate": paper.taker_fee})})
+    # SIGNAL_AGENT_KILL_SWITCH can only switch trading off; sized with the fee the paper broker will charge
+    risk = risk.with_environment(os.environ).sized_with_fee(paper.taker_fee)
     try:
         store = Store(args.store or store_settings.resolved_url(settings.data_dir), echo=store_settings.echo)
     except StoreError as exc:
         raise UsageError(str(exc)) from None
     records = CallRecords(settings.records_path)
-    now = _wall_ms()
-    synth = Synthesiser(
-        provider=provider, template=template, rules=settings.signal,
-        price=settings.price_for(provider.name, provider.model),
-        budget=CostBudget(daily_usd=settings.budget.daily_usd, per_cycle_usd=settings.budget.per_cycle_usd,
-                          spent_today_usd=records.spent_since(utc_day_start(now))),
-        records=records, anonymise=llm.anonymise, repair_retries=llm.repair_retries, cache=llm.cache,
-        max_output_tokens=max_output_tokens(provider, llm),
-    )
+    synth = synthesiser(settings, provider, template, records, _wall_ms())
     telegram = getattr(settings, "telegram", None)
     alerts_on = telegram is not None and telegram.configured
     deps = CycleDeps(store=store, broker=broker or PaperBroker(paper), synthesiser=synth, gate=RiskGate(risk),

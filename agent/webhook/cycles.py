@@ -38,7 +38,7 @@ from sqlmodel import SQLModel
 
 from agent.brokers.base import Broker
 from agent.brokers.paper import PaperBroker
-from agent.commands.cycle import last_close
+from agent.commands.cycle import last_close, synthesiser
 from agent.config import Settings
 from agent.cycle import (
     CycleDeps,
@@ -52,11 +52,9 @@ from agent.cycle import (
     cycle_id_for,
     run_cycle,
 )
-from agent.llm.budget import CostBudget, utc_day_start
 from agent.llm.prompt import PromptError, PromptTemplate
-from agent.llm.providers import make_provider, max_output_tokens
+from agent.llm.providers import make_provider
 from agent.llm.records import CallRecords
-from agent.llm.synthesis import Synthesiser
 from agent.market import parse_symbols
 from agent.store import Store
 from agent.store.tables import WebhookAlertRow
@@ -147,21 +145,11 @@ class CycleRunner:
 
     def _deps(self, data: FileMarketData, symbols: Sequence[str], source: SnapshotSource) -> tuple[CycleDeps,
                                                                                                   CallRecords]:
-        settings, llm = self.settings, self.settings.llm
-        risk = settings.risk.with_environment(os.environ)  # SIGNAL_AGENT_KILL_SWITCH can only switch trading off
-        if risk.sizing.fee_rate == 0:  # size with the fee the paper broker will charge
-            sizing = risk.sizing.model_copy(update={"fee_rate": settings.paper.taker_fee})
-            risk = risk.model_copy(update={"sizing": sizing})
+        settings = self.settings
+        # SIGNAL_AGENT_KILL_SWITCH can only switch trading off; sized with the fee the paper broker will charge
+        risk = settings.risk.with_environment(os.environ).sized_with_fee(settings.paper.taker_fee)
         records = CallRecords(settings.records_path)
-        now = self.wall_ms()
-        synth = Synthesiser(
-            provider=self.provider, template=self.template, rules=settings.signal,
-            price=settings.price_for(self.provider.name, self.provider.model),
-            budget=CostBudget(daily_usd=settings.budget.daily_usd, per_cycle_usd=settings.budget.per_cycle_usd,
-                              spent_today_usd=records.spent_since(utc_day_start(now))),
-            records=records, anonymise=llm.anonymise, repair_retries=llm.repair_retries, cache=llm.cache,
-            max_output_tokens=max_output_tokens(self.provider, llm),
-        )
+        synth = synthesiser(settings, self.provider, self.template, records, self.wall_ms())
         deps = CycleDeps(
             store=self.store, broker=self.broker or PaperBroker(settings.paper), synthesiser=synth,
             gate=RiskGate(risk), data=data, settings=self.cycle_settings.model_copy(update={"symbols": tuple(symbols)}),
