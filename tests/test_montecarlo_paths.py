@@ -15,10 +15,13 @@ from theories.jit import compiled
 from theories.montecarlo import (
     TAIL,
     BarMoves,
+    MonteCarloParams,
     SimulatedPaths,
     _path_levels,
     _smallest,
+    bracket_odds,
     estimate_drift,
+    montecarlo,
     simulate_paths,
 )
 
@@ -77,6 +80,39 @@ def test_block_exits_are_the_bar_by_bar_exits_on_real_bars(shared_data, horizon,
     for stop, target in brackets(entry, drift.volatility, seed=horizon):
         assert paths.odds(entry, stop, target).model_dump() == bar_by_bar_odds(paths, entry, stop, target)
 
+
+
+def real_windows(shared_data, per_symbol: int = 4, bars: int = 500):
+    """Windows of `bars` hourly bars of every symbol, ending at hours spread over its last 4000."""
+    for csv in sorted((shared_data / "candles" / "binance-spot-1h").glob("*.csv.gz")):
+        df = pd.read_csv(csv).tail(4000)
+        for end in np.linspace(bars, len(df), per_symbol).astype(int):
+            yield csv.name, df.iloc[end - bars:end]
+
+
+def test_the_snapshot_prices_both_brackets_as_bracket_odds_and_bar_by_bar_reading_do_on_real_windows(shared_data):
+    # montecarlo prices its two brackets on one set of paths with its own bookkeeping: every field must be
+    # the public bracket_odds' number to the bit, and its simulated odds those of reading the paths bar by bar
+    p = MonteCarloParams()
+    windows = 0
+    for name, w in real_windows(shared_data):
+        o, h, lo, c = (w[col].to_numpy() for col in ("open", "high", "low", "close"))
+        res = montecarlo(o, h, lo, c, p)
+        moves = BarMoves.from_ohlc(o, h, lo, c).tail(p.lookback)
+        paths = simulate_paths(moves, p.horizon, p.n_paths, p.block, p.seed, res.drift_used)
+        risk = p.k_stop * res.atr
+        for side in ("long", "short"):
+            stop, target = getattr(res, f"{side}_stop"), getattr(res, f"{side}_target")
+            report = bracket_odds(res.entry, stop, target, p.horizon, moves, paths=paths)
+            assert report.drift.model_dump() == {"raw": res.drift_raw, "t": res.drift_t, "used": res.drift_used,
+                                                 "volatility": res.volatility, "n": len(moves)}
+            assert report.simulated.model_dump() == bar_by_bar_odds(paths, res.entry, stop, target), (name, side)
+            for key, odds in (("closed", report.closed_form), ("sim", report.simulated)):
+                for field, value in odds.model_dump().items():
+                    assert getattr(res, f"{side}_{field}_{key}") == value, (name, side, field, key)
+                assert getattr(res, f"{side}_expected_r_{key}") == odds.expected_return * res.entry / risk
+        windows += 1
+    assert windows == 40
 
 def test_block_exits_are_the_bar_by_bar_exits_with_gaps_and_bars_reaching_both_levels():
     # wide bars that often gap: opens far from the previous close, ranges wider than the brackets

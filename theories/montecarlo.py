@@ -674,8 +674,9 @@ class SimulatedPaths:
         shortfall = (worst[:-1].sum() + (tail - (k - 1)) * worst[-1]) / tail
         p_up, p_down = n_up / len(r), n_down / len(r)
         p_target, p_stop = (p_up, p_down) if long else (p_down, p_up)
+        mean = float(np.add.reduce(r)) / len(r)  # r.mean()'s steps without its overhead (see drift_and_variance)
         return {"p_target": p_target, "p_stop": p_stop, "p_neither": 1.0 - p_up - p_down,
-                "expected_return": float(r.mean()), "var95": -float(worst[-1]), "cvar95": -float(shortfall)}
+                "expected_return": mean, "var95": -float(worst[-1]), "cvar95": -float(shortfall)}
 
 
 def _smallest(r: np.ndarray, k: int, level: float, gap: np.ndarray, gap_growth: np.ndarray, entry: float,
@@ -763,13 +764,18 @@ def _first_exits(starts: np.ndarray, base: np.ndarray, open_table: np.ndarray, h
     # the bars of that block before either level is reached; the extremes only grow along a path, so
     # both are counts, with no branch to mispredict. Paths and rows are indexed as unsigned numbers:
     # numba then drops its wraparound of negative indices (none here: rows are 0..rows-1), ~15% faster.
-    for q in range(n_left):
-        i = np.uint64(left[q])
-        j, inside = min(1, blocks - 1), True  # with a single block, its bars again: no exit, out at the close
-        for b in range(1, blocks - 1):
+    # That block is found one block at a time for all these paths, not one path at a time (a path's
+    # blocks then do not wait on each other's loads): ~10% faster (measured).
+    exit_block = np.full(n_left, min(1, blocks - 1), np.intp)  # a single block: its bars again, out at the close
+    inside = np.ones(n_left, np.bool_)
+    for b in range(1, blocks - 1):
+        for q in range(n_left):
+            i = np.uint64(left[q])
             row, lift = np.uint64(starts[b, i]), base[b, i]
-            inside &= (high_table[row, width - 1] + lift < up) & (-low_table[row, width - 1] - lift < down)
-            j += inside
+            inside[q] &= (high_table[row, width - 1] + lift < up) & (-low_table[row, width - 1] - lift < down)
+            exit_block[q] += inside[q]
+    for q in range(n_left):
+        i, j = np.uint64(left[q]), exit_block[q]
         row, lift = np.uint64(starts[j, i]), base[j, i]
         length = min(width, horizon - j * width)  # the horizon may cut the last block short
         if j == blocks - 1 and (high_table[row, length - 1] + lift < up) & (-low_table[row, length - 1] - lift < down):
@@ -954,6 +960,10 @@ _ODDS = {
     "cvar95": (FRACTION, "95% CVaR (expected shortfall) of the trade's return, positive = loss, fraction of entry"),
 }
 _METHODS = {"closed": "Brownian closed form", "sim": "bar-bootstrap simulation"}
+# each side's and method's result fields, with the odds each copies, and its expected-R field: named once,
+# not per snapshot
+_FIELDS = {(side, key): (tuple((f"{side}_{f}_{key}", f) for f in _ODDS), f"{side}_expected_r_{key}")
+           for side in ("long", "short") for key in _METHODS}
 
 
 def _odds_field(side: str, name: str, method: str) -> Any:
@@ -1065,13 +1075,15 @@ def montecarlo(
     levels = {"long": (entry - risk, entry + reward), "short": (entry + risk, entry - reward)}
     fields: dict[str, float] = {}
     gap = 0.0
+    s2 = drift.volatility**2
     for name, (stop, target) in levels.items():  # what bracket_odds reports, without its reports' models
-        closed = _closed_form(entry, stop, target, p.horizon, drift.used, drift.volatility**2, p.discrete_correction)
+        closed = _closed_form(entry, stop, target, p.horizon, drift.used, s2, p.discrete_correction)
         simulated = paths._odds(entry, stop, target)
         for key, odds in (("closed", closed), ("sim", simulated)):
-            for f in _ODDS:
-                fields[f"{name}_{f}_{key}"] = odds[f]
-            fields[f"{name}_expected_r_{key}"] = odds["expected_return"] * entry / risk
+            names, r_name = _FIELDS[name, key]
+            for field, f in names:
+                fields[field] = odds[f]
+            fields[r_name] = odds["expected_return"] * entry / risk
         gap = max(gap, *(abs(closed[f] - simulated[f]) for f in ("p_target", "p_stop", "p_neither")))
     label = _label(fields["long_expected_r_sim"], fields["short_expected_r_sim"], drift, gap, p)
     return MonteCarloResult(
