@@ -149,8 +149,12 @@ class FeatureSnapshot(BaseModel):
         snapshot's memo: variants that add their own theories to one shared snapshot render the
         shared theories once.
         """
-        out = FeatureSnapshot.model_construct(**{**dict(self), "theories": theories, "errors": errors})
-        out.__dict__["_base"] = self  # read by `_lines` only (a memo source, not part of the value)
+        # this snapshot's copy (its fields, the same objects; no memo) with the new results: what
+        # `model_construct(**fields)` makes (every field set), in a third of its time (~0.01 ms)
+        out = self.__copy__()
+        out.__dict__.update(theories=theories, errors=errors)
+        out.__pydantic_fields_set__.update(FeatureSnapshot.model_fields)
+        out.__dict__["_base"] = self  # read by `_lines`, `_prompt_text` and `_spliced_json` (a memo source)
         return out
 
     # --- rendering ---------------------------------------------------------------------------

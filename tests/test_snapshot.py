@@ -197,6 +197,11 @@ def test_a_derived_snapshot_renders_its_own_results_and_the_shared_ones_as_a_fre
     for outcomes in ([], [1.5, -1.0, 2.0]):
         own = build_snapshot("ETH/USDT", SAMPLE, AT, ["bayes"], outcomes=outcomes).theories
         derived = shared.derived({**shared.theories, **own}, dict(shared.errors))
+        # the value `model_construct` makes of the same fields (every field set), with no memo of the shared one
+        constructed = FeatureSnapshot.model_construct(**{**dict(shared), "theories": {**shared.theories, **own}})
+        assert derived == constructed and derived.model_fields_set == constructed.model_fields_set
+        assert derived.__dict__.keys() == {*constructed.__dict__, "_base"} and "_prompt_text" in shared.__dict__
+        assert (derived.__pydantic_extra__, derived.__pydantic_private__) == (None, None)
         assert derived.to_prompt_text() == _fresh_text(derived)
         assert "bayes: " + own["bayes"].summary() in derived.to_prompt_text().splitlines()
         assert derived.model_dump_json() == BaseModel.model_dump_json(derived)
