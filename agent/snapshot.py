@@ -154,7 +154,7 @@ class FeatureSnapshot(BaseModel):
         out = self.__copy__()
         out.__dict__.update(theories=theories, errors=errors)
         out.__pydantic_fields_set__.update(FeatureSnapshot.model_fields)
-        out.__dict__["_base"] = self  # read by `_lines`, `_prompt_text` and `_spliced_json` (a memo source)
+        out.__dict__["_base"] = self  # read by `_lines` and `_prompt_text` (a memo source, not part of the value)
         return out
 
     # --- rendering ---------------------------------------------------------------------------
