@@ -190,15 +190,19 @@ def test_snapshots_round_trip_exactly_and_the_entry_dictionary_makes_them_small(
         cache.close()
 
 
-def test_the_prompt_text_stored_with_a_snapshot_is_byte_identical_to_a_fresh_rendering(tmp_path):
-    settings = small_settings()
-    key = cache_key(settings, code_fingerprint(), "d")
+def stored_with_prompts(tmp_path) -> dict:
+    """A filled cache's every (JSON, prompt text) pair, as a replay reads them."""
+    key = cache_key(small_settings(), code_fingerprint(), "d")
     fill(tmp_path / "c.sqlite", key)
     cache = FeatureCache(tmp_path / "c.sqlite")
     try:
-        got = cache.get_range(key, TIMES[0], TIMES[-1] + 1, prompts=True)
+        return cache.get_range(key, TIMES[0], TIMES[-1] + 1, prompts=True)
     finally:
         cache.close()
+
+
+def test_the_prompt_text_stored_with_a_snapshot_is_byte_identical_to_a_fresh_rendering(tmp_path):
+    got = stored_with_prompts(tmp_path)
     assert len(got) == len(TIMES) * len(SYMBOLS)
     for text, prompt in got.values():
         plain = features_mod.FeatureSnapshot.model_validate_json(text)  # no memo: rendered now
@@ -229,14 +233,7 @@ def assert_fast_parse_is_the_plain_one(text: str) -> None:
 def test_the_one_call_parse_equals_the_plain_parse_and_falls_back_on_anything_else(tmp_path):
     import agent.snapshot as snapshot_mod
 
-    settings = small_settings()
-    key = cache_key(settings, code_fingerprint(), "d")
-    fill(tmp_path / "c.sqlite", key)
-    cache = FeatureCache(tmp_path / "c.sqlite")
-    try:
-        got = cache.get_range(key, TIMES[0], TIMES[-1] + 1, prompts=True)
-    finally:
-        cache.close()
+    got = stored_with_prompts(tmp_path)
     for text, _prompt in got.values():
         assert_fast_parse_is_the_plain_one(text)
     text = next(iter(got.values()))[0]
