@@ -148,7 +148,9 @@ def table(manifest, total: float, args: argparse.Namespace, label: str) -> int:
         "replay": f"{decisions} decisions in {cycles} cycles "
                   f"({decisions / max(phases.get('replay', 0), 1e-9):.1f} decisions/s; "
                   f"{manifest.features.reused} cached snapshots read, {manifest.features.misses} misses)",
-        "baselines": f"{len(manifest.baselines)} buy-and-hold curves",
+        "baselines": f"{len(manifest.baselines)} buy-and-hold curves"
+                     + (" (drawn in the main process during the workers' replay: the time is the wait after it)"
+                        if args.workers > 1 else ""),
         "audit": f"lookahead audit: {manifest.lookahead.samples if manifest.lookahead else 0} samples, "
                  f"{'passed' if manifest.lookahead and manifest.lookahead.passed else 'FLAGGED'}"
                  + (" (ran in the main process during the workers' replay: the time is the wait after it)"

@@ -30,7 +30,8 @@ the run folder (layout: contracts section 2) and runs four phases:
    run's call records (`calls.sqlite`): an identical request is answered from them at no cost,
    and the number of calls in flight across processes is bounded.
 4. Baselines and audit: buy-and-hold curves (`baselines/<name>.json`, evals.baselines) and the
-   lookahead audit (evals.lookahead), whose verdict goes into the manifest.
+   lookahead audit (evals.lookahead), whose verdict goes into the manifest. With worker processes
+   both run in the main process during phase 3, and phase 4 waits for them.
 
 Resuming: cycles completed in a variant's store are skipped without being touched; the store is
 written in transactions of whole cycles (`Store.batch`: one cycle for a model variant, up to
@@ -824,7 +825,7 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
     manifest.phases_s["setup"] = round(time.perf_counter() - t_setup, 3)
     bars = _Progress(progress, manifest, save)
     pool: ProcessPoolExecutor | None = None
-    auditor: ThreadPoolExecutor | None = None
+    beside: ThreadPoolExecutor | None = None  # this process's work during the workers' replay
     sink: Any = bars.handle
     drain: threading.Thread | None = None
     lifeline_end: Any = None
@@ -898,12 +899,17 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
         save()
         audit_spec = next((s for s in selected if not s.baseline), selected[0] if selected else None)
         audit_future: Future | None = None
+        baselines_future: Future | None = None
         audit: LookaheadAudit | None = None
-        if pool is not None and audit_spec is not None and audit_samples > 0:
-            # the audit runs in this (otherwise idle) process while the workers replay: in a worker it
-            # would hold back the whole lockstep group queued behind it
-            auditor = ThreadPoolExecutor(max_workers=1)
-            audit_future = auditor.submit(_audit_in_thread, plan, audit_spec, audit_samples, audit_k_bars)
+        if pool is not None:
+            # the buy-and-hold curves and the audit run in this (otherwise idle) process while the
+            # workers replay, one after the other in one thread: in a worker the audit would hold back
+            # the whole lockstep group queued behind it, and after the replay either would run on one
+            # core while the other idles (the curves: ~10 s of a year's run)
+            beside = ThreadPoolExecutor(max_workers=1)
+            baselines_future = beside.submit(lambda: [write_baseline(plan, c) for c in curves])
+            if audit_spec is not None and audit_samples > 0:
+                audit_future = beside.submit(_audit_in_thread, plan, audit_spec, audit_samples, audit_k_bars)
         # each worker replays its group of variants in lockstep (one process: all of them)
         outcomes = ([out for group in _map(pool, _replay_in_worker, [(plan, group, stop_after) for group in
                                                                       lockstep_groups(plan, selected, workers)],
@@ -930,7 +936,8 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
 
         # phase 4: baselines and the audit
         t4 = time.perf_counter()
-        manifest.baselines = [write_baseline(plan, c) for c in curves]
+        manifest.baselines = (baselines_future.result() if baselines_future is not None
+                              else [write_baseline(plan, c) for c in curves])
         manifest.phases_s["baselines"] = round(time.perf_counter() - t4, 3)
         t5 = time.perf_counter()
         if audit_future is not None:
@@ -967,8 +974,8 @@ def run_evals(config_path: str | Path, runs_dir: str | Path, *, run_id: str | No
             pool.shutdown(wait=True, cancel_futures=True)
         if lifeline_end is not None:
             lifeline_end.close()
-        if auditor is not None:
-            auditor.shutdown(wait=True, cancel_futures=True)
+        if beside is not None:
+            beside.shutdown(wait=True, cancel_futures=True)
 
 
 def _features_plan(run_dir: Path, setting: str | Path | None, settings: Settings, data: Any, universe: Sequence[str],

@@ -313,6 +313,12 @@ def test_two_worker_processes_give_the_same_stores_as_one(first_run, tmp_path):
     assert got.features.from_cache == 0 and Path(got.features.cache_path) == cold
     assert got.lookahead is not None and got.lookahead.passed
     assert dump_run(tmp_path / "runs" / "parallel") == dump_run(folder / "runs" / "first", SOME)
+    # the buy-and-hold curves, drawn in this process while the workers replay: the one-process run's, byte for byte
+    assert [b.model_dump() for b in got.baselines] == [b.model_dump() for b in m.baselines]
+    assert got.baselines and all(b.status == "completed" for b in got.baselines)
+    for b in got.baselines:
+        drawn = (tmp_path / "runs" / "parallel" / b.path).read_bytes()
+        assert drawn == (folder / "runs" / "first" / b.path).read_bytes(), b.name
 
 
 def test_llm_calls_go_through_the_records_anonymised_and_a_rerun_from_them_costs_nothing_and_matches(
