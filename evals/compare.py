@@ -39,13 +39,14 @@ and its equity cannot be split among them honestly.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.cycle import Outcome
 from evals import stats
-from evals.ledger import DecisionRecord, Ledger, LLMUsage, directional_hits
+from evals.ledger import DecisionRecord, Ledger, LLMUsage, RuleActivity, directional_hits
 from evals.metrics import (
     YEAR_MS,
     Calibration,
@@ -129,6 +130,57 @@ class SignalQuality(_Frozen):
     calibration: Calibration | None = Field(description="Stated confidence vs hit; None when nothing was scored.")
 
 
+class DecisionFunnel(_Frozen):
+    """Where a variant's decisions went, from the data check to a closed trade.
+
+    Every count is of stored decisions (a decision is one symbol at one decision time), by the
+    decision's outcome: skipped + errors + holds + proposals = decisions, and a proposal (a LONG or
+    SHORT signal, which always goes to the risk gate) ends rejected, ordered or order_failed.
+    `refusals` says which risk rules refused the rejected proposals (a proposal refused by two
+    rules counts for both), so a variant without trades shows whether it never proposed one or
+    the risk rules stopped every one.
+    """
+
+    decisions: int = Field(description="Every stored decision of the variant.")
+    skipped: int = Field(description="Not decided: the data check failed (stale, gapped or missing candles).")
+    errors: int = Field(description="Not decided: the decision failed (recorded with its reason).")
+    holds: int = Field(description="The signal was HOLD.")
+    proposals: int = Field(description="LONG or SHORT signals, each judged by the risk gate.")
+    rejected: int = Field(description="Proposals the risk gate refused.")
+    ordered: int = Field(description="Proposals the gate approved and the broker accepted.")
+    order_failed: int = Field(description="Approved proposals the broker refused.")
+    closed_trades: int = Field(description="Ordered proposals whose trade closed by the end of the run.")
+    refusals: dict[str, RuleActivity] = Field(description="Per risk rule that refused any proposal: how many, "
+                                              "with its reason codes (the ledger's gate activity).")
+
+    def refused_by(self) -> str:
+        """The refusing rules, most refusals first, each with its reason codes: 'regime_filter 792:
+        confidence_too_low 792, direction_not_allowed 22; exposure 3: max_open_positions 3'."""
+        rules = sorted((r for r in self.refusals.values() if r.rejected), key=lambda r: (-r.rejected, r.rule))
+        return "; ".join(f"{r.rule} {r.rejected}: " + ", ".join(
+            f"{code} {n}" for code, n in sorted(r.codes.items(), key=lambda kv: (-kv[1], kv[0]))) for r in rules)
+
+
+def decision_funnel(led: Ledger) -> DecisionFunnel:
+    """The DecisionFunnel of a ledger (its decisions, closed trades and gate activity)."""
+    by: dict[str, int] = {}
+    for d in led.decisions:
+        by[d.outcome] = by.get(d.outcome, 0) + 1
+    known = set(get_args(Outcome))
+    if set(by) - known:
+        raise ValueError(f"decision outcomes {sorted(set(by) - known)} are not known to the funnel "
+                         f"(known: {sorted(known)})")
+    proposals = by.get("rejected", 0) + by.get("ordered", 0) + by.get("order_failed", 0)
+    ordered = {d.decision_id for d in led.decisions if d.outcome == "ordered"}
+    return DecisionFunnel(
+        decisions=len(led.decisions), skipped=by.get("skipped", 0), errors=by.get("error", 0),
+        holds=by.get("hold", 0), proposals=proposals, rejected=by.get("rejected", 0), ordered=len(ordered),
+        order_failed=by.get("order_failed", 0),
+        closed_trades=len({t.decision_id for t in led.trades} & ordered),
+        refusals={name: r for name, r in led.gate.items() if r.rejected},
+    )
+
+
 class GroupSummary(_Frozen):
     trades: TradeStats
     signals: SignalQuality
@@ -160,6 +212,8 @@ class VariantSummary(_Frozen):
                                                    "2 closed trades.")
     open_at_end: int = Field(description="Decisions that placed an order but have no closed trade when the run "
                              "ended: still open, or never filled (not in the trade statistics).")
+    funnel: DecisionFunnel = Field(description="Where the decisions went: skipped, HOLD, refused by the risk gate, "
+                                   "ordered, closed.")
 
 
 def _decided(decisions: Sequence[DecisionRecord]) -> list[DecisionRecord]:
@@ -232,7 +286,7 @@ def summarise_variant(v: VariantData, hits: Mapping[str, bool], *, n_trials: int
         by_side=group_stats(trades, lambda t: t.side), signals=signal_quality(decided, hits),
         llm=led.llm, sharpe=sharpe_significance(curve, n_trials, trial_sharpes),
         periods=period_stats(trades, curve, freq) if curve is not None else [], period_freq=freq,
-        reshuffle=reshuffle, open_at_end=open_at_end,
+        reshuffle=reshuffle, open_at_end=open_at_end, funnel=decision_funnel(led),
     )
 
 

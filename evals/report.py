@@ -1,7 +1,9 @@
 """The evals report of one run: Markdown and one self-contained HTML file under `<run>/report/`.
 
 What it holds: the run (period, cadence, universe, in-sample split, status), the lookahead audit
-from the manifest, the comparison tables (returns and risk, trades, signals and LLM usage), equity
+from the manifest, the comparison tables (returns and risk, trades, signals and LLM usage), where
+each variant's decisions went (HOLD, refused by the risk gate and by which rule, ordered, closed:
+a variant without trades is said to be one, with the reason, in the summary), equity
 and drawdown curves (variants, and the buy-and-hold baselines), the calibration curves of stated
 confidence, a verdict per comparison, the promotion gate of every variant, walk-forward stability,
 the trade-order reshuffle, per-symbol and per-regime results, the exact versions of each variant,
@@ -192,6 +194,39 @@ def signals_table(summaries: Sequence[VariantSummary]) -> Table:
                          "data. Brier: mean (confidence - hit)^2. LLM rates over the decisions that made a call.")
 
 
+def funnel_table(summaries: Sequence[VariantSummary]) -> Table:
+    rows = []
+    for s in summaries:
+        f = s.funnel
+        rows.append([s.name, f.decisions, f.skipped, f.errors, f.holds, f.proposals, f.rejected, f.ordered,
+                     f.order_failed, f.closed_trades, f.refused_by() or None])
+    return Table(headers=["variant", "decisions", "skipped", "errors", "HOLD", "proposals", "refused", "ordered",
+                          "order failed", "closed trades", "refused by (rule, proposals, codes)"], rows=rows,
+                 caption="Every stored decision by its outcome: skipped + errors + HOLD + proposals = decisions; a "
+                         "proposal (LONG or SHORT) is refused by the risk gate, ordered, or refused by the broker. "
+                         "A proposal two rules refused counts for both rules.")
+
+
+def funnel_notes(summaries: Sequence[VariantSummary]) -> list[str]:
+    """A sentence for each variant whose trade statistics are empty, saying why: no proposal, or none let through."""
+    notes = []
+    for s in summaries:
+        f = s.funnel
+        if not f.decisions:
+            continue
+        if not f.proposals:
+            notes.append(f"{s.name} proposed no trade in {f.decisions} decisions ({f.holds} HOLD, {f.skipped} "
+                         f"skipped, {f.errors} failed).")
+        elif not f.ordered:
+            why = [f"the risk gate refused {'all ' if f.rejected == f.proposals else ''}{f.rejected}"
+                   + (f" ({f.refused_by()})" if f.refused_by() else "")] if f.rejected else []
+            if f.order_failed:
+                why.append(f"the broker refused {f.order_failed}")
+            notes.append(f"{s.name} made no trade: of its {f.proposals} trade proposals, {' and '.join(why)}. Its "
+                         "trade statistics are empty because nothing was let through, not for want of signals.")
+    return notes
+
+
 def group_table(name: str, groups: Mapping[str, GroupSummary], label: str) -> Table:
     rows = []
     for g, s in groups.items():
@@ -320,6 +355,7 @@ def build_report(run: LoadedRun, comparison: RunComparison, gates: Mapping[str, 
     if run.missing:
         summary.append("Without results: " + "; ".join(f"{k}: {v}" for k, v in run.missing.items()) + ".")
     summary += list(comparison.notes)
+    summary += funnel_notes(comparison.variants)
     passed = [n for n, g in gates.items() if g.passed]
     summary.append(
         f"Promotion gate: {len(passed)} of {len(gates)} variants pass ({', '.join(passed) or 'none'}). Failing is "
@@ -332,6 +368,7 @@ def build_report(run: LoadedRun, comparison: RunComparison, gates: Mapping[str, 
     sections.append(Section(heading="Comparison", tables=[returns_table(comparison.variants),
                                                           trades_table(comparison.variants),
                                                           signals_table(comparison.variants)]))
+    sections.append(Section(heading="Decisions and the risk gate", tables=[funnel_table(comparison.variants)]))
     images = []
     curves = {v.name: v.ledger.curve for v in run.variants if v.ledger.curve is not None and len(v.ledger.curve) > 1}
     if curves:

@@ -17,12 +17,14 @@ from evals.compare import (
     compare_pair,
     compare_run,
     comparison_pairs,
+    decision_funnel,
     signal_quality,
     variant_kind,
     verdict_sentence,
 )
-from evals.ledger import DecisionRecord, Ledger, ManualStats, llm_usage
+from evals.ledger import DecisionRecord, Ledger, ManualStats, RuleActivity, llm_usage
 from evals.metrics import DAY_MS, EquityCurve, Trade, trade_stats
+from evals.report import funnel_notes
 from evals.stats import Interval
 from theories.candles import Candles
 
@@ -314,3 +316,58 @@ def test_variant_names_must_be_unique():
     p = noisy_pnls(10)
     with pytest.raises(ValueError, match="unique"):
         compare_run([variant("a", p), variant("a", p)], {}, None, FAST)
+
+
+# --- where the decisions went ---------------------------------------------------------------------
+
+
+def _activity(rule: str, proposals: int, rejected: int, codes: dict[str, int]) -> RuleActivity:
+    return RuleActivity(rule=rule, proposals=proposals, rejected=rejected, shrank=0,
+                        rejected_rate=rejected / proposals, shrank_rate=0.0, codes=codes)
+
+
+def test_the_funnel_counts_each_decision_by_outcome_and_names_the_refusing_rules():
+    outcomes = ["hold", "hold", "hold", "skipped", "error", "rejected", "rejected", "rejected", "ordered", "ordered",
+                "order_failed"]
+    ds = [decision("v", "BTC/USDT", T0 + i * H, direction=None if o in ("skipped", "error") else
+                   "HOLD" if o == "hold" else "LONG", outcome=o) for i, o in enumerate(outcomes)]
+    closed = trade(ds[8], 12.0)  # one of the two orders closed; the other is still open at the end
+    gate = {"regime_filter": _activity("regime_filter", 6, 3, {"confidence_too_low": 3, "direction_not_allowed": 1}),
+            "exposure": _activity("exposure", 6, 1, {"max_open_positions": 1}),
+            "sizing": _activity("sizing", 6, 0, {"risk_per_trade_cap": 2})}  # shrank only: not a refusal
+    led = make_ledger("v", ds, [closed], None).model_copy(update={"gate": gate})
+    f = decision_funnel(led)
+    assert (f.decisions, f.skipped, f.errors, f.holds, f.proposals) == (11, 1, 1, 3, 6)
+    assert (f.rejected, f.ordered, f.order_failed, f.closed_trades) == (3, 2, 1, 1)
+    assert f.skipped + f.errors + f.holds + f.proposals == f.decisions
+    assert set(f.refusals) == {"regime_filter", "exposure"}
+    assert f.refused_by() == ("regime_filter 3: confidence_too_low 3, direction_not_allowed 1; "
+                              "exposure 1: max_open_positions 1")
+    s = compare_run([VariantData(name="v", signature="v:m:baseline", kind="llm", ledger=led)], {}, None,
+                    FAST).variants[0]
+    assert s.funnel == f and s.open_at_end == 1
+    assert funnel_notes([s]) == []  # it traded: nothing to explain
+
+
+def test_a_variant_whose_every_proposal_the_gate_refused_is_said_to_have_been_stopped_by_the_risk_rules():
+    ds = [decision("h", "ETH/USDT", T0 + i * H, direction="HOLD" if i % 3 else "SHORT",
+                   outcome="hold" if i % 3 else "rejected") for i in range(9)]
+    gate = {"regime_filter": _activity("regime_filter", 3, 3, {"confidence_too_low": 3})}
+    led = make_ledger("h", ds, [], None).model_copy(update={"gate": gate})
+    quiet = make_ledger("q", [decision("q", "ETH/USDT", T0 + i * H, direction="HOLD", outcome="hold")
+                              for i in range(4)] + [decision("q", "ETH/USDT", T0 + 9 * H, direction=None,
+                                                             outcome="skipped")], [], None)
+    run = compare_run([VariantData(name="h", signature="h:m:baseline", kind="heuristic", ledger=led),
+                       VariantData(name="q", signature="q:m:baseline", kind="llm", ledger=quiet)], {}, None, FAST)
+    assert funnel_notes(run.variants) == [
+        "h made no trade: of its 3 trade proposals, the risk gate refused all 3 (regime_filter 3: "
+        "confidence_too_low 3). Its trade statistics are empty because nothing was let through, not for want "
+        "of signals.",
+        "q proposed no trade in 5 decisions (4 HOLD, 1 skipped, 0 failed).",
+    ]
+
+
+def test_an_outcome_the_funnel_does_not_know_is_refused_by_name():
+    led = make_ledger("v", [decision("v", "BTC/USDT", T0, outcome="teleported")], [], None)
+    with pytest.raises(ValueError, match="teleported"):
+        decision_funnel(led)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,26 @@ def test_report_numbers_are_the_ledgers(written, real_run):
     for v in run.variants:
         assert by_name[v.name][1] == len(v.ledger.trades)
         assert by_name[v.name][7] == f"{sum(t.pnl for t in v.ledger.trades):,.2f}"
+
+
+def test_the_decision_funnel_is_counted_from_the_stores_rows(written, real_run):
+    _, _, report = written
+    section = next(s for s in report.sections if s.heading == "Decisions and the risk gate")
+    rows = {row[0]: row for row in section.tables[0].rows}
+    run = load_run_data(real_run)
+    assert set(rows) == {v.name for v in run.variants}
+    for v in run.variants:  # the same counts straight from SQL on the variant's store
+        with sqlite3.connect(real_run / "variants" / v.name / "store.sqlite") as conn:
+            by = dict(conn.execute("SELECT outcome, count(*) FROM decisions GROUP BY outcome").fetchall())
+            refused = conn.execute("SELECT count(*) FROM gate_decisions g JOIN signals s USING (decision_id) "
+                                   "WHERE g.status = 'rejected' AND s.direction != 'HOLD'").fetchone()[0]
+            closed = conn.execute("SELECT count(DISTINCT decision_id) FROM closed_trades").fetchone()[0]
+        proposals = by.get("rejected", 0) + by.get("ordered", 0) + by.get("order_failed", 0)
+        assert rows[v.name][1:10] == [sum(by.values()), by.get("skipped", 0), by.get("error", 0), by.get("hold", 0),
+                                      proposals, by.get("rejected", 0), by.get("ordered", 0),
+                                      by.get("order_failed", 0), closed]
+        assert refused == by.get("rejected", 0)
+        assert sum(by.values()) == len(v.ledger.decisions) > 0
 
 
 def extended(c: Candles, hours: int) -> Candles:

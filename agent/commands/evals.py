@@ -116,7 +116,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # What the terminal shows of the report; the files hold everything.
-TERMINAL_SECTIONS = ("Summary", "Verdicts", "Lookahead audit", "Comparison", "Promotion gate")
+TERMINAL_SECTIONS = ("Summary", "Verdicts", "Lookahead audit", "Comparison", "Decisions and the risk gate",
+                     "Promotion gate")
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
