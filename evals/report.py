@@ -207,6 +207,11 @@ def funnel_table(summaries: Sequence[VariantSummary]) -> Table:
                          "A proposal two rules refused counts for both rules.")
 
 
+def _of_proposals(n: int, proposals: int) -> str:
+    """n of the proposals, in words: "it" (the only one), "all 5" or "3"."""
+    return "it" if proposals == 1 else f"all {n}" if n == proposals else str(n)
+
+
 def funnel_notes(summaries: Sequence[VariantSummary]) -> list[str]:
     """A sentence for each variant whose trade statistics are empty, saying why: no proposal, or none let through."""
     notes = []
@@ -218,12 +223,13 @@ def funnel_notes(summaries: Sequence[VariantSummary]) -> list[str]:
             notes.append(f"{s.name} proposed no trade in {f.decisions} decisions ({f.holds} HOLD, {f.skipped} "
                          f"skipped, {f.errors} failed).")
         elif not f.ordered:
-            why = [f"the risk gate refused {'all ' if f.rejected == f.proposals else ''}{f.rejected}"
+            why = [f"the risk gate refused {_of_proposals(f.rejected, f.proposals)}"
                    + (f" ({f.refused_by()})" if f.refused_by() else "")] if f.rejected else []
             if f.order_failed:
-                why.append(f"the broker refused {f.order_failed}")
-            notes.append(f"{s.name} made no trade: of its {f.proposals} trade proposals, {' and '.join(why)}. Its "
-                         "trade statistics are empty because nothing was let through, not for want of signals.")
+                why.append(f"the broker refused {_of_proposals(f.order_failed, f.proposals)}")
+            of = "its one trade proposal" if f.proposals == 1 else f"its {f.proposals} trade proposals"
+            notes.append(f"{s.name} made no trade: of {of}, {' and '.join(why)}. Its trade statistics are empty "
+                         "because nothing was let through, not for want of signals.")
     return notes
 
 

@@ -365,6 +365,11 @@ def test_a_variant_whose_every_proposal_the_gate_refused_is_said_to_have_been_st
         "of signals.",
         "q proposed no trade in 5 decisions (4 HOLD, 1 skipped, 0 failed).",
     ]
+    one = make_ledger("o", [decision("o", "ETH/USDT", T0, direction="LONG", outcome="order_failed")], [], None)
+    run = compare_run([VariantData(name="o", signature="o:m:baseline", kind="llm", ledger=one)], {}, None, FAST)
+    assert funnel_notes(run.variants) == [
+        "o made no trade: of its one trade proposal, the broker refused it. Its trade statistics are empty because "
+        "nothing was let through, not for want of signals."]
 
 
 def test_an_outcome_the_funnel_does_not_know_is_refused_by_name():
