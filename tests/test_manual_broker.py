@@ -6,6 +6,7 @@ import pytest
 
 from agent.brokers.base import BrokerError
 from agent.brokers.manual import ManualBroker
+from agent.brokers.paper import KEEP_FINISHED_MS
 from tests.test_paper_broker import FLAT, SYMBOL, T0, H, bars, intent
 
 
@@ -67,3 +68,18 @@ def test_state_round_trip_keeps_the_awaiting_order():
     assert again.order(coid).status == "awaiting_person"
     again.executed(coid, 100.0, T0 + 2 * H)
     assert again.positions()[0].entry == 100.0
+
+
+def test_a_skipped_ticket_is_forgotten_after_a_week_but_an_executed_open_one_is_kept():
+    b = ManualBroker()
+    skipped = b.submit(intent(), T0 + H).client_order_id
+    held = b.submit(intent(decision="d2"), T0 + H).client_order_id
+    b.skipped(skipped, T0 + 2 * H)
+    b.executed(held, price=100.0, at_ms=T0 + 2 * H)
+    c = bars([FLAT] * 3)
+    b.sync(T0 + 3 * H, {SYMBOL: c})
+    b.sync(T0 + 3 * H + KEEP_FINISHED_MS, {SYMBOL: c})
+    assert b.order(skipped) is None and b.order(held).status == "filled"
+    assert b.export_state()["retired"] == [skipped]
+    with pytest.raises(BrokerError, match="not placed again"):
+        b.submit(intent(), T0 + H)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.brokers import paper
 from agent.brokers.base import BrokerError, OrderIntent, client_order_id
-from agent.brokers.paper import PaperBroker, PaperSettings
+from agent.brokers.paper import KEEP_FINISHED_MS, KEEP_LEDGER_MS, PaperBroker, PaperSettings
+from risk.trading_day import ledger_in_force
 from theories.candles import Candles
 
 H = 3_600_000
@@ -200,6 +203,88 @@ def test_state_round_trip_resumes_an_open_position_exactly():
     rep = second.sync(c.last_close_time, {SYMBOL: c})
     assert rep.closed[0].exit_reason == "target"
     assert second.export_state() == whole.export_state()
+
+
+def _flat_hours(n: int) -> Candles:
+    return bars([FLAT] * n)
+
+
+def test_a_finished_order_is_forgotten_a_week_after_and_its_decision_is_never_placed_again():
+    week = KEEP_FINISHED_MS // H
+    c = bars([FLAT, FLAT, (100, 111, 99.5, 110)] + [FLAT] * (2 * week))
+    b = PaperBroker(NO_COSTS)
+    coid = b.submit(intent(), T0 + H).client_order_id
+    b.sync(T0 + 3 * H, {SYMBOL: c})  # filled at bar 1, target at bar 2: finished, first seen now
+    assert b.positions() == () and b.order(coid).status == "filled"
+    account, ledger = b.account(T0 + 3 * H), b.ledger()
+    b.sync(T0 + 3 * H + KEEP_FINISHED_MS - H, {SYMBOL: c})
+    assert b.order(coid) is not None  # an hour short of the week
+    b.sync(T0 + 3 * H + KEEP_FINISHED_MS, {SYMBOL: c})
+    assert b.order(coid) is None and b.orders() == ()
+    assert b.account(T0 + 3 * H) == account and b.ledger() == ledger  # the money is not touched
+    state = b.export_state()
+    assert state["orders"] == {} and state["retired"] == [coid] and state["processed_ms"] == {}
+    with pytest.raises(BrokerError, match=f"order {coid} was placed and has finished"):
+        b.submit(intent(), T0 + H)
+    again = PaperBroker(NO_COSTS)  # and after a restart from the stored memory
+    again.load_state(state)
+    with pytest.raises(BrokerError, match="not placed again"):
+        again.submit(intent(), T0 + H)
+    assert again.submit(intent(decision="d2"), T0 + 4 * H).status == "pending"  # other decisions still trade
+
+
+def test_open_positions_and_working_orders_are_never_forgotten():
+    week = KEEP_FINISHED_MS // H
+    c = _flat_hours(3 * week)
+    b = PaperBroker(NO_COSTS)
+    held = b.submit(intent(horizon_h=4 * week), T0 + H).client_order_id  # a flat market never reaches its levels
+    resting = b.submit(intent(decision="d2", order_type="limit", limit_price=90.0, stop=85.0,
+                              horizon_h=4 * week, valid_until_ms=T0 + 4 * week * H), T0 + H).client_order_id
+    for hour in range(2, 3 * week, 24):
+        b.sync(T0 + hour * H, {SYMBOL: c})
+    assert [p.client_order_id for p in b.positions()] == [held]
+    assert b.order(held).status == "filled" and b.order(resting).status == "pending"
+    assert b.export_state()["retired"] == []
+
+
+def test_the_trimmed_ledger_gives_the_risk_gate_what_the_whole_ledger_gives(monkeypatch):
+    days = 80  # past KEEP_LEDGER_MS (62 days), across month starts and the end of summer time in Prague
+    hours = days * 24
+    rng = np.random.default_rng(7)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, hours)))
+    open_ = np.r_[100.0, close[:-1]]
+    start = 1_727_740_800_000  # 2024-10-01T00:00Z
+    c = Candles(start + np.arange(hours) * H, open_, np.maximum(open_, close) * 1.004,
+                np.minimum(open_, close) * 0.996, close, np.ones(hours), symbol=SYMBOL)
+    trimmed, whole = PaperBroker(NO_COSTS), PaperBroker(NO_COSTS)
+    trimmed_ledgers = []
+    for b, keep in ((trimmed, KEEP_LEDGER_MS), (whole, 2**62)):
+        monkeypatch.setattr(paper, "KEEP_LEDGER_MS", keep)
+        views = []
+        for k in range(0, hours - 8, 6):  # a trade every 6 hours, closed by its 2-hour time stop at the latest
+            at, px = start + (k + 1) * H, float(c.close[k])
+            b.submit(intent(decision=f"d{k}", created=at, entry=px, stop=px * 0.99, target=px * 1.01, qty=0.1,
+                            horizon_h=2), at)
+            now = at + 4 * H
+            b.sync(now, {SYMBOL: c})
+            views.append((now, list(ledger_in_force(b.ledger(), now, "Europe/Prague"))))
+        trimmed_ledgers.append(views)
+    assert trimmed_ledgers[0] == trimmed_ledgers[1]  # at every decision, the gate reads the same entries
+    # the memory did shrink: it starts with the entry in force at the cutoff (entries come every 6 hours or less)
+    cutoff = trimmed_ledgers[0][-1][0] - KEEP_LEDGER_MS
+    assert len(trimmed.ledger()) < len(whole.ledger())
+    assert cutoff - 6 * H < trimmed.ledger()[0][0] <= cutoff < trimmed.ledger()[1][0]
+    assert trimmed.ledger()[-1] == whole.ledger()[-1] and trimmed.account(start) == whole.account(start)
+
+
+def test_a_stored_memory_from_before_forgetting_existed_still_loads():
+    b = PaperBroker(NO_COSTS)
+    b.submit(intent(), T0 + H)
+    b.sync(T0 + 3 * H, {SYMBOL: bars([FLAT, FLAT, (100, 111, 99.5, 110)])})
+    old = {k: v for k, v in b.export_state().items() if k not in ("finished_ms", "retired")}
+    again = PaperBroker(NO_COSTS)
+    again.load_state(old)
+    assert again.orders() == b.orders() and again.export_state()["retired"] == []
 
 
 def test_a_long_needing_more_cash_than_free_is_rejected():

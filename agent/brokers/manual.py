@@ -46,6 +46,7 @@ class ManualBroker(PaperBroker):
             if mark is not None:
                 self._book.positions[coid] = p.model_copy(update={"mark": mark})
         self._book.synced_ms = now_ms
+        self._forget_old(now_ms)
         return SyncReport(time_ms=now_ms)
 
     # --- the person's answers -----------------------------------------------------------------
