@@ -22,8 +22,9 @@ Definitions the report states where it shows them:
   the groups of one account share its cash: a group curve measures that group's contribution, it is
   not a separate account.
 - A win is a trade with net P&L > 0 (evals.metrics); R multiples are net P&L over the money at risk.
-- Calibration: stated confidence against (a) closed trades' wins and (b) signals' directional hits
-  (the close `horizon_hours` after the decision moved the stated way), when candles covering the
+- Calibration: stated confidence against (a) closed trades' wins and (b) the event a signal's
+  confidence states, P(target before stop): whether the later candles reached the target before the
+  stop within `horizon_hours` (`evals.ledger.bracket_outcomes`), when candles covering the
   horizons are available.
 """
 
@@ -41,7 +42,7 @@ from agent.config import ReviewSettings, Settings
 from agent.store import Store
 from agent.store.tables import CycleRow, DecisionRow
 from evals import plots
-from evals.ledger import DecisionRecord, Ledger, LLMUsage, ManualStats, RuleActivity, directional_hits, load_ledger
+from evals.ledger import DecisionRecord, Ledger, LLMUsage, ManualStats, RuleActivity, bracket_outcomes, load_ledger
 from evals.metrics import (
     Calibration,
     CurveStats,
@@ -299,9 +300,10 @@ class SignalCalibration(_Frozen):
     """Stated confidence against realised hits, for closed trades and for directional signals."""
 
     trades: Calibration = Field(description="Confidence of each closed trade's signal vs its win (net P&L > 0).")
-    signals: Calibration | None = Field(description="Confidence of LONG/SHORT signals vs the move after their "
-                                        "horizon; None without candles.")
-    signals_scored: int = Field(description="Signals whose horizon the candles cover.")
+    signals: Calibration | None = Field(description="Confidence of LONG/SHORT signals vs their target reached "
+                                        "before their stop within the horizon; None without candles.")
+    signals_scored: int = Field(description="Signals whose bracket the candles resolve (a level reached, or the "
+                                "horizon ended).")
     signals_total: int = Field(description="LONG/SHORT signals in the period.")
     candles_source: str | None = None
 
@@ -362,13 +364,14 @@ def theory_use(trades: Sequence[Trade]) -> tuple[TheoryUse, ...]:
 
 def signal_calibration(trades: Sequence[Trade], decisions: Sequence[DecisionRecord],
                        candles: Mapping[str, Candles] | None, candles_source: str | None = None) -> SignalCalibration:
-    """Calibration of closed trades (hit = net win) and, with candles, of LONG/SHORT signals (hit = direction right)."""
+    """Calibration of closed trades (hit = net win) and, with candles, of LONG/SHORT signals (hit = the target
+    reached before the stop within the horizon: the event the confidence states, `evals.ledger.bracket_outcomes`)."""
     with_conf = [t for t in trades if t.confidence is not None]
     by_trades = calibration([t.confidence for t in with_conf], [t.win for t in with_conf])
     directional = [d for d in decisions if d.direction in ("LONG", "SHORT") and d.confidence is not None]
     signals, scored = None, 0
     if candles is not None:
-        hits = dict(directional_hits(directional, candles))
+        hits = dict(bracket_outcomes(directional, candles))
         scored = len(hits)
         conf = {d.decision_id: d.confidence for d in directional}
         signals = calibration([conf[k] for k in hits], list(hits.values()))
@@ -623,14 +626,15 @@ def review_report(data: ReviewData, plots_dir: Path) -> Report:
 
     cal = data.calibration
     cal_sets = {"closed trades (hit = net win)": cal.trades}
-    paragraphs = ["Stated confidence of the signal against the realised hit rate. Closed trades: the hit is a "
-                  "net win. Signals: the hit is the close horizon_hours after the decision moving the stated way."]
+    paragraphs = ["Stated confidence of the signal, its P(target before stop), against the realised hit rate. "
+                  "Closed trades: the hit is a net win. Signals: the hit is the later candles reaching the target "
+                  "before the stop within horizon_hours (a candle reaching both counts as the stop)."]
     tables = [calibration_table(cal.trades).model_copy(update={"caption": "Closed trades: "
                                                                + calibration_table(cal.trades).caption})]
     if cal.signals is not None:
-        cal_sets["signals (hit = direction right after the horizon)"] = cal.signals
-        paragraphs.append(f"{cal.signals_scored} of {cal.signals_total} LONG/SHORT signals had their horizon covered "
-                          f"by the candles ({cal.candles_source}).")
+        cal_sets["signals (hit = target before stop)"] = cal.signals
+        paragraphs.append(f"{cal.signals_scored} of {cal.signals_total} LONG/SHORT signals had their bracket "
+                          f"resolved by the candles ({cal.candles_source}).")
         tables.append(calibration_table(cal.signals).model_copy(
             update={"caption": "Signals: " + calibration_table(cal.signals).caption}))
     else:

@@ -24,8 +24,11 @@ The tests, per pair (A = the baseline or the first LLM variant, B = the other; d
 - Diebold-Mariano with the Harvey-Leybourne-Newbold small-sample correction on two losses:
   (1) the negative realised R per decision time (the sum over aligned symbols of each decision's
   R multiple; a decision without a closed trade counts 0), an economic loss; and
-  (2) the Brier loss (confidence - hit)^2 on the decisions where both stated a direction, a
-  forecast-quality loss. A positive DM statistic means A's loss is larger (B is better).
+  (2) the Brier loss (confidence - target first)^2 on the decisions where both stated a direction
+  and both brackets resolved, a forecast-quality loss: a signal's confidence is its stated
+  P(target before stop), so it is scored on whether the target was reached before the stop
+  within the horizon (`evals.ledger.bracket_outcomes`), not on the direction of the move.
+  A positive DM statistic means A's loss is larger (B is better).
 - each variant's probabilistic Sharpe ratio (vs 0) and deflated Sharpe ratio on its daily
   returns, with n_trials = every distinct variant tried on this history (`evals.trials`: this run's
   and those of other runs over overlapping periods in the runs folder; this run's alone when no
@@ -39,6 +42,7 @@ and its equity cannot be split among them honestly.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import numpy as np
@@ -46,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent.cycle import Outcome
 from evals import stats
-from evals.ledger import DecisionRecord, Ledger, LLMUsage, RuleActivity, directional_hits
+from evals.ledger import DecisionRecord, Ledger, LLMUsage, RuleActivity, bracket_outcomes, directional_hits
 from evals.metrics import (
     YEAR_MS,
     Calibration,
@@ -124,10 +128,14 @@ class SignalQuality(_Frozen):
     decisions: int = Field(description="Decisions that reached a signal (not skipped, not failed).")
     directional: int = Field(description="Signals that said LONG or SHORT.")
     holds: int
-    scored: int = Field(description="Directional signals whose outcome is known (horizon inside the data).")
-    hits: int
+    scored: int = Field(description="Directional signals whose direction is scored (horizon inside the data).")
+    hits: int = Field(description="Of them, the close horizon_hours later moved the stated way.")
     accuracy: float | None = Field(description="hits / scored; None when nothing was scored.")
-    calibration: Calibration | None = Field(description="Stated confidence vs hit; None when nothing was scored.")
+    bracket_scored: int = Field(0, description="Directional signals with a confidence whose bracket is resolved "
+                                "(`evals.ledger.bracket_outcomes`): the calibration's sample.")
+    targets_first: int = Field(0, description="Of them, the target was reached before the stop within the horizon.")
+    calibration: Calibration | None = Field(description="Stated confidence, which is P(target before stop), against "
+                                            "the target reached first; None when no bracket was resolved.")
 
 
 class DecisionFunnel(_Frozen):
@@ -220,21 +228,39 @@ def _decided(decisions: Sequence[DecisionRecord]) -> list[DecisionRecord]:
     return [d for d in decisions if d.outcome not in NOT_DECIDED]
 
 
-def _hit_map(decisions: Sequence[DecisionRecord], candles: Mapping[str, Candles]) -> dict[str, bool]:
-    return dict(directional_hits(decisions, candles))
+@dataclass(frozen=True)
+class Scores:
+    """What the candles after its decisions say of one variant's signals, by decision id.
+
+    `direction`: the close horizon_hours later moved the stated way (`evals.ledger.directional_hits`),
+    for directional accuracy and McNemar. `bracket`: the target was reached before the stop within the
+    horizon (`evals.ledger.bracket_outcomes`): the event a signal's confidence states, so the Brier
+    score, the reliability curve and the Diebold-Mariano test on the Brier loss are scored on it.
+    """
+
+    direction: Mapping[str, bool] = field(default_factory=dict)
+    bracket: Mapping[str, bool] = field(default_factory=dict)
 
 
-def signal_quality(decisions: Sequence[DecisionRecord], hits: Mapping[str, bool]) -> SignalQuality:
-    """Directional accuracy and calibration of `decisions` (hits by decision id, from `directional_hits`)."""
+def scores(decisions: Sequence[DecisionRecord], candles: Mapping[str, Candles]) -> Scores:
+    return Scores(direction=dict(directional_hits(decisions, candles)),
+                  bracket=dict(bracket_outcomes(decisions, candles)))
+
+
+def signal_quality(decisions: Sequence[DecisionRecord], scored_by: Scores) -> SignalQuality:
+    """Directional accuracy and the calibration of stated confidence of `decisions` (see `Scores`)."""
     decided = _decided(decisions)
     directional = [d for d in decided if d.direction in DIRECTIONS]
+    hits = scored_by.direction
     scored = [d for d in directional if d.decision_id in hits and d.confidence is not None]
     hit = [hits[d.decision_id] for d in scored]
+    resolved = [d for d in directional if d.decision_id in scored_by.bracket and d.confidence is not None]
+    first = [scored_by.bracket[d.decision_id] for d in resolved]
     return SignalQuality(
         decisions=len(decided), directional=len(directional),
         holds=sum(d.direction == "HOLD" for d in decided), scored=len(scored), hits=sum(hit),
-        accuracy=sum(hit) / len(hit) if hit else None,
-        calibration=calibration([d.confidence for d in scored], hit) if scored else None,
+        accuracy=sum(hit) / len(hit) if hit else None, bracket_scored=len(resolved), targets_first=sum(first),
+        calibration=calibration([d.confidence for d in resolved], first) if resolved else None,
     )
 
 
@@ -253,7 +279,7 @@ def variant_sharpe(curve: EquityCurve | None) -> float | None:
     return stats.sharpe_ratio(np.asarray(r))
 
 
-def summarise_variant(v: VariantData, hits: Mapping[str, bool], *, n_trials: int,
+def summarise_variant(v: VariantData, hits: Scores, *, n_trials: int,
                       trial_sharpes: Sequence[float], options: StatsOptions) -> VariantSummary:
     """Every metric of one variant (see the module docstring for what is per symbol/regime)."""
     led = v.ledger
@@ -327,7 +353,7 @@ class PairedComparison(_Frozen):
     mcnemar: stats.McNemar | None = None
     mcnemar_n: int = Field(0, description="Aligned decisions where both stated a direction with a known outcome.")
     dm_r: stats.DieboldMariano | None = Field(default=None, description="Loss: -(sum of R) per decision time.")
-    dm_brier: stats.DieboldMariano | None = Field(default=None, description="Loss: (confidence - hit)^2.")
+    dm_brier: stats.DieboldMariano | None = Field(default=None, description="Loss: (confidence - target first)^2.")
     verdict: str
     significant: bool
     notes: tuple[str, ...] = ()
@@ -370,9 +396,11 @@ def verdict_sentence(a: str, b: str, interval: stats.Interval | None, unit: str,
             f"{level} CI [{_fmt_money(lo)}, {_fmt_money(hi)}] contains 0)", False)
 
 
-def compare_pair(a: VariantData, b: VariantData, hits_a: Mapping[str, bool], hits_b: Mapping[str, bool],
+def compare_pair(a: VariantData, b: VariantData, scores_a: Scores, scores_b: Scores,
                  options: StatsOptions, currency: str = "quote") -> PairedComparison:
     """B - A on the decisions both made (see the module docstring for every test and its unit)."""
+    hits_a, hits_b = scores_a.direction, scores_b.direction
+    first_a, first_b = scores_a.bracket, scores_b.bracket
     ka, kb = _keyed(a.ledger), _keyed(b.ledger)
     keys = sorted(set(ka) & set(kb))
     notes: list[str] = []
@@ -413,14 +441,19 @@ def compare_pair(a: VariantData, b: VariantData, hits_a: Mapping[str, bool], hit
         mc = stats.mcnemar([hits_a[ka[k].decision_id] for k in both], [hits_b[kb[k].decision_id] for k in both])
     elif keys:
         notes.append(f"McNemar: {len(both)} aligned decisions where both stated a direction with a known outcome")
-    with_conf = [k for k in both if ka[k].confidence is not None and kb[k].confidence is not None]
+    with_conf = [k for k in keys if ka[k].direction in DIRECTIONS and kb[k].direction in DIRECTIONS
+                 and ka[k].confidence is not None and kb[k].confidence is not None
+                 and ka[k].decision_id in first_a and kb[k].decision_id in first_b]
     dm_brier = None
     if len(with_conf) >= MIN_ALIGNED:
-        la = np.array([(ka[k].confidence - hits_a[ka[k].decision_id]) ** 2 for k in with_conf])
-        lb = np.array([(kb[k].confidence - hits_b[kb[k].decision_id]) ** 2 for k in with_conf])
+        la = np.array([(ka[k].confidence - first_a[ka[k].decision_id]) ** 2 for k in with_conf])
+        lb = np.array([(kb[k].confidence - first_b[kb[k].decision_id]) ** 2 for k in with_conf])
         dm_brier = stats.diebold_mariano(la, lb)
         if dm_brier.note:
             notes.append(f"Diebold-Mariano on Brier: {dm_brier.note}")
+    elif keys:
+        notes.append(f"Diebold-Mariano on Brier: {len(with_conf)} aligned decisions where both stated a direction "
+                     f"and a confidence and both brackets resolved")
 
     unit = f"{currency} per decision time"
     sentence, significant = verdict_sentence(a.name, b.name, pnl_ci, unit, pct)
@@ -476,7 +509,7 @@ def compare_run(variants: Sequence[VariantData], candles: Mapping[str, Candles],
                 trials: TrialCount | None = None) -> RunComparison:
     """Summaries of every variant, and the paired comparisons `comparison_pairs` chooses.
 
-    `candles` score the signals' directions (`evals.ledger.directional_hits`); `currency` names the
+    `candles` score the signals (`Scores`: their direction, and their bracket); `currency` names the
     quote currency in the verdicts (money amounts are in it). `trials` is the deflated Sharpe's N
     counted over the runs folder (`evals.trials.count_trials`); without it, N is the number of variants.
     """
@@ -484,7 +517,7 @@ def compare_run(variants: Sequence[VariantData], candles: Mapping[str, Candles],
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"variant names must be unique, got {names}")
-    hits = {v.name: _hit_map(v.ledger.decisions, candles) for v in variants}
+    hits = {v.name: scores(v.ledger.decisions, candles) for v in variants}
     sharpes = [s for s in (variant_sharpe(v.ledger.curve) for v in variants)
                if s is not None]
     n_trials = len(variants) if trials is None else trials.n_trials

@@ -15,8 +15,10 @@ one "provider:model:prompt_variant" (the curve stays the run's account: with sev
 run the account is shared); `since_ms`/`until_ms` bound decision times for decisions, gate activity,
 LLM usage and manual tickets, close times for trades and snapshot times for the curve (both ends inclusive).
 
-`directional_hits` scores each LONG/SHORT decision against later candles: the signal-level
-directional accuracy of the issue, independent of the broker's fills.
+Two scores of each LONG/SHORT decision against later candles, both independent of the broker's
+fills: `directional_hits` (the move after the horizon went the stated way: directional accuracy)
+and `bracket_outcomes` (the target was reached before the stop within the horizon: the event the
+signal's confidence states, on which its Brier score and reliability curve are computed).
 """
 
 from __future__ import annotations
@@ -543,7 +545,42 @@ def directional_hits(decisions: Sequence[DecisionRecord], candles: Mapping[str, 
     return out
 
 
+def bracket_outcomes(decisions: Sequence[DecisionRecord], candles: Mapping[str, Candles]) -> list[tuple[str, bool]]:
+    """(decision id, target first) for each LONG/SHORT decision with a stop and a target whose bracket is resolved.
+
+    The event a signal's confidence states (`agent.signal.Signal.confidence`: P(target hit before
+    stop)), scored on the candles: from the first candle opening at or after the decision time
+    through the first one closing at or after decision time + horizon_hours, the first candle whose
+    range reaches the stop or the target decides. Reaching the stop (low <= stop for a LONG, high >=
+    stop for a SHORT) is a miss, and so is a candle reaching both, because candles do not say which
+    came first (the paper broker's rule). Reaching the target is a hit. Reaching neither by the
+    horizon is a miss. A decision is left out when the data end before its horizon with neither
+    level reached, or when its symbol has no candles: its outcome is not known yet.
+    """
+    out: list[tuple[str, bool]] = []
+    cut: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+    for d in decisions:
+        if d.direction not in ("LONG", "SHORT") or d.horizon_hours is None or d.stop is None or d.target is None:
+            continue
+        c = candles.get(d.symbol)
+        if c is None or not len(c):
+            continue
+        if d.symbol not in cut:
+            cut[d.symbol] = (c.time, c.close_time, c.high, c.low)
+        open_time, close_time, high, low = cut[d.symbol]
+        first = int(np.searchsorted(open_time, d.decision_ms, side="left"))
+        end = int(np.searchsorted(close_time, d.decision_ms + round(d.horizon_hours * HOUR_MS), side="left"))
+        h, lo = high[first:end + 1], low[first:end + 1]
+        stop_hit, target_hit = (lo <= d.stop, h >= d.target) if d.direction == "LONG" else (h >= d.stop, lo <= d.target)
+        decided = np.flatnonzero(stop_hit | target_hit)
+        if decided.size:
+            out.append((d.decision_id, not bool(stop_hit[decided[0]])))
+        elif end < len(c):  # the horizon's candle is in the data and neither level was reached
+            out.append((d.decision_id, False))
+    return out
+
+
 __all__ = [
     "DecisionRecord", "LLMUsage", "Ledger", "LedgerError", "ManualFill", "ManualStats", "RuleActivity",
-    "directional_hits", "gate_activity", "llm_usage", "load_ledger",
+    "bracket_outcomes", "directional_hits", "gate_activity", "llm_usage", "load_ledger",
 ]

@@ -182,16 +182,22 @@ def signals_table(summaries: Sequence[VariantSummary]) -> Table:
     for s in summaries:
         q, u = s.signals, s.llm
         rows.append([
-            s.name, q.decisions, q.directional, q.scored, pct(q.accuracy, 1),
+            s.name, q.decisions, q.directional, q.scored, pct(q.accuracy, 1), q.bracket_scored,
+            pct(q.targets_first / q.bracket_scored, 1) if q.bracket_scored else None,
             num(q.calibration.brier, 4) if q.calibration else None,
             pct(u.schema_valid_rate, 1), pct(u.repair_rate, 1), pct(u.hold_on_failure_rate, 1),
             num(u.tokens_per_decision, 0), num(u.cost_per_decision, 5), num(u.latency_per_decision_ms, 0),
         ])
-    return Table(headers=["variant", "decisions", "directional", "scored", "dir. accuracy", "Brier",
-                          "schema-valid", "repaired", "HOLD on failure", "tokens/dec", "USD/dec", "latency ms/dec"],
+    return Table(headers=["variant", "decisions", "directional", "scored", "dir. accuracy", "brackets resolved",
+                          "target first", "Brier", "schema-valid", "repaired", "HOLD on failure", "tokens/dec",
+                          "USD/dec", "latency ms/dec"],
                  rows=rows,
                  caption="Signal level, traded or not. Scored: directional signals whose horizon ended inside the "
-                         "data. Brier: mean (confidence - hit)^2. LLM rates over the decisions that made a call.")
+                         "data; accuracy: the close horizon_hours later moved the stated way. Brackets resolved: "
+                         "the later candles reached the stop or the target, or the horizon ended; target first: the "
+                         "share that reached the target before the stop. Brier: mean (confidence - target first)^2, "
+                         "the confidence being the stated P(target before stop). LLM rates over the decisions that "
+                         "made a call.")
 
 
 def funnel_table(summaries: Sequence[VariantSummary]) -> Table:
@@ -331,7 +337,13 @@ METHOD = [
     "McNemar: directional hits on the aligned decisions where both variants said LONG or SHORT and the outcome is "
     "known (exact binomial when few discordant pairs). A hit: the close horizon_hours later moved the stated way.",
     "Diebold-Mariano (Harvey, Leybourne & Newbold 1997 small-sample correction, t with n - 1 degrees of freedom): "
-    "on the loss -(sum of R multiples) per decision time, and on the Brier loss (confidence - hit)^2.",
+    "on the loss -(sum of R multiples) per decision time, and on the Brier loss (confidence - target first)^2 on the "
+    "aligned decisions where both stated a direction and both brackets resolved.",
+    "Calibration: a signal's confidence is its stated P(target before stop). It is scored on the candles after the "
+    "decision: from the first candle opening at or after it through the one closing at the horizon, the first candle "
+    "reaching the stop (a miss, also when it reaches both levels: candles do not say which came first) or the target "
+    "(a hit) decides; neither by the horizon is a miss. Directional accuracy is a separate question: the sign of the "
+    "move after horizon_hours.",
     "PSR (Bailey & Lopez de Prado 2012): the probability that the true Sharpe ratio exceeds 0 given the skew and "
     "kurtosis of the daily returns. DSR (Bailey & Lopez de Prado 2014): the same against the Sharpe ratio the best "
     "of n_trials unskilled variants would reach by luck. n_trials counts every distinct variant tried on this "
@@ -385,10 +397,11 @@ def build_report(run: LoadedRun, comparison: RunComparison, gates: Mapping[str, 
     sections.append(Section(heading="Equity and drawdown", images=images,
                             paragraphs=[] if images else ["No variant has an equity curve yet."]))
     calibrations = {s.name: s.signals.calibration for s in comparison.variants if s.signals.calibration is not None}
-    cal_images = [calibration_png(calibrations, out_dir / "calibration.png", "Stated confidence vs hit rate")] \
+    cal_images = [calibration_png(calibrations, out_dir / "calibration.png",
+                                  "Stated P(target before stop) vs the rate it happened")] \
         if calibrations else []
     sections.append(Section(heading="Calibration of stated confidence", images=cal_images,
-                            paragraphs=[] if cal_images else ["No scored directional signal."]))
+                            paragraphs=[] if cal_images else ["No directional signal with a resolved bracket."]))
     sections.append(Section(
         heading="Promotion gate", tables=[gate_table(gates)],
         paragraphs=[f"Out of sample: {next(iter(gates.values())).oos_basis}." if gates else "No variant to judge.",

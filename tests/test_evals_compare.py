@@ -12,12 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evals.compare import (
+    Scores,
     StatsOptions,
     VariantData,
     compare_pair,
     compare_run,
     comparison_pairs,
     decision_funnel,
+    scores,
     signal_quality,
     variant_kind,
     verdict_sentence,
@@ -31,6 +33,7 @@ from theories.candles import Candles
 H = 3_600_000
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % DAY_MS  # a UTC midnight
 FAST = StatsOptions(n_boot=400, reshuffles=200)
+NONE = Scores()  # no candles: nothing scored
 
 
 def decision(run: str, symbol: str, ms: int, direction: str | None = "LONG", confidence: float | None = 0.6,
@@ -129,7 +132,7 @@ def test_without_a_heuristic_variant_only_llm_pairs_are_compared_and_the_notes_s
 def test_a_variant_identical_to_the_baseline_shows_no_significant_difference():
     p = noisy_pnls()
     a, b = variant("heuristic", p, "heuristic"), variant("copy", p)
-    c = compare_pair(a, b, {}, {}, FAST)
+    c = compare_pair(a, b, NONE, NONE, FAST)
     assert c.aligned_decisions == 240 and c.aligned_times == 120 and c.only_a == c.only_b == 0
     assert not c.significant
     assert c.verdict.startswith("no significant difference between copy and heuristic")
@@ -142,7 +145,7 @@ def test_a_variant_identical_to_the_baseline_shows_no_significant_difference():
 def test_a_constant_edge_per_decision_is_significant_with_the_right_sign_and_size():
     p = noisy_pnls()
     a, b = variant("heuristic", p, "heuristic"), variant("better", p + 10.0)
-    c = compare_pair(a, b, {}, {}, FAST)
+    c = compare_pair(a, b, NONE, NONE, FAST)
     assert c.significant
     # two symbols per decision time, each +10: the mean per decision time differs by exactly 20
     assert c.pnl_per_time.estimate == pytest.approx(20.0)
@@ -150,7 +153,7 @@ def test_a_constant_edge_per_decision_is_significant_with_the_right_sign_and_siz
     assert c.verdict.startswith("better beats heuristic by 20.00 quote per decision time, 95% CI [")
     assert c.pnl_per_time_pct[0] == pytest.approx(100 * 20 / 10_000)
     # the same pair the other way round: A beats B, with the same size
-    back = compare_pair(b, a, {}, {}, FAST)
+    back = compare_pair(b, a, NONE, NONE, FAST)
     assert back.significant and back.verdict.startswith("better beats heuristic by 20.00")
     assert back.pnl_per_time.estimate == pytest.approx(-20.0)
 
@@ -158,7 +161,7 @@ def test_a_constant_edge_per_decision_is_significant_with_the_right_sign_and_siz
 def test_diebold_mariano_finds_a_noisy_but_real_edge_in_r_multiples():
     p = noisy_pnls(n=200, seed=5)
     jitter = np.round(np.random.default_rng(6).normal(0, 5, size=p.shape), 2)
-    c = compare_pair(variant("heuristic", p, "heuristic"), variant("b", p + 10.0 + jitter), {}, {}, FAST)
+    c = compare_pair(variant("heuristic", p, "heuristic"), variant("b", p + 10.0 + jitter), NONE, NONE, FAST)
     assert c.dm_r.statistic > 0  # positive: B's losses (-R) are the smaller
     assert c.dm_r.p_value < 1e-6
     assert c.dm_r.mean_difference == pytest.approx(-np.mean((p + 10 + jitter - p).sum(axis=1)) / -100)
@@ -170,19 +173,19 @@ def test_diebold_mariano_finds_a_noisy_but_real_edge_in_r_multiples():
 def test_swapping_a_and_b_negates_the_difference_and_keeps_the_verdict(seed, edge):
     p = noisy_pnls(n=30, seed=seed)
     a, b = variant("heuristic", p, "heuristic"), variant("b", np.round(p + edge, 2))
-    ab, ba = compare_pair(a, b, {}, {}, FAST), compare_pair(b, a, {}, {}, FAST)
+    ab, ba = compare_pair(a, b, NONE, NONE, FAST), compare_pair(b, a, NONE, NONE, FAST)
     assert ab.pnl_per_time.estimate == pytest.approx(-ba.pnl_per_time.estimate, abs=1e-9)
     assert ab.significant == ba.significant
     assert ab.verdict.split(" (")[0].replace("between b and heuristic", "") == \
         ba.verdict.split(" (")[0].replace("between heuristic and b", "")
-    same = compare_pair(a, a.model_copy(update={"name": "copy"}), {}, {}, FAST)
+    same = compare_pair(a, a.model_copy(update={"name": "copy"}), NONE, NONE, FAST)
     assert not same.significant and same.pnl_per_time.low <= 0 <= same.pnl_per_time.high
 
 
 def test_a_small_edge_drowned_in_noise_is_not_called_significant():
     p = noisy_pnls(n=40, seed=3)
     noise = np.round(np.random.default_rng(4).normal(0, 60, size=p.shape), 2)
-    c = compare_pair(variant("heuristic", p, "heuristic"), variant("noisy", p + noise + 0.5), {}, {}, FAST)
+    c = compare_pair(variant("heuristic", p, "heuristic"), variant("noisy", p + noise + 0.5), NONE, NONE, FAST)
     assert not c.significant
     assert c.pnl_per_time.low < 0 < c.pnl_per_time.high
 
@@ -191,7 +194,7 @@ def test_only_the_decisions_both_variants_made_are_compared_and_counted():
     p = noisy_pnls(30)
     a = variant("heuristic", p, "heuristic")
     b = variant("short", p[:20])  # B stopped after 20 decision times
-    c = compare_pair(a, b, {}, {}, FAST)
+    c = compare_pair(a, b, NONE, NONE, FAST)
     assert (c.aligned_decisions, c.aligned_times, c.only_a, c.only_b) == (40, 20, 20, 0)
 
 
@@ -203,7 +206,7 @@ def test_skipped_decisions_are_not_aligned():
     first = led.decisions[0]
     skipped = first.model_copy(update={"outcome": "skipped", "direction": None, "confidence": None})
     b2 = b.model_copy(update={"ledger": led.model_copy(update={"decisions": (skipped, *led.decisions[1:])})})
-    c = compare_pair(a, b2, {}, {}, FAST)
+    c = compare_pair(a, b2, NONE, NONE, FAST)
     assert (c.aligned_decisions, c.only_a) == (23, 1)
 
 
@@ -216,7 +219,7 @@ def test_mcnemar_and_brier_dm_use_the_decisions_where_both_stated_a_direction():
         d.model_copy(update={"confidence": float(c)}) for d, c in zip(a.ledger.decisions, conf, strict=True))})})
     hits_a = {d.decision_id: True for d in a.ledger.decisions}
     hits_b = {d.decision_id: False for d in b.ledger.decisions}
-    c = compare_pair(a, b, hits_a, hits_b, FAST)
+    c = compare_pair(a, b, Scores(hits_a, hits_a), Scores(hits_b, hits_b), FAST)
     assert c.mcnemar_n == 60
     assert c.mcnemar.p_value < 1e-6
     assert c.dm_brier is not None and c.dm_brier.p_value < 1e-6
@@ -228,14 +231,14 @@ def test_when_neither_variant_traded_the_verdict_says_so():
         v = variant(name, np.zeros((12, 2)), kind)
         return v.model_copy(update={"ledger": v.ledger.model_copy(update={"trades": ()})})
 
-    c = compare_pair(untraded("heuristic", "heuristic"), untraded("b", "llm"), {}, {}, FAST)
+    c = compare_pair(untraded("heuristic", "heuristic"), untraded("b", "llm"), NONE, NONE, FAST)
     assert not c.significant
     assert c.verdict.endswith("; neither closed a trade on the 24 aligned decisions")
 
 
 def test_too_few_aligned_decisions_are_not_tested():
     p = noisy_pnls(9)
-    c = compare_pair(variant("heuristic", p, "heuristic"), variant("b", p + 5), {}, {}, FAST)
+    c = compare_pair(variant("heuristic", p, "heuristic"), variant("b", p + 5), NONE, NONE, FAST)
     assert c.pnl_per_time is None and c.daily_return is None and not c.significant
     assert "not compared" in c.verdict and any("at least 10" in n for n in c.notes)
 
@@ -264,23 +267,30 @@ def candles_from_closes(symbol: str, closes: list[float], start: int = T0) -> Ca
     return Candles(np.arange(n) * H + start, c, c + 0.5, c - 0.5, c, np.ones(n), interval_ms=H, symbol=symbol)
 
 
-def test_directional_accuracy_and_brier_score_on_known_outcomes():
-    # the price rises for 10 hours, then falls: LONG right early, SHORT right late
+def test_directional_accuracy_and_the_brier_score_of_the_bracket_on_known_outcomes():
+    # closes rise 100 -> 110 over candles 0..10, then fall to 100 (candle k opens at T0 + k h; high/low = close +- 0.5)
     closes = [100 + k for k in range(11)] + [110 - k for k in range(1, 11)]
     candles = {"BTC/USDT": candles_from_closes("BTC/USDT", closes)}
-    ds = [
-        decision("v", "BTC/USDT", T0 + 1 * H, "LONG", 0.8, last_price=100.0, horizon=2),   # 102 > 100: hit
-        decision("v", "BTC/USDT", T0 + 9 * H, "LONG", 0.6, last_price=108.0, horizon=4),   # 107 < 108: miss
-        decision("v", "BTC/USDT", T0 + 12 * H, "SHORT", 0.7, last_price=109.0, horizon=2),  # 107 < 109: hit
-        decision("v", "BTC/USDT", T0 + 13 * H, "HOLD", 0.5, outcome="hold"),
-        decision("v", "BTC/USDT", T0 + 20 * H, "LONG", 0.9, horizon=10),                    # beyond the data
-    ]
-    from evals.ledger import directional_hits
 
-    q = signal_quality(ds, dict(directional_hits(ds, candles)))
+    def d(ms: int, direction: str, conf: float, stop: float | None, target: float | None, **kw) -> DecisionRecord:
+        return decision("v", "BTC/USDT", ms, direction, conf, **kw).model_copy(update={"stop": stop, "target": target})
+
+    ds = [
+        # direction: 102 > 100 after 2 h, a hit; bracket: candle 1 reaches 101.5 >= 101.2 first: target first
+        d(T0 + 1 * H, "LONG", 0.8, 99.0, 101.2, last_price=100.0, horizon=2),
+        # direction: 107 < 108 after 4 h, a miss; bracket: candle 12's low 107.5 reaches the stop 107.8: a miss
+        d(T0 + 9 * H, "LONG", 0.6, 107.8, 111.0, last_price=108.0, horizon=4),
+        # direction: 107 < 109, a hit; bracket: candles 12-13 reach neither 110 nor 106 by the horizon: a miss
+        d(T0 + 12 * H, "SHORT", 0.7, 110.0, 106.0, last_price=109.0, horizon=2),
+        d(T0 + 13 * H, "HOLD", 0.5, None, None, outcome="hold"),
+        # beyond the data, and neither level reached in the one candle there is: unknown on both counts
+        d(T0 + 20 * H, "LONG", 0.9, 95.0, 105.0, horizon=10),
+    ]
+    q = signal_quality(ds, scores(ds, candles))
     assert (q.decisions, q.directional, q.holds, q.scored, q.hits) == (5, 4, 1, 3, 2)
     assert q.accuracy == pytest.approx(2 / 3)
-    assert q.calibration.brier == pytest.approx(((0.8 - 1) ** 2 + 0.6 ** 2 + (0.7 - 1) ** 2) / 3)
+    assert (q.bracket_scored, q.targets_first) == (3, 1)
+    assert q.calibration.brier == pytest.approx(((0.8 - 1) ** 2 + 0.6 ** 2 + 0.7 ** 2) / 3)
 
 
 def test_a_run_summary_has_every_metric_per_variant_symbol_and_regime():

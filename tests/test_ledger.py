@@ -29,6 +29,7 @@ from agent.store.tables import OrderRow
 from evals.ledger import (
     DecisionRecord,
     LedgerError,
+    bracket_outcomes,
     directional_hits,
     gate_activity,
     llm_usage,
@@ -246,6 +247,34 @@ def test_directional_hits_by_hand_on_five_candles():
     ]
     assert directional_hits(ds, c) == [(ds[0].decision_id, True), (ds[1].decision_id, False),
                                        (ds[2].decision_id, True)]
+
+
+def test_bracket_outcomes_by_hand_on_six_candles():
+    # candle k opens at T0 + k h; (open, high, low, close)
+    rows = [(100, 100, 100, 100), (100, 103, 99, 102), (102, 104, 97, 98), (98, 99, 90, 91), (91, 92, 90, 91),
+            (95, 96, 94, 95)]
+    t = T0 + np.arange(len(rows), dtype=np.int64) * H
+    o, h, lo, c = (np.array([r[i] for r in rows], dtype=float) for i in range(4))
+    candles = {"X/USDT": Candles(time=t, open=o, high=h, low=lo, close=c, volume=np.ones(len(rows)),
+                                 symbol="X/USDT", interval_ms=H)}
+
+    def rec(direction: str, ms: int, horizon: float, stop: float | None, target: float | None, tag: str):
+        return _record(direction, ms, horizon, decision_id=tag, stop=stop, target=target)
+
+    ds = [
+        rec("LONG", T0 + H, 3, 98.5, 102.5, "target"),      # candle 1 reaches 103 >= 102.5 and not the stop: hit
+        rec("LONG", T0 + H, 3, 99.0, 105.0, "stop"),        # candle 1's low 99 reaches the stop 99: miss
+        rec("LONG", T0 + 2 * H, 3, 97.0, 104.0, "both"),    # candle 2 reaches 104 and 97: the stop is assumed
+        rec("SHORT", T0 + 2 * H, 2, 105.0, 95.0, "short"),  # candle 2 low 97, candle 3 low 90 <= 95: hit
+        rec("SHORT", T0 + 4 * H, 1, 99.0, 80.0, "neither"),  # candle 4 reaches neither by the horizon: miss
+        rec("LONG", T0 + 5 * H, 5, 90.0, 100.0, "open"),    # the data end first with neither reached: unknown
+        rec("LONG", T0 + 5 * H, 5, 95.5, 100.0, "early"),   # the data end first, but the stop was reached: miss
+        rec("LONG", T0 + H, 3, None, 102.5, "no stop"),     # no bracket to score
+        rec("HOLD", T0 + H, 3, None, None, "hold"),
+    ]
+    assert bracket_outcomes(ds, candles) == [("target", True), ("stop", False), ("both", False), ("short", True),
+                                             ("neither", False), ("early", False)]
+    assert bracket_outcomes(ds, {}) == []  # no candles for the symbol: nothing is known
 
 
 def test_llm_usage_rates_from_decision_records():
