@@ -471,8 +471,8 @@ def write_run_report(run_dir: str | Path, thresholds: PromotionThresholds | None
             candles = run_candles(run.manifest)
         except (CandleDataError, OSError, ValueError, KeyError) as exc:
             candles = {}
-            run.notes.append(f"The run's candles cannot be read ({exc}): signal directions are not scored, so "
-                             "directional accuracy, calibration and McNemar are missing.")
+            run.notes.append(f"The run's candles cannot be read ({exc}): signals are not scored, so directional "
+                             "accuracy, calibration, McNemar and Diebold-Mariano on the Brier loss are missing.")
     m = run.manifest
     trials = count_trials(run.path.parent, m, (v.name for v in run.variants))
     comparison = compare_run(run.variants, candles, run.baselines, options, quote_currency(m), trials=trials)

@@ -203,5 +203,5 @@ def test_the_report_of_a_two_year_run_has_quarterly_stability_and_deflated_sharp
     assert "good: walk-forward stability (quarterly)" in text and "| 2020-Q4 |" in text
     assert "](monthly_good.png)" in text and (passing_run / "report" / "monthly_good.png").is_file()
     assert "good by direction" in text
-    assert "signal directions are not scored" in text  # the hand-built run has no candle folder
+    assert "signals are not scored" in text  # the hand-built run has no candle folder
     assert "good beats coin" in text or "no significant difference between good and coin" in text
