@@ -160,6 +160,8 @@ class DecisionFunnel(_Frozen):
     closed_trades: int = Field(description="Ordered proposals whose trade closed by the end of the run.")
     refusals: dict[str, RuleActivity] = Field(description="Per risk rule that refused any proposal: how many, "
                                               "with its reason codes (the ledger's gate activity).")
+    refused_confidence: tuple[float, float] | None = Field(
+        None, description="Median and maximum stated confidence of the refused proposals; None without any.")
 
     def refused_by(self) -> str:
         """The refusing rules, most refusals first, each with its reason codes: 'regime_filter 792:
@@ -180,12 +182,14 @@ def decision_funnel(led: Ledger) -> DecisionFunnel:
                          f"(known: {sorted(known)})")
     proposals = by.get("rejected", 0) + by.get("ordered", 0) + by.get("order_failed", 0)
     ordered = {d.decision_id for d in led.decisions if d.outcome == "ordered"}
+    refused = [d.confidence for d in led.decisions if d.outcome == "rejected" and d.confidence is not None]
     return DecisionFunnel(
         decisions=len(led.decisions), skipped=by.get("skipped", 0), errors=by.get("error", 0),
         holds=by.get("hold", 0), proposals=proposals, rejected=by.get("rejected", 0), ordered=len(ordered),
         order_failed=by.get("order_failed", 0),
         closed_trades=len({t.decision_id for t in led.trades} & ordered),
         refusals={name: r for name, r in led.gate.items() if r.rejected},
+        refused_confidence=(float(np.median(refused)), max(refused)) if refused else None,
     )
 
 

@@ -229,8 +229,13 @@ def funnel_notes(summaries: Sequence[VariantSummary]) -> list[str]:
             notes.append(f"{s.name} proposed no trade in {f.decisions} decisions ({f.holds} HOLD, {f.skipped} "
                          f"skipped, {f.errors} failed).")
         elif not f.ordered:
+            stated = ""
+            if f.refused_confidence is not None:
+                median, top = f.refused_confidence
+                stated = (f"; stated confidence {top:.2f}" if f.rejected == 1 else
+                          f"; stated confidence median {median:.2f}, at most {top:.2f}")
             why = [f"the risk gate refused {_of_proposals(f.rejected, f.proposals)}"
-                   + (f" ({f.refused_by()})" if f.refused_by() else "")] if f.rejected else []
+                   + (f" ({f.refused_by()}{stated})" if f.refused_by() else "")] if f.rejected else []
             if f.order_failed:
                 why.append(f"the broker refused {_of_proposals(f.order_failed, f.proposals)}")
             of = "its one trade proposal" if f.proposals == 1 else f"its {f.proposals} trade proposals"

@@ -350,6 +350,7 @@ def test_the_funnel_counts_each_decision_by_outcome_and_names_the_refusing_rules
     assert (f.decisions, f.skipped, f.errors, f.holds, f.proposals) == (11, 1, 1, 3, 6)
     assert (f.rejected, f.ordered, f.order_failed, f.closed_trades) == (3, 2, 1, 1)
     assert f.skipped + f.errors + f.holds + f.proposals == f.decisions
+    assert f.refused_confidence == (0.6, 0.6)  # the three refused proposals all stated 0.6
     assert set(f.refusals) == {"regime_filter", "exposure"}
     assert f.refused_by() == ("regime_filter 3: confidence_too_low 3, direction_not_allowed 1; "
                               "exposure 1: max_open_positions 1")
@@ -360,8 +361,8 @@ def test_the_funnel_counts_each_decision_by_outcome_and_names_the_refusing_rules
 
 
 def test_a_variant_whose_every_proposal_the_gate_refused_is_said_to_have_been_stopped_by_the_risk_rules():
-    ds = [decision("h", "ETH/USDT", T0 + i * H, direction="HOLD" if i % 3 else "SHORT",
-                   outcome="hold" if i % 3 else "rejected") for i in range(9)]
+    ds = [decision("h", "ETH/USDT", T0 + i * H, direction="HOLD" if i % 3 else "SHORT", confidence=0.3 + i / 60,
+                   outcome="hold" if i % 3 else "rejected") for i in range(9)]  # refused at 0.30, 0.35, 0.40
     gate = {"regime_filter": _activity("regime_filter", 3, 3, {"confidence_too_low": 3})}
     led = make_ledger("h", ds, [], None).model_copy(update={"gate": gate})
     quiet = make_ledger("q", [decision("q", "ETH/USDT", T0 + i * H, direction="HOLD", outcome="hold")
@@ -371,8 +372,8 @@ def test_a_variant_whose_every_proposal_the_gate_refused_is_said_to_have_been_st
                        VariantData(name="q", signature="q:m:baseline", kind="llm", ledger=quiet)], {}, None, FAST)
     assert funnel_notes(run.variants) == [
         "h made no trade: of its 3 trade proposals, the risk gate refused all 3 (regime_filter 3: "
-        "confidence_too_low 3). Its trade statistics are empty because nothing was let through, not for want "
-        "of signals.",
+        "confidence_too_low 3; stated confidence median 0.35, at most 0.40). Its trade statistics are empty because "
+        "nothing was let through, not for want of signals.",
         "q proposed no trade in 5 decisions (4 HOLD, 1 skipped, 0 failed).",
     ]
     one = make_ledger("o", [decision("o", "ETH/USDT", T0, direction="LONG", outcome="order_failed")], [], None)
