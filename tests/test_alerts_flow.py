@@ -13,7 +13,9 @@ from agent.alerts import answers, monitor, outbox
 from agent.alerts.control import is_paused, set_paused
 from agent.alerts.messages import one_line, price, signal_text, ticket_id_for, top_theories
 from agent.alerts.report import daily_report, report_due
+from agent.brokers.paper import KEEP_FINISHED_MS
 from agent.config import load_settings
+from agent.cycle import broker_key
 from agent.scheduler import Shutdown, SimulatedClock, candle_trigger, run_loop
 from agent.store import Store
 from agent.store.tables import ClosedTradeRow, OrderRow, OutboxRow, PositionRow, TicketRow
@@ -84,6 +86,22 @@ def test_an_unanswered_ticket_expires_and_its_order_is_withdrawn(store):
     with pytest.raises(answers.AnswerError, match="already expired"):
         answers.apply_answer(store, t.ticket_id, "executed", t.entry, t.expires_ms + 2)
     assert outbox.queued(store, f"expired:{t.ticket_id}")
+
+
+def test_a_ticket_answered_after_the_broker_forgot_its_order_says_what_became_of_it(store):
+    t = the_ticket(store)
+    answers.expire_tickets(store, t.expires_ms + 1)
+    broker = answers._broker(store, t.run, 10_000.0)
+    cycle_id = broker.order(t.client_order_id).intent.cycle_id
+    later = t.expires_ms + KEEP_FINISHED_MS + 2 * H
+    broker.sync(t.expires_ms + 2, {})  # the cycles after the expiry: the order is finished, then a week old
+    broker.sync(later, {})
+    assert broker.order(t.client_order_id) is None
+    store.record_sync(cycle_id, t.run, later, (), (), (), broker.positions(), broker.account(later),
+                      {broker_key(t.run): broker.export_state()}, ())
+    with pytest.raises(answers.AnswerError, match=f"ticket {t.ticket_id} is already expired"):
+        answers.apply_answer(store, t.ticket_id, "skipped", None, later + 1)
+    assert store.rows(OrderRow)[0].status == "cancelled"  # the store keeps the order
 
 
 def test_an_executed_answer_after_the_expiry_is_refused(store):

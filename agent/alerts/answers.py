@@ -124,6 +124,8 @@ def apply_answer(store: Store, ticket_id: str, action: str, value: float | None,
         broker = _broker(store, t.run, initial_cash)
         order = broker.order(t.client_order_id)
         if order is None:
+            if t.status != "open":  # finished a week ago or more: the broker forgot the order, the ticket did not
+                raise AnswerError(f"ticket {ticket_id} is already {t.status}")
             raise AnswerError(f"ticket {ticket_id}: the broker has no order {t.client_order_id}")
         position = next((p for p in broker.positions() if p.client_order_id == t.client_order_id), None)
         alerts: list[Alert] = []
