@@ -444,7 +444,8 @@ def compare_pair(a: VariantData, b: VariantData, scores_a: Scores, scores_b: Sco
     if len(both) >= MIN_ALIGNED:
         mc = stats.mcnemar([hits_a[ka[k].decision_id] for k in both], [hits_b[kb[k].decision_id] for k in both])
     elif keys:
-        notes.append(f"McNemar: {len(both)} aligned decisions where both stated a direction with a known outcome")
+        notes.append(f"McNemar: {len(both)} aligned decisions where both stated a direction with a known outcome "
+                     f"(at least {MIN_ALIGNED} are needed)")
     with_conf = [k for k in keys if ka[k].direction in DIRECTIONS and kb[k].direction in DIRECTIONS
                  and ka[k].confidence is not None and kb[k].confidence is not None
                  and ka[k].decision_id in first_a and kb[k].decision_id in first_b]
@@ -457,7 +458,7 @@ def compare_pair(a: VariantData, b: VariantData, scores_a: Scores, scores_b: Sco
             notes.append(f"Diebold-Mariano on Brier: {dm_brier.note}")
     elif keys:
         notes.append(f"Diebold-Mariano on Brier: {len(with_conf)} aligned decisions where both stated a direction "
-                     f"and a confidence and both brackets resolved")
+                     f"and a confidence and both brackets resolved (at least {MIN_ALIGNED} are needed)")
 
     unit = f"{currency} per decision time"
     sentence, significant = verdict_sentence(a.name, b.name, pnl_ci, unit, pct)

@@ -384,9 +384,12 @@ def build_report(run: LoadedRun, comparison: RunComparison, gates: Mapping[str, 
         f"Promotion gate: {len(passed)} of {len(gates)} variants pass ({', '.join(passed) or 'none'}). Failing is "
         "the normal outcome; the thresholds exist to keep luck from being promoted.")
     sections = [Section(heading="Summary", paragraphs=summary)]
+    why_missing = [f"{c.b} vs {c.a}: " + "; ".join(c.notes) + "." for c in comparison.comparisons if c.notes]
     sections.append(Section(heading="Verdicts", paragraphs=[c.verdict + "." for c in comparison.comparisons]
                             or ["No comparison: the run needs a heuristic variant or two LLM variants."],
                             tables=[comparisons_table(comparison.comparisons)] if comparison.comparisons else []))
+    if why_missing:  # a dash in the table is a test not run, or without a statistic: these say why
+        sections.append(Section(heading="Notes on the paired tests", paragraphs=why_missing))
     sections.append(lookahead_section(m))
     sections.append(Section(heading="Comparison", tables=[returns_table(comparison.variants),
                                                           trades_table(comparison.variants),

@@ -236,6 +236,16 @@ def test_when_neither_variant_traded_the_verdict_says_so():
     assert c.verdict.endswith("; neither closed a trade on the 24 aligned decisions")
 
 
+def test_a_paired_test_without_a_number_says_why():
+    p = noisy_pnls(12)
+    a, b = variant("heuristic", p, "heuristic"), variant("b", p)
+    c = compare_pair(a, b, NONE, NONE, FAST)  # no candles: nothing scored, so neither McNemar nor Brier DM
+    assert c.mcnemar is None and c.dm_brier is None
+    assert "McNemar: 0 aligned decisions where both stated a direction with a known outcome (at least 5 are " \
+           "needed)" in c.notes
+    assert any(n.startswith("Diebold-Mariano on Brier: 0 aligned decisions") for n in c.notes)
+
+
 def test_too_few_aligned_decisions_are_not_tested():
     p = noisy_pnls(9)
     c = compare_pair(variant("heuristic", p, "heuristic"), variant("b", p + 5), NONE, NONE, FAST)

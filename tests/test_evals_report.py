@@ -141,6 +141,15 @@ def test_report_numbers_are_the_ledgers(written, real_run):
         assert by_name[v.name][7] == f"{sum(t.pnl for t in v.ledger.trades):,.2f}"
 
 
+def test_every_note_of_a_paired_test_is_in_the_report(written, real_run):
+    _, _, report = written
+    comparison = compare_run(load_run_data(real_run).variants, run_candles(load_run_data(real_run).manifest))
+    expected = [f"{c.b} vs {c.a}: " + "; ".join(c.notes) + "." for c in comparison.comparisons if c.notes]
+    assert expected  # the identical copy's R losses differ by a constant: DM has no statistic, and says so
+    notes = next((s for s in report.sections if s.heading == "Notes on the paired tests"), None)
+    assert (notes.paragraphs if notes else []) == expected
+
+
 def test_the_decision_funnel_is_counted_from_the_stores_rows(written, real_run):
     _, _, report = written
     section = next(s for s in report.sections if s.heading == "Decisions and the risk gate")
