@@ -43,11 +43,16 @@ def fake() -> Iterator[FakeBinance]:
 
 def settings(**overrides: object) -> LiveBrokerSettings:
     values: dict[str, object] = {
-        "enabled": True, "rate_limit": False, "request_timeout_ms": 400, "limit_timeout_s": 60,
+        # 2 s: no local request takes that long even on a busy CI machine (at 400 ms, one there timed out where
+        # the test expected the fault it had injected), while a deliberately late answer (LATE_S) always does
+        "enabled": True, "rate_limit": False, "request_timeout_ms": 2_000, "limit_timeout_s": 60,
         "retry": RetryPolicy(max_attempts=4, base_s=0.5, cap_s=4.0),
     }
     values.update(overrides)
     return LiveBrokerSettings.model_validate(values)
+
+
+LATE_S = 3.0  # an answer this late is lost: the client has timed out (request_timeout_ms above)
 
 
 def credentials() -> ExchangeCredentials:
@@ -170,8 +175,8 @@ def test_exchange_timeout_after_recording_the_order_then_success_without_duplica
     sleeps = Sleeps()
     live = broker(fake, sleeps)
     live.start(T0)
-    # The exchange records the order, then answers too late: the client times out (400 ms).
-    fake.inject(Fault("POST", "/api/v3/order", "delay_after", delay_s=1.0))
+    # The exchange records the order, then answers too late: the client times out.
+    fake.inject(Fault("POST", "/api/v3/order", "delay_after", delay_s=LATE_S))
     state = live.submit(intent(), T0)
     assert state.status == "open"
     assert len(fake.orders_with_client_id(state.client_order_id)) == 1
@@ -210,7 +215,7 @@ def test_order_placed_despite_failed_replies_is_marked_uncertain_then_adopted_by
     live = broker(fake, retry=RetryPolicy(max_attempts=2, base_s=0.1, cap_s=0.1))
     live.start(T0)
     fake.inject(Fault("GET", "/api/v3/order", "malformed", body="{}"))  # the first lookup proves nothing
-    fake.inject(Fault("POST", "/api/v3/order", "delay_after", delay_s=1.0))  # placed, answer lost
+    fake.inject(Fault("POST", "/api/v3/order", "delay_after", delay_s=LATE_S))  # placed, answer lost
     state = live.submit(intent(), T0)
     assert state.status == "failed" and "may hold the order" in state.message
     assert len(fake.orders_with_client_id(state.client_order_id)) == 1
