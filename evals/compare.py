@@ -283,7 +283,7 @@ def variant_sharpe(curve: EquityCurve | None) -> float | None:
     return stats.sharpe_ratio(np.asarray(r))
 
 
-def summarise_variant(v: VariantData, hits: Scores, *, n_trials: int,
+def summarise_variant(v: VariantData, scored_by: Scores, *, n_trials: int,
                       trial_sharpes: Sequence[float], options: StatsOptions) -> VariantSummary:
     """Every metric of one variant (see the module docstring for what is per symbol/regime)."""
     led = v.ledger
@@ -298,8 +298,8 @@ def summarise_variant(v: VariantData, hits: Scores, *, n_trials: int,
         for d in decided:
             decs.setdefault(key(d), []).append(d)
         names = sorted(set(by_trades) | set(decs))
-        return {g: GroupSummary(trades=by_trades.get(g, trade_stats([])), signals=signal_quality(decs.get(g, []), hits))
-                for g in names}
+        return {g: GroupSummary(trades=by_trades.get(g, trade_stats([])),
+                                signals=signal_quality(decs.get(g, []), scored_by)) for g in names}
 
     span_ms = (curve.time_ms[-1] - curve.time_ms[0]) if curve is not None else 0
     freq = "M" if span_ms < 2 * YEAR_MS else "Q"
@@ -313,7 +313,7 @@ def summarise_variant(v: VariantData, hits: Scores, *, n_trials: int,
     return VariantSummary(
         name=v.name, signature=v.signature, kind=v.kind, performance=perf,
         by_symbol=groups(lambda x: x.symbol), by_regime=groups(lambda x: x.regime or "none"),
-        by_side=group_stats(trades, lambda t: t.side), signals=signal_quality(decided, hits),
+        by_side=group_stats(trades, lambda t: t.side), signals=signal_quality(decided, scored_by),
         llm=led.llm, sharpe=sharpe_significance(curve, n_trials, trial_sharpes),
         periods=period_stats(trades, curve, freq) if curve is not None else [], period_freq=freq,
         reshuffle=reshuffle, open_at_end=open_at_end, funnel=decision_funnel(led),
@@ -522,15 +522,15 @@ def compare_run(variants: Sequence[VariantData], candles: Mapping[str, Candles],
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"variant names must be unique, got {names}")
-    hits = {v.name: scores(v.ledger.decisions, candles) for v in variants}
+    scored = {v.name: scores(v.ledger.decisions, candles) for v in variants}
     sharpes = [s for s in (variant_sharpe(v.ledger.curve) for v in variants)
                if s is not None]
     n_trials = len(variants) if trials is None else trials.n_trials
-    summaries = [summarise_variant(v, hits[v.name], n_trials=n_trials, trial_sharpes=sharpes, options=opts)
+    summaries = [summarise_variant(v, scored[v.name], n_trials=n_trials, trial_sharpes=sharpes, options=opts)
                  for v in variants]
     pairs, notes = comparison_pairs(variants)
     by_name = {v.name: v for v in variants}
-    comparisons = [compare_pair(by_name[a], by_name[b], hits[a], hits[b], opts, currency) for a, b in pairs]
+    comparisons = [compare_pair(by_name[a], by_name[b], scored[a], scored[b], opts, currency) for a, b in pairs]
     if comparisons:
         k = len(comparisons)
         notes.append(f"{k} comparison{'s' if k > 1 else ''}, each at {opts.level:.0%} on its own: by chance "

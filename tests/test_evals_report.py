@@ -143,7 +143,8 @@ def test_report_numbers_are_the_ledgers(written, real_run):
 
 def test_every_note_of_a_paired_test_is_in_the_report(written, real_run):
     _, _, report = written
-    comparison = compare_run(load_run_data(real_run).variants, run_candles(load_run_data(real_run).manifest))
+    run = load_run_data(real_run)
+    comparison = compare_run(run.variants, run_candles(run.manifest))
     expected = [f"{c.b} vs {c.a}: " + "; ".join(c.notes) + "." for c in comparison.comparisons if c.notes]
     assert expected  # the identical copy's R losses differ by a constant: DM has no statistic, and says so
     notes = next((s for s in report.sections if s.heading == "Notes on the paired tests"), None)
